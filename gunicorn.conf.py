@@ -1,0 +1,14 @@
+"""gunicorn settings for `make run` and deployments (override with GUNICORN_CMD_ARGS)."""
+
+import os
+
+bind = os.environ.get("BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = 120
+graceful_timeout = 30
+accesslog = "-"
+errorlog = "-"
+# Trust X-Forwarded-* only from the reverse proxy on this host.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,67 @@
+"""Alembic Dashboard: see, plan and run Alembic migrations from the browser.
+
+:func:`create_app` is the application factory (``wsgi.py`` calls it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+from .config import settings_from_environment
+from .extensions import csrf, db, login_manager
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config_overrides: Mapping | None = None) -> Flask:
+    """Build the Flask app.
+
+    Settings come from the environment (:mod:`webapp.config`), then
+    ``config_overrides`` (tests). Targets are loaded now, so an invalid
+    targets file stops the start with a message naming file, line and key.
+
+    :raises webapp.config.ConfigurationError: unusable settings.
+    :raises webapp.core.targets.TargetsFileError: invalid targets file.
+    """
+    instance_path = os.environ.get("DASHBOARD_INSTANCE_PATH") or str(PROJECT_ROOT / "instance")
+    app = Flask(__name__, instance_path=str(Path(instance_path).resolve()),
+                template_folder=str(PROJECT_ROOT / "templates"),
+                static_folder=str(PROJECT_ROOT / "static"))
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    overrides = dict(config_overrides or {})
+    environ = dict(os.environ)
+    if overrides.get("SECRET_KEY"):
+        environ["DASHBOARD_SECRET_KEY"] = overrides["SECRET_KEY"]
+    app.config.from_mapping(settings_from_environment(environ, Path(app.instance_path)))
+    app.config.from_mapping(overrides)
+
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    db.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+
+    from .services.catalog import Catalog
+
+    app.extensions["alembic_dashboard"] = Catalog.from_config(app.config, Path(app.instance_path))
+
+    from . import auth_setup, cli
+    from .api import bp as api_bp
+    from .views import auth, errors, main, targets
+
+    auth_setup.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(targets.bp)
+    app.register_blueprint(api_bp)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,81 @@
+"""Authentication wiring: sessions (Flask-Login), bearer tokens for the API,
+and one rule for every request: log in first, except ``/login``, ``/healthz``
+and static files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from flask import Flask, abort, jsonify, redirect, request, url_for
+from flask_login import current_user
+
+from .extensions import db, login_manager
+from .models import User
+from .services import accounts
+
+PUBLIC_ENDPOINTS = {"auth.login", "main.healthz", "static"}
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def init_app(app: Flask) -> None:
+    """Register the user loaders and the login-required rule on ``app``."""
+    login_manager.session_protection = "strong"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+        return user if user is not None and user.is_active else None
+
+    @login_manager.request_loader
+    def load_user_from_token(req) -> User | None:
+        if not _is_api():
+            return None  # bearer tokens are for the API only
+        token = bearer_token()
+        return accounts.user_for_token(token) if token else None
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        if _is_api():
+            response = jsonify(error="authentication required",
+                               detail="send Authorization: Bearer <token> or log in")
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Bearer realm="alembic-dashboard"'
+            return response
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+    @app.before_request
+    def require_login():
+        if request.endpoint in PUBLIC_ENDPOINTS:
+            return None
+        if request.endpoint is None:
+            return None  # 404 / 405: the error handler answers, without details
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        return None
+
+
+def require_role(role: str) -> Callable:
+    """View decorator: 403 unless the logged-in user has ``role`` or above."""
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            if not current_user.is_authenticated or not current_user.has_role(role):
+                abort(403, description=f"this needs the {role} role")
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator

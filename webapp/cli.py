@@ -1,0 +1,95 @@
+"""``flask --app wsgi ...`` commands: init, create-user, create-token, db-upgrade."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+import click
+from alembic import command
+from alembic.config import Config
+from flask import Flask, current_app
+
+from .services import accounts
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def upgrade_dashboard_db(url: str, revision: str = "head") -> None:
+    """Apply the dashboard's own migrations (``migrations/``) to ``url``.
+
+    :raises alembic.util.CommandError: the migration failed.
+    """
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, revision)
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands on ``app``."""
+
+    @app.cli.command("db-upgrade")
+    def db_upgrade() -> None:
+        """Apply the dashboard's own schema migrations (alembic upgrade head)."""
+        upgrade_dashboard_db(current_app.config["SQLALCHEMY_DATABASE_URI"])
+        click.echo("dashboard database is at head")
+
+    @app.cli.command("init")
+    def init() -> None:
+        """Prepare everything `make run` needs: schema, demo databases, first admin."""
+        import os
+
+        from .core.demo import prepare_demo_databases
+        from .services.catalog import get_catalog
+
+        upgrade_dashboard_db(current_app.config["SQLALCHEMY_DATABASE_URI"])
+        catalog = get_catalog()
+        if catalog.is_demo:
+            for line in prepare_demo_databases(catalog.targets):
+                click.echo(f"demo: {line}")
+        if accounts.user_count() == 0:
+            password = os.environ.get("DASHBOARD_ADMIN_PASSWORD") or ""
+            printed = not password
+            password = password or secrets.token_urlsafe(12)
+            accounts.create_user("admin", "admin", password)
+            if printed:
+                click.echo("=" * 60)
+                click.echo("First admin created. This password is shown only once:")
+                click.echo("  username: admin")
+                click.echo(f"  password: {password}")
+                click.echo("=" * 60)
+            else:
+                click.echo("First admin 'admin' created with DASHBOARD_ADMIN_PASSWORD.")
+
+    @app.cli.command("create-user")
+    @click.argument("name")
+    @click.option("--role", type=click.Choice(["viewer", "operator", "approver", "admin"]),
+                  default="viewer", show_default=True)
+    @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+    def create_user(name: str, role: str, password_stdin: bool) -> None:
+        """Create a local account NAME with ROLE."""
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        try:
+            accounts.create_user(name, role, password)
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"created user {name} with role {role}")
+
+    @app.cli.command("create-token")
+    @click.argument("name")
+    @click.option("--label", default="cli", show_default=True, help="What the token is for.")
+    def create_token(name: str, label: str) -> None:
+        """Create an API token for user NAME and print it once."""
+        user = accounts.get_user(name)
+        if user is None:
+            raise click.ClickException(f"no user called {name!r}")
+        try:
+            token = accounts.create_token(user, label)
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(token)

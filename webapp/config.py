@@ -1,0 +1,78 @@
+"""Settings read from the environment (PRODUCT.md "Fixed interfaces").
+
+``DASHBOARD_SECRET_KEY``, ``DASHBOARD_DATABASE_URL`` (default SQLite in
+``instance/``), ``DASHBOARD_TARGETS``, ``DASHBOARD_ENV`` (development |
+production), ``DASHBOARD_COOKIE_SECURE``, ``DASHBOARD_TRUSTED_PROXIES``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class ConfigurationError(Exception):
+    """The dashboard cannot start with this configuration (message says why)."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def secret_key(environ: Mapping[str, str], instance_path: Path, production: bool) -> str:
+    """Return the session signing key.
+
+    From ``DASHBOARD_SECRET_KEY``; in development, generated once and kept in
+    ``instance/secret_key`` (mode 0600). Production refuses to run without it.
+
+    :raises ConfigurationError: production mode without ``DASHBOARD_SECRET_KEY``.
+    """
+    key = environ.get("DASHBOARD_SECRET_KEY", "").strip()
+    if key:
+        return key
+    if production:
+        raise ConfigurationError(
+            "DASHBOARD_SECRET_KEY is not set. In production (DASHBOARD_ENV=production) "
+            "the dashboard refuses to start without it; generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key)
+    return key
+
+
+def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
+    """Build the Flask config mapping from environment variables.
+
+    :raises ConfigurationError: see :func:`secret_key`, or a bad ``DASHBOARD_ENV``.
+    """
+    env = environ.get("DASHBOARD_ENV", "development").strip() or "development"
+    if env not in ("development", "production"):
+        raise ConfigurationError(f"DASHBOARD_ENV must be development or production, got {env!r}")
+    production = env == "production"
+    database_url = environ.get("DASHBOARD_DATABASE_URL") or \
+        f"sqlite:///{instance_path / 'dashboard.db'}"
+    cookie_secure = _truthy(environ.get("DASHBOARD_COOKIE_SECURE")) if \
+        "DASHBOARD_COOKIE_SECURE" in environ else production
+    return {
+        "DASHBOARD_ENV": env,
+        "SECRET_KEY": secret_key(environ, instance_path, production),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "TARGETS_FILE": environ.get("DASHBOARD_TARGETS") or None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": cookie_secure,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": cookie_secure,
+        "WTF_CSRF_TIME_LIMIT": None,  # token lives as long as the session
+        "TRUSTED_PROXIES": int(environ.get("DASHBOARD_TRUSTED_PROXIES", "0") or 0),
+    }

@@ -1,0 +1,1 @@
+"""Alembic domain layer. Flask-free: usable from the web app, the CLI, tests and workers."""

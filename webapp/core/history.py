@@ -1,0 +1,394 @@
+"""Revision history of a target's script directory, read without importing it.
+
+Each revision file's identifiers (``revision``, ``down_revision``,
+``branch_labels``, ``depends_on``) and docstring are read from its source
+with :mod:`ast` — no target code runs in the dashboard process — and fed to
+Alembic's own :class:`~alembic.script.revision.RevisionMap`, so heads, bases,
+branch points and the pending list follow Alembic's rules exactly.
+
+:func:`load_history` is cached per script directory and re-read when a file
+in a version location is added, removed or changed (name, size, mtime).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.script.revision import Revision, RevisionError, RevisionMap
+from alembic.util import CommandError
+
+from .targets import Target
+
+# Same rule as Alembic's ScriptDirectory: *.py files except __init__ and
+# editor lock files.
+_REVISION_FILE_RE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
+_CREATE_DATE_RE = re.compile(r"^Create Date:\s*(.+?)\s*$", re.MULTILINE)
+_IDENTIFIERS = ("revision", "down_revision", "branch_labels", "depends_on")
+
+
+class HistoryError(Exception):
+    """The script directory cannot be read (missing, bad file, bad graph).
+
+    ``path`` names the offending file when there is one.
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+@dataclass
+class RevisionInfo:
+    """One revision as shown in history.
+
+    ``down_revisions``/``depends_on``/``branch_labels`` are tuples of
+    strings as written in the file; ``create_date`` is the text of the
+    docstring's ``Create Date:`` line (None when absent).
+    """
+
+    revision: str
+    down_revisions: tuple[str, ...]
+    branch_labels: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    message: str
+    longdoc: str
+    create_date: str | None
+    path: Path
+    is_head: bool = False
+    is_base: bool = False
+    is_branch_point: bool = False
+    is_merge_point: bool = False
+    children: tuple[str, ...] = ()
+
+    @property
+    def short(self) -> str:
+        """The first 12 characters of the revision id."""
+        return self.revision[:12]
+
+
+@dataclass
+class History:
+    """The whole revision graph of one script directory.
+
+    ``revisions`` are newest first (children before their parents);
+    ``revision_map`` is Alembic's map built from the same data.
+    """
+
+    script_location: Path
+    version_locations: tuple[Path, ...]
+    revisions: list[RevisionInfo]
+    by_id: dict[str, RevisionInfo]
+    heads: tuple[str, ...]
+    bases: tuple[str, ...]
+    revision_map: RevisionMap
+    fingerprint: tuple = field(repr=False, default=())
+
+    def get(self, revision: str) -> RevisionInfo | None:
+        """Return the revision with exactly this id, or None."""
+        return self.by_id.get(revision)
+
+    def applied(self, current: Sequence[str]) -> set[str]:
+        """Ids of the revisions applied on a database at ``current`` heads.
+
+        That is the current revisions and all their ancestors, including
+        ``depends_on`` dependencies (Alembic applies those first).
+
+        :raises HistoryError: a current revision is not in this directory.
+        """
+        seen: set[str] = set()
+        try:
+            stack = list(self.revision_map.get_revisions(tuple(current)))
+        except RevisionError as exc:
+            raise HistoryError(f"current revision not found in script directory: {exc}") from None
+        while stack:
+            rev = stack.pop()
+            if rev is None or rev.revision in seen:
+                continue
+            seen.add(rev.revision)
+            stack.extend(self.revision_map.get_revision(r) for r in rev._all_down_revisions)
+        return seen
+
+    def pending(self, current: Sequence[str]) -> list[RevisionInfo]:
+        """Revisions ``upgrade heads`` would apply from ``current``, in apply order.
+
+        :raises HistoryError: a current revision is unknown to this directory.
+        """
+        try:
+            revs = list(self.revision_map.iterate_revisions(
+                "heads", tuple(current), implicit_base=True))
+        except (RevisionError, CommandError) as exc:
+            raise HistoryError(str(exc)) from None
+        return [self.by_id[r.revision] for r in reversed(revs)]
+
+
+def script_directory_paths(target: Target) -> tuple[Path, tuple[Path, ...], bool]:
+    """Read the script location and version locations from the target's ini.
+
+    Mirrors :meth:`ScriptDirectory.from_config` without its side effect on
+    ``sys.path`` (``prepend_sys_path``), which must not touch our process.
+
+    :return: (script_location, version_locations, recursive_version_locations)
+    :raises HistoryError: missing ini, missing ``script_location``.
+    """
+    if target.alembic_ini is not None:
+        try:
+            config = Config(str(target.alembic_ini), ini_section=target.ini_section)
+            script_location = config.get_alembic_option("script_location")
+            if target.flask_app and not script_location and target.directory:
+                script_location = str(target.directory)
+            version_locations = config.get_version_locations_list()
+            recursive = config.get_alembic_boolean_option("recursive_version_locations")
+        except Exception as exc:  # configparser errors come in many classes
+            raise HistoryError(f"cannot read {target.alembic_ini}: {exc}") from None
+        if not script_location:
+            raise HistoryError(
+                f"no 'script_location' key in section [{target.ini_section}] "
+                f"of {target.alembic_ini}")
+    else:
+        assert target.directory is not None
+        script_location, version_locations, recursive = str(target.directory), None, False
+    location = Path(script_location)
+    if not location.is_absolute():
+        location = (target.working_directory / location).resolve()
+    if not location.is_dir():
+        raise HistoryError(f"script directory not found: {location}")
+    script = ScriptDirectory(str(location), version_locations=version_locations,
+                             recursive_version_locations=recursive)
+    return location, tuple(Path(p) for p in script._version_locations), bool(recursive)
+
+
+def _list_revision_files(locations: Iterable[Path], recursive: bool) -> list[Path]:
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for location in locations:
+        if not location.is_dir():
+            continue
+        for root, dirs, names in os.walk(location):
+            if Path(root).name == "__pycache__":
+                continue
+            for name in sorted(names):
+                if _REVISION_FILE_RE.match(name):
+                    real = (Path(root) / name).resolve()
+                    if real not in seen:
+                        seen.add(real)
+                        files.append(real)
+            if not recursive:
+                break
+            dirs.sort()
+    return files
+
+
+def fingerprint(locations: Iterable[Path], recursive: bool) -> tuple:
+    """Cheap signature of the version files: (path, size, mtime_ns) of each.
+
+    Changes whenever a revision file is added, removed or written.
+    """
+    items = []
+    for path in _list_revision_files(locations, recursive):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        items.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(items)
+
+
+def _literal(node: ast.AST, path: Path, name: str):
+    try:
+        value = ast.literal_eval(node)
+    except ValueError:
+        raise _NotLiteral(name) from None
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise HistoryError(f"{path.name}: {name} must be a string, a tuple of strings or None",
+                       path)
+
+
+class _NotLiteral(Exception):
+    pass
+
+
+def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo | None:
+    """Read one revision file's identifiers and docstring without running it.
+
+    :return: the revision, or None when the file declares no ``revision``
+        (not a revision file).
+    :raises HistoryError: syntax error, or identifiers that are not literals
+        (``error.path`` is the file).
+    """
+    if source is None:
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HistoryError(f"{path.name}: cannot read: {exc}", path) from None
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise HistoryError(
+            f"{path.name}, line {exc.lineno}: syntax error: {exc.msg}", path) from None
+    values: dict[str, tuple[str, ...]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in _IDENTIFIERS:
+            try:
+                values[target.id] = _literal(value, path, target.id)
+            except _NotLiteral:
+                raise HistoryError(
+                    f"{path.name}: {target.id} is not a literal value; "
+                    "the dashboard reads identifiers from source", path) from None
+    if "revision" not in values:
+        return None
+    if len(values["revision"]) != 1:
+        raise HistoryError(f"{path.name}: revision must be a single string", path)
+    longdoc = (ast.get_docstring(tree, clean=False) or "").strip()
+    date = _CREATE_DATE_RE.search(longdoc)
+    return RevisionInfo(
+        revision=values["revision"][0],
+        down_revisions=values.get("down_revision", ()),
+        branch_labels=values.get("branch_labels", ()),
+        depends_on=values.get("depends_on", ()),
+        message=re.split("\n\n", longdoc)[0] if longdoc else "",
+        longdoc=longdoc,
+        create_date=date.group(1) if date else None,
+        path=path,
+    )
+
+
+def build_history(script_location: Path, version_locations: Sequence[Path],
+                  recursive: bool = False) -> History:
+    """Parse every revision file and build the graph.
+
+    :raises HistoryError: unreadable file, duplicate ids, missing down
+        revisions, cycles — anything Alembic would refuse.
+    """
+    fp = fingerprint(version_locations, recursive)
+    infos: dict[str, RevisionInfo] = {}
+    for path_s, _size, _mtime in fp:
+        info = parse_revision_source(Path(path_s))
+        if info is None:
+            continue
+        if info.revision in infos:
+            raise HistoryError(
+                f"revision {info.revision} is present more than once: "
+                f"{infos[info.revision].path.name} and {info.path.name}", info.path)
+        infos[info.revision] = info
+    return _assemble(script_location, tuple(version_locations), infos, fp)
+
+
+def _assemble(script_location: Path, version_locations: tuple[Path, ...],
+              infos: dict[str, RevisionInfo], fp: tuple) -> History:
+    def generate() -> list[Revision]:
+        return [
+            Revision(i.revision, i.down_revisions or None,
+                     dependencies=i.depends_on or None,
+                     branch_labels=i.branch_labels or None)
+            for i in infos.values()
+        ]
+
+    revision_map = RevisionMap(generate)
+    try:
+        heads = tuple(revision_map.heads)
+        bases = tuple(revision_map.bases)
+        children: dict[str, list[str]] = {rid: [] for rid in infos}
+        for info in infos.values():
+            for down in info.down_revisions:
+                if down not in infos:
+                    raise HistoryError(
+                        f"revision {info.revision} ({info.path.name}) has down_revision "
+                        f"{down}, which is not present", info.path)
+                children[down].append(info.revision)
+        for dep in (d for i in infos.values() for d in i.depends_on):
+            revision_map.get_revision(dep)
+    except (RevisionError, CommandError) as exc:
+        raise HistoryError(str(exc)) from None
+    for rid, info in infos.items():
+        info.children = tuple(sorted(children[rid]))
+        info.is_head = rid in heads
+        info.is_base = not info.down_revisions
+        info.is_branch_point = len(children[rid]) > 1
+        info.is_merge_point = len(info.down_revisions) > 1
+    ordered = _newest_first(infos)
+    return History(script_location=script_location, version_locations=version_locations,
+                   revisions=ordered, by_id=infos, heads=heads, bases=bases,
+                   revision_map=revision_map, fingerprint=fp)
+
+
+def _newest_first(infos: dict[str, RevisionInfo]) -> list[RevisionInfo]:
+    """Topological order, children first, keeping a line of descent together.
+
+    Like ``git log --graph --topo-order``: after a revision, its first parent
+    follows if all of that parent's children are already shown.
+    """
+    remaining_children = {rid: len(i.children) for rid, i in infos.items()}
+
+    def sort_key(rid: str) -> tuple[str, str]:
+        return (infos[rid].create_date or "", rid)
+
+    ready = sorted((rid for rid, n in remaining_children.items() if n == 0), key=sort_key)
+    ordered: list[RevisionInfo] = []
+    preferred: str | None = None
+    while ready:
+        if preferred is not None and preferred in ready:
+            rid = preferred
+            ready.remove(rid)
+        else:
+            rid = ready.pop()  # newest by create date
+        info = infos[rid]
+        ordered.append(info)
+        preferred = None
+        for i, down in enumerate(info.down_revisions):
+            if down not in remaining_children:
+                continue
+            remaining_children[down] -= 1
+            if remaining_children[down] == 0:
+                ready.append(down)
+                if i == 0:
+                    preferred = down
+        ready.sort(key=sort_key)
+    return ordered
+
+
+class HistoryCache:
+    """Per-process cache of :class:`History`, one entry per target.
+
+    An entry is reused while the fingerprint of its version files is
+    unchanged; thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, History] = {}
+
+    def get(self, target: Target) -> History:
+        """Return the target's history, re-reading files only when they changed.
+
+        :raises HistoryError: see :func:`build_history`, :func:`script_directory_paths`.
+        """
+        location, version_locations, recursive = script_directory_paths(target)
+        fp = fingerprint(version_locations, recursive)
+        with self._lock:
+            cached = self._entries.get(target.name)
+        if cached is not None and cached.fingerprint == fp \
+                and cached.version_locations == version_locations:
+            return cached
+        history = build_history(location, version_locations, recursive)
+        with self._lock:
+            self._entries[target.name] = history
+        return history

@@ -1,0 +1,140 @@
+"""Run Alembic for a target in a separate process (its own interpreter).
+
+The target's ``env.py`` may reconfigure logging and import the target's
+code; running it in a child process keeps both out of the dashboard. The
+child is :mod:`webapp.core.target_helper`, executed by path, so the target's
+interpreter needs only alembic and SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .targets import Target, scrub_secrets
+
+HELPER = Path(__file__).with_name("target_helper.py")
+DEFAULT_TIMEOUT = 60.0  # seconds
+
+
+class TargetProcessError(Exception):
+    """The target-side process failed.
+
+    ``error_type`` is the exception class raised there (e.g.
+    ``ModuleNotFoundError``), ``traceback`` its last lines, ``output`` what it
+    printed; all scrubbed of the database URL and password.
+    """
+
+    def __init__(self, message: str, error_type: str = "Error",
+                 traceback: list[str] | None = None, output: str = "") -> None:
+        self.error_type = error_type
+        self.traceback = traceback or []
+        self.output = output
+        super().__init__(message)
+
+    @property
+    def hint(self) -> str | None:
+        """A suggestion for the common failures Alembic users meet."""
+        text = f"{self.error_type}: {self}"
+        if self.error_type in ("ModuleNotFoundError", "ImportError"):
+            return ("env.py could not import the target's code. Set `cwd` (or "
+                    "`prepend_sys_path` in alembic.ini) so the app's package is on "
+                    "sys.path, and `python` to the project's virtualenv interpreter.")
+        if "requires a length on dialect mysql" in text:
+            return ("MySQL/MariaDB needs a length for every VARCHAR: use "
+                    "String(255) instead of String() in the models.")
+        if "Unknown database" in text or ("database" in text and "does not exist" in text):
+            return ("The database does not exist yet. Create it (CREATE DATABASE ...) "
+                    "before running migrations or autogenerate.")
+        return None
+
+
+@dataclass
+class HelperResult:
+    """What the target-side process returned: ``data`` from its JSON result,
+    ``output`` its captured stdout+stderr (scrubbed)."""
+
+    data: dict = field(default_factory=dict)
+    output: str = ""
+
+
+def run_target_helper(target: Target, request: dict, *, url: str | None,
+                      timeout: float = DEFAULT_TIMEOUT) -> HelperResult:
+    """Run one operation of :mod:`target_helper` for ``target``.
+
+    :param request: operation fields (see target_helper's docstring); the
+        ini, section, URL and version table are added here.
+    :param url: the database URL (kept out of argv: passed in a 0600 file).
+    :param timeout: seconds before the process is killed.
+    :raises TargetProcessError: the process failed, timed out or could not start.
+    """
+    assert target.alembic_ini is not None, "flask_app targets arrive with issue 6"
+    payload = {"alembic_ini": str(target.alembic_ini), "ini_section": target.ini_section,
+               "url": url, "version_table": target.version_table, **request}
+    python = target.python or sys.executable
+    env = {**os.environ, **target.env, "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryDirectory(prefix="alembic-dashboard-") as tmp:
+        request_path = Path(tmp, "request.json")
+        result_path = Path(tmp, "result.json")
+        fd = os.open(request_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f)
+        try:
+            proc = subprocess.run(
+                [python, str(HELPER), str(request_path), str(result_path)],
+                cwd=target.working_directory, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                check=False)
+        except FileNotFoundError:
+            raise TargetProcessError(f"interpreter not found: {python}",
+                                     "FileNotFoundError") from None
+        except subprocess.TimeoutExpired as exc:
+            output = scrub_secrets((exc.stdout or b"").decode("utf-8", "replace"), url)
+            raise TargetProcessError(f"timed out after {timeout:g} s", "TimeoutError",
+                                     output=output) from None
+        output = scrub_secrets(proc.stdout.decode("utf-8", "replace"), url)
+        try:
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            tail = output.strip().splitlines()[-12:]
+            raise TargetProcessError(
+                f"the target process exited with status {proc.returncode} "
+                "without a result", "ProcessError", tail, output) from None
+    if not result.get("ok"):
+        error = result.get("error") or {}
+        raise TargetProcessError(
+            scrub_secrets(error.get("message", "unknown error"), url),
+            error.get("type", "Error"),
+            [scrub_secrets(line, url) for line in error.get("traceback", [])],
+            output)
+    result.pop("ok", None)
+    return HelperResult(data=result, output=output)
+
+
+def offline_sql(target: Target, revision: str, direction: str, *, url: str | None) -> str:
+    """Offline SQL (``--sql``) of one revision's upgrade or downgrade.
+
+    :param direction: "upgrade" (from its down revisions to it) or
+        "downgrade" (from it to its down revisions).
+    :return: SQL text in the dialect of ``url``.
+    :raises TargetProcessError: env.py or the migration failed.
+    """
+    result = run_target_helper(target, {"op": "offline_sql", "revision": revision,
+                                        "direction": direction}, url=url)
+    return result.data["sql"]
+
+
+def run_command(target: Target, command: str, revision: str, *, url: str | None,
+                sql: bool = False, timeout: float = DEFAULT_TIMEOUT) -> HelperResult:
+    """Run ``alembic upgrade|downgrade|stamp revision`` for ``target``.
+
+    :raises TargetProcessError: the command failed (output included).
+    """
+    return run_target_helper(target, {"op": "command", "command": command,
+                                      "revision": revision, "sql": sql},
+                             url=url, timeout=timeout)

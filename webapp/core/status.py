@@ -1,0 +1,197 @@
+"""Current revision(s) of a target's database, read through Alembic.
+
+Reads the version table with :class:`alembic.runtime.migration.MigrationContext`
+on a short-timeout connection: no ``env.py`` runs, nothing is written. An
+unreachable database is reported as such within :data:`CONNECT_TIMEOUT`
+seconds (plus query time), never raised to the caller as a driver error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
+
+from .history import History, HistoryCache, HistoryError, RevisionInfo
+from .targets import Target, TargetUrlMissing, redact_url, scrub_secrets
+
+CONNECT_TIMEOUT = 2  # seconds; keeps "unreachable" under 3 s
+QUERY_TIMEOUT = 5  # seconds
+
+
+class DatabaseUnavailable(Exception):
+    """The target's database cannot be read.
+
+    ``error_class`` is the exception class name (e.g. ``OperationalError``);
+    ``str(self)`` is a message with no password in it.
+    """
+
+    def __init__(self, message: str, error_class: str) -> None:
+        self.error_class = error_class
+        super().__init__(message)
+
+
+def engine_options(url: str) -> dict:
+    """Connection options that bound connect and query time for ``url``'s dialect."""
+    backend = make_url(url).get_backend_name()
+    if backend in ("mysql", "mariadb"):
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT,
+                                 "read_timeout": QUERY_TIMEOUT}}
+    if backend == "postgresql":
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT,
+                                 "options": f"-c statement_timeout={QUERY_TIMEOUT * 1000}"}}
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": QUERY_TIMEOUT}}
+    return {}
+
+
+class EngineCache:
+    """One engine per target URL, so status reads reuse pooled connections."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engines: dict[str, Engine] = {}
+
+    def get(self, url: str) -> Engine:
+        """Return an engine for ``url`` (created on first use).
+
+        :raises DatabaseUnavailable: bad URL or driver not installed.
+        """
+        with self._lock:
+            engine = self._engines.get(url)
+            if engine is None:
+                try:
+                    backend = make_url(url).get_backend_name()
+                    kwargs = engine_options(url)
+                    if backend != "sqlite":
+                        kwargs.update(pool_size=2, max_overflow=4, pool_pre_ping=True,
+                                      pool_recycle=300)
+                    else:
+                        kwargs["poolclass"] = NullPool
+                    engine = create_engine(url, **kwargs)
+                except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+                    raise DatabaseUnavailable(
+                        f"invalid database URL {redact_url(url)}: "
+                        f"{scrub_secrets(str(exc), url)}", type(exc).__name__) from None
+                self._engines[url] = engine
+            return engine
+
+    def dispose(self) -> None:
+        """Close all pooled connections (at shutdown or in tests)."""
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+
+def current_heads(engine: Engine, version_table: str) -> tuple[str, ...]:
+    """Read the version table: the database's current revision(s).
+
+    :return: revision ids, empty when the table is missing or empty (base).
+    :raises DatabaseUnavailable: connection or query failed; message scrubbed.
+    """
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:" and not database.startswith("file:") \
+                and not Path(database).exists():
+            raise DatabaseUnavailable(
+                f"database file does not exist: {database}", "FileNotFoundError")
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": version_table})
+            return tuple(context.get_current_heads())
+    except Exception as exc:
+        message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = message[0] if message else type(exc).__name__
+        raise DatabaseUnavailable(scrub_secrets(text, url),
+                                  type(getattr(exc, "orig", None) or exc).__name__) from None
+
+
+@dataclass
+class TargetStatus:
+    """Everything the dashboard card and ``/api/v1/targets`` show for a target.
+
+    ``current``/``heads`` are revision ids; ``pending`` is in apply order;
+    ``error``/``error_class`` describe an unreachable database
+    (``reachable`` False) or an unreadable script directory
+    (``history_error``). ``elapsed`` is seconds spent.
+    """
+
+    target: Target
+    reachable: bool = False
+    current: tuple[str, ...] = ()
+    heads: tuple[str, ...] = ()
+    current_revisions: list[RevisionInfo] = field(default_factory=list)
+    pending: list[RevisionInfo] = field(default_factory=list)
+    unknown_current: tuple[str, ...] = ()
+    error: str | None = None
+    error_class: str | None = None
+    history_error: str | None = None
+    history: History | None = None
+    elapsed: float = 0.0
+
+    @property
+    def multiple_heads(self) -> bool:
+        """True when the script directory has more than one head."""
+        return len(self.heads) > 1
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when reachable and nothing is pending."""
+        return self.reachable and not self.pending and not self.unknown_current
+
+
+def target_status(target: Target, histories: HistoryCache, engines: EngineCache) -> TargetStatus:
+    """Compute one target's status; never raises for database or file problems.
+
+    Data: the script directory (via ``histories``) and the version table
+    (via a connection from ``engines``).
+    """
+    started = time.monotonic()
+    status = TargetStatus(target=target)
+    try:
+        status.history = histories.get(target)
+        status.heads = status.history.heads
+    except HistoryError as exc:
+        status.history_error = str(exc)
+    try:
+        url = target.database_url()
+        status.current = current_heads(engines.get(url), target.version_table)
+        status.reachable = True
+    except TargetUrlMissing as exc:
+        status.error, status.error_class = str(exc), "ConfigurationError"
+    except DatabaseUnavailable as exc:
+        status.error, status.error_class = str(exc), exc.error_class
+    if status.reachable and status.history is not None:
+        known = [r for r in status.current if r in status.history.by_id]
+        status.unknown_current = tuple(r for r in status.current if r not in status.history.by_id)
+        status.current_revisions = [status.history.by_id[r] for r in known]
+        if not status.unknown_current:
+            try:
+                status.pending = status.history.pending(status.current)
+            except HistoryError as exc:
+                status.history_error = str(exc)
+    status.elapsed = time.monotonic() - started
+    return status
+
+
+def all_statuses(targets: Iterable[Target], histories: HistoryCache,
+                 engines: EngineCache) -> list[TargetStatus]:
+    """Statuses of many targets, computed in parallel so one slow database
+    does not delay the others beyond its own timeout. Order is preserved."""
+    targets = list(targets)
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+        return list(pool.map(lambda t: target_status(t, histories, engines), targets))

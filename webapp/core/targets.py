@@ -1,0 +1,318 @@
+"""Targets: the databases the dashboard manages, read from a TOML file.
+
+A *target* is one database managed by one Alembic environment. Targets are
+configured in the TOML file named by ``DASHBOARD_TARGETS`` (format fixed in
+PRODUCT.md). The database URL never appears in that file: each target names
+the environment variable (``url_env``) that holds it.
+
+This module is Flask-free; it only reads files and the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+TIERS = ("development", "staging", "production")
+TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+_TARGET_KEYS = {
+    "label",
+    "tier",
+    "alembic_ini",
+    "ini_section",
+    "url_env",
+    "version_table",
+    "python",
+    "cwd",
+    "flask_app",
+    "directory",
+    "env",
+    "policy",
+}
+_POLICY_DEFAULTS: dict[str, int | bool] = {
+    "approvals_required": 0,
+    "allow_downgrade": True,
+    "allow_revision_authoring": False,
+    "run_on_approval": True,
+}
+
+
+class TargetsFileError(Exception):
+    """The targets file cannot be used.
+
+    ``str(error)`` names the file, the line (when known), the key and the
+    problem, e.g. ``targets.toml, line 7, key targets.shop.tier: must be one
+    of development, staging, production (got 'prod')``.
+    """
+
+    def __init__(self, path: Path | str, problem: str, *, key: str | None = None,
+                 line: int | None = None) -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.key = key
+        self.line = line
+        where = [f"targets file {self.path}"]
+        if line is not None:
+            where.append(f"line {line}")
+        if key is not None:
+            where.append(f"key {key}")
+        super().__init__(", ".join(where) + ": " + problem)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a target allows. Read from ``[targets.<name>.policy]``.
+
+    ``approvals_required`` is the number of distinct approvers a job needs
+    (0 = none); the other fields are booleans.
+    """
+
+    approvals_required: int = 0
+    allow_downgrade: bool = True
+    allow_revision_authoring: bool = False
+    run_on_approval: bool = True
+
+    @property
+    def is_protected(self) -> bool:
+        """True when jobs on this target must first be approved."""
+        return self.approvals_required > 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One configured target.
+
+    Paths are absolute (resolved relative to the targets file). ``url_env``
+    names the environment variable holding the SQLAlchemy URL; use
+    :meth:`database_url` to read it.
+    """
+
+    name: str
+    label: str
+    tier: str
+    alembic_ini: Path | None
+    ini_section: str = "alembic"
+    url_env: str | None = None
+    version_table: str = "alembic_version"
+    python: str | None = None
+    cwd: Path | None = None
+    flask_app: str | None = None
+    directory: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def database_url(self, environ: Mapping[str, str] | None = None) -> str:
+        """Return the target's database URL (may contain a password).
+
+        :param environ: where to look for ``url_env``; default ``os.environ``.
+        :raises TargetUrlMissing: the variable is not set or empty.
+        """
+        environ = os.environ if environ is None else environ
+        if not self.url_env:
+            raise TargetUrlMissing(f"target {self.name} has no url_env")
+        value = environ.get(self.url_env) or self.url_defaults.get(self.url_env)
+        if not value:
+            raise TargetUrlMissing(
+                f"environment variable {self.url_env} is not set "
+                f"(it holds the database URL of target {self.name})"
+            )
+        return value
+
+    @property
+    def working_directory(self) -> Path:
+        """Directory the target's own code runs in: ``cwd`` or the ini's folder."""
+        if self.cwd is not None:
+            return self.cwd
+        if self.alembic_ini is not None:
+            return self.alembic_ini.parent
+        assert self.directory is not None
+        return self.directory.parent
+
+
+class TargetUrlMissing(Exception):
+    """The environment variable that should hold a target's URL is unset."""
+
+
+def redact_url(url: str | URL) -> str:
+    """Return ``url`` as text with any password replaced by ``***``.
+
+    Unparseable input is returned as ``"<unparseable URL>"`` rather than
+    risking a leak.
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def scrub_secrets(text: str, url: str | None) -> str:
+    """Remove ``url`` and its password from ``text`` (error messages, logs).
+
+    :param text: any text that may quote the URL or its password.
+    :param url: the target's URL, or None.
+    :return: text safe to show, log or audit.
+    """
+    if not url or not text:
+        return text
+    text = text.replace(url, redact_url(url))
+    try:
+        password = make_url(url).password
+    except Exception:
+        password = None
+    if password and len(str(password)) >= 3:
+        text = text.replace(str(password), "***")
+    return text
+
+
+def _line_of(text: str, name: str, key: str | None) -> int | None:
+    """Best-effort line number of ``[targets.name]`` (or ``key`` inside it)."""
+    lines = text.splitlines()
+    header = re.compile(
+        r"^\s*\[\s*targets\s*\.\s*(\"?)" + re.escape(name) + r"\1\s*(\.|\])"
+    )
+    for i, line in enumerate(lines):
+        if header.match(line):
+            if key is None:
+                return i + 1
+            key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+            for j in range(i + 1, len(lines)):
+                if lines[j].lstrip().startswith("["):
+                    break
+                if key_re.match(lines[j]):
+                    return j + 1
+            return i + 1
+    return None
+
+
+def load_targets(path: str | Path, *, url_defaults: Mapping[str, str] | None = None
+                 ) -> dict[str, Target]:
+    """Read and validate a targets file.
+
+    :param path: the TOML file (``DASHBOARD_TARGETS``).
+    :param url_defaults: fallback values for ``url_env`` variables (the
+        bundled demo uses this for its SQLite files); never used for a
+        user's file.
+    :return: targets by name, in file order.
+    :raises TargetsFileError: unreadable file, TOML syntax error, unknown or
+        missing keys, wrong types, bad tier, paths that do not exist.
+    """
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TargetsFileError(path, f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise TargetsFileError(path, f"invalid TOML: {exc.msg if hasattr(exc, 'msg') else exc}",
+                               line=line) from None
+    unknown_top = set(data) - {"targets"}
+    if unknown_top:
+        key = sorted(unknown_top)[0]
+        raise TargetsFileError(path, "unknown top-level key (expected only [targets.<name>])",
+                               key=key)
+    raw_targets = data.get("targets")
+    if not isinstance(raw_targets, dict) or not raw_targets:
+        raise TargetsFileError(path, "no targets defined; add a [targets.<name>] table",
+                               key="targets")
+    base = path.parent
+    result: dict[str, Target] = {}
+    for name, raw in raw_targets.items():
+        result[name] = _parse_target(path, text, base, name, raw, url_defaults or {})
+    return result
+
+
+def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
+                  url_defaults: Mapping[str, str]) -> Target:
+    def fail(problem: str, key: str | None = None) -> TargetsFileError:
+        full = f"targets.{name}" + (f".{key}" if key else "")
+        return TargetsFileError(path, problem, key=full,
+                                line=_line_of(text, name, key.split(".")[0] if key else None))
+
+    if not TARGET_NAME_RE.match(name):
+        raise fail("target names may use letters, digits, '.', '_' and '-' (1-64 characters)")
+    if not isinstance(raw, dict):
+        raise fail("must be a table")
+    unknown = set(raw) - _TARGET_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise fail(f"unknown key (known keys: {', '.join(sorted(_TARGET_KEYS))})", key)
+
+    def get_str(key: str, default: str | None = None, required: bool = False) -> str | None:
+        value = raw.get(key, default)
+        if value is None:
+            if required:
+                raise fail("is required", key)
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise fail("must be a non-empty string", key)
+        return value
+
+    tier = get_str("tier", required=True)
+    if tier not in TIERS:
+        raise fail(f"must be one of {', '.join(TIERS)} (got {tier!r})", "tier")
+    flask_app = get_str("flask_app")
+    alembic_ini_s = get_str("alembic_ini", required=flask_app is None)
+    alembic_ini = (base / alembic_ini_s).resolve() if alembic_ini_s else None
+    if alembic_ini is not None and not alembic_ini.is_file():
+        raise fail(f"file not found: {alembic_ini}", "alembic_ini")
+    cwd_s = get_str("cwd")
+    cwd = (base / cwd_s).resolve() if cwd_s else None
+    if cwd is not None and not cwd.is_dir():
+        raise fail(f"directory not found: {cwd}", "cwd")
+    directory_s = get_str("directory")
+    directory = None
+    if flask_app is not None and alembic_ini is None:
+        directory = ((cwd or base) / (directory_s or "migrations")).resolve()
+    url_env = get_str("url_env", required=flask_app is None)
+    if url_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", url_env):
+        raise fail("must be an environment variable name (letters, digits, _)", "url_env")
+    version_table = get_str("version_table", "alembic_version")
+    assert version_table is not None
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$", version_table):
+        raise fail("must be a plain table name", "version_table")
+    env = raw.get("env", {})
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise fail("must be a table of string values", "env")
+    policy_raw = raw.get("policy", {})
+    if not isinstance(policy_raw, dict):
+        raise fail("must be a table", "policy")
+    policy_values: dict[str, int | bool] = dict(_POLICY_DEFAULTS)
+    for key, value in policy_raw.items():
+        if key not in _POLICY_DEFAULTS:
+            raise fail(f"unknown policy key (known: {', '.join(_POLICY_DEFAULTS)})",
+                       f"policy.{key}")
+        expected = type(_POLICY_DEFAULTS[key])
+        if type(value) is not expected:
+            raise fail(f"must be {'an integer' if expected is int else 'true or false'}",
+                       f"policy.{key}")
+        if key == "approvals_required" and not 0 <= value <= 10:
+            raise fail("must be between 0 and 10", f"policy.{key}")
+        policy_values[key] = value
+    return Target(
+        name=name,
+        label=get_str("label", name) or name,
+        tier=tier,
+        alembic_ini=alembic_ini,
+        ini_section=get_str("ini_section", "alembic") or "alembic",
+        url_env=url_env,
+        version_table=version_table,
+        python=get_str("python"),
+        cwd=cwd,
+        flask_app=flask_app,
+        directory=directory,
+        env=dict(env),
+        policy=Policy(**policy_values),  # type: ignore[arg-type]
+        url_defaults=dict(url_defaults),
+    )

@@ -1,0 +1,1 @@
+"""Service layer: accounts, the target catalog (and, later, jobs, approvals, audit)."""

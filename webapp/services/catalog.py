@@ -1,0 +1,108 @@
+"""The catalog of targets: their status, history and offline SQL, with caches.
+
+One :class:`Catalog` lives in ``app.extensions["alembic_dashboard"]``; views
+reach it with :func:`get_catalog`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from flask import current_app
+
+from ..core import demo
+from ..core.history import History, HistoryCache
+from ..core.runner import offline_sql
+from ..core.status import EngineCache, TargetStatus, all_statuses, target_status
+from ..core.targets import Target, load_targets
+
+
+class _LRU:
+    """A small thread-safe LRU mapping (rendered fragments, offline SQL)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_compute(self, key, compute: Callable[[], object]):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = compute()
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+        return value
+
+
+class Catalog:
+    """Targets plus per-process caches.
+
+    ``targets`` maps name → :class:`Target` in file order; ``is_demo`` is True
+    when no ``DASHBOARD_TARGETS`` was given.
+    """
+
+    def __init__(self, targets: Mapping[str, Target], *, is_demo: bool = False,
+                 source: str | None = None) -> None:
+        self.targets = dict(targets)
+        self.is_demo = is_demo
+        self.source = source
+        self.histories = HistoryCache()
+        self.engines = EngineCache()
+        self._sql = _LRU(256)
+        self.fragments = _LRU(64)
+
+    @classmethod
+    def from_config(cls, config: Mapping, instance_path: Path) -> Catalog:
+        """Load ``config["TARGETS_FILE"]``, or the bundled demo when unset.
+
+        :raises TargetsFileError: invalid file.
+        """
+        path = config.get("TARGETS_FILE")
+        if path:
+            return cls(load_targets(path), source=str(Path(path).resolve()))
+        return cls(demo.demo_targets(instance_path), is_demo=True,
+                   source=str(demo.DEMO_TARGETS_FILE))
+
+    def get(self, name: str) -> Target | None:
+        """The target called ``name``, or None."""
+        return self.targets.get(name)
+
+    def status(self, target: Target) -> TargetStatus:
+        """Live status of one target (see :func:`core.status.target_status`)."""
+        return target_status(target, self.histories, self.engines)
+
+    def statuses(self) -> list[TargetStatus]:
+        """Live status of every target, in parallel, in file order."""
+        return all_statuses(self.targets.values(), self.histories, self.engines)
+
+    def history(self, target: Target) -> History:
+        """Cached history of the target's script directory.
+
+        :raises HistoryError: unreadable script directory.
+        """
+        return self.histories.get(target)
+
+    def revision_sql(self, target: Target, history: History, revision: str,
+                     direction: str) -> str:
+        """Offline SQL of one revision, cached until its files or URL change.
+
+        :raises TargetProcessError: env.py or the migration failed (not cached).
+        """
+        url = target.database_url()
+        url_key = hashlib.sha256(url.encode()).hexdigest()
+        key = (target.name, revision, direction, history.fingerprint, url_key)
+        return self._sql.get_or_compute(
+            key, lambda: offline_sql(target, revision, direction, url=url))
+
+
+def get_catalog() -> Catalog:
+    """The current app's :class:`Catalog`."""
+    return current_app.extensions["alembic_dashboard"]

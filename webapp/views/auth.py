@@ -1,0 +1,66 @@
+"""Log in and out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from ..services import accounts
+
+bp = Blueprint("auth", __name__)
+
+
+class LoginForm(FlaskForm):
+    """``POST /login`` fields: ``username``, ``password``, ``csrf_token``."""
+
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class EmptyForm(FlaskForm):
+    """A form with only the CSRF token, for POST-only buttons (log out)."""
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths are followed after login."""
+    if not target:
+        return url_for("main.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("main.index")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Show the login form; on POST check the password and start a session."""
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = accounts.authenticate(form.username.data, form.password.data)
+        except accounts.LoginThrottled as exc:
+            flash(f"Too many failed logins for this account. Try again in "
+                  f"{exc.retry_after} seconds.", "error")
+            return render_template("auth/login.html", form=form), 429
+        if user is not None:
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")))
+        flash("Wrong username or password.", "error")
+        status = 401
+    elif request.method == "POST":
+        status = 400
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    """End the session (POST only, with CSRF)."""
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("auth.login"))

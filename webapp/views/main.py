@@ -1,0 +1,33 @@
+"""Dashboard (one card per target) and the health check."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from ..services.catalog import get_catalog
+from .targets import get_target_or_404
+
+bp = Blueprint("main", __name__)
+
+
+@bp.route("/healthz")
+def healthz():
+    """Liveness for load balancers: no auth, no details."""
+    return {"status": "ok"}
+
+
+@bp.route("/")
+def index():
+    """The dashboard. Cards load their status separately (htmx), so one
+    unreachable database does not delay the others."""
+    catalog = get_catalog()
+    return render_template("main/index.html", targets=list(catalog.targets.values()),
+                           catalog=catalog)
+
+
+@bp.route("/targets/<name>/card")
+def card(name: str):
+    """One target's card (fragment): tier, current, heads, pending, errors."""
+    target = get_target_or_404(name)
+    status = get_catalog().status(target)
+    return render_template("main/_card.html", target=target, status=status)

@@ -1,0 +1,143 @@
+"""Target pages: overview, history with revision graph, revision detail."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, render_template, request
+from markupsafe import Markup
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer, SqlLexer
+
+from ..core.graph import layout, row_svg
+from ..core.history import History, HistoryError
+from ..core.runner import TargetProcessError
+from ..core.status import TargetStatus
+from ..core.targets import Target, TargetUrlMissing
+from ..services.catalog import get_catalog
+
+bp = Blueprint("targets", __name__, url_prefix="/targets")
+
+RECENT = 10  # revisions on the target overview page
+_FORMATTER = HtmlFormatter(cssclass="highlight", linenos="table")
+PYGMENTS_CSS = HtmlFormatter(cssclass="highlight").get_style_defs(".highlight")
+
+
+def get_target_or_404(name: str) -> Target:
+    """The configured target ``name``.
+
+    :raises NotFound: (404) no such target.
+    """
+    target = get_catalog().get(name)
+    if target is None:
+        abort(404, description=f"There is no target called {name[:80]!r}.")
+    return target
+
+
+def history_rows(history: History, status: TargetStatus, limit: int | None = None) -> list[dict]:
+    """Rows for the history table: revision, graph SVG and state on this target.
+
+    ``state`` is "current", "applied", "pending" or None (database unknown).
+    """
+    applied: set[str] | None = None
+    if status.reachable and not status.unknown_current:
+        try:
+            applied = history.applied(status.current)
+        except HistoryError:
+            applied = None
+    graph = layout([(r.revision, r.down_revisions) for r in history.revisions])
+    rows = []
+    for info, grow in zip(history.revisions, graph.rows, strict=True):
+        if limit is not None and len(rows) >= limit:
+            break
+        state = None
+        if applied is not None:
+            state = "current" if info.revision in status.current else (
+                "applied" if info.revision in applied else "pending")
+        marker = "head" if info.is_head else ("base" if info.is_base else "")
+        rows.append({"info": info, "state": state,
+                     "svg": Markup(row_svg(grow, graph.width, title=info.revision,
+                                           marker=marker))})
+    return rows
+
+
+def _status_and_history(target: Target) -> tuple[TargetStatus, History]:
+    status = get_catalog().status(target)
+    if status.history is None:
+        return status, None  # type: ignore[return-value]
+    return status, status.history
+
+
+@bp.route("/<name>")
+def show(name: str):
+    """Target overview: current revision(s), pending in apply order, recent history."""
+    target = get_target_or_404(name)
+    status, history = _status_and_history(target)
+    rows = history_rows(history, status, limit=RECENT) if history else []
+    return render_template("targets/show.html", target=target, status=status, rows=rows,
+                           recent=RECENT)
+
+
+@bp.route("/<name>/history")
+def history(name: str):
+    """All revisions newest first, with the revision graph and applied state."""
+    target = get_target_or_404(name)
+    catalog = get_catalog()
+    status, history = _status_and_history(target)
+    table = None
+    if history is not None:
+        key = ("history", target.name, id(history), status.current, status.reachable)
+        table = catalog.fragments.get_or_compute(key, lambda: render_template(
+            "targets/_history_table.html", rows=history_rows(history, status),
+            target=target, history=history))
+    return render_template("targets/history.html", target=target, status=status,
+                           history=history, table=Markup(table) if table else None)
+
+
+def _revision_or_404(target: Target, revision: str) -> tuple[History, object]:
+    try:
+        history = get_catalog().history(target)
+    except HistoryError as exc:
+        abort(404, description=f"The script directory of {target.name} cannot be read: {exc}")
+    info = history.get(revision) if len(revision) <= 64 else None
+    if info is None:
+        abort(404, description=f"Target {target.name} has no revision {revision[:64]!r}.")
+    return history, info
+
+
+@bp.route("/<name>/revisions/<revision>")
+def revision(name: str, revision: str):
+    """One revision: metadata, highlighted source, links to its offline SQL."""
+    target = get_target_or_404(name)
+    history, info = _revision_or_404(target, revision)
+    try:
+        source = info.path.read_text(encoding="utf-8")
+        source_html = Markup(highlight(source, PythonLexer(), _FORMATTER))
+    except (OSError, UnicodeDecodeError) as exc:
+        source_html = Markup("<p class='error'>cannot read the file: {}</p>").format(exc)
+    return render_template("targets/revision.html", target=target, info=info,
+                           history=history, source_html=source_html, pygments_css=PYGMENTS_CSS)
+
+
+@bp.route("/<name>/revisions/<revision>/sql")
+def revision_sql(name: str, revision: str):
+    """Fragment: offline SQL of the revision's upgrade and downgrade, in the
+    target's dialect (computed by the target's own env.py in a child process)."""
+    target = get_target_or_404(name)
+    history, info = _revision_or_404(target, revision)
+    catalog = get_catalog()
+    results = {}
+    for direction in ("upgrade", "downgrade"):
+        try:
+            sql = catalog.revision_sql(target, history, info.revision, direction)
+            results[direction] = {"sql": Markup(highlight(sql, SqlLexer(),
+                                                          HtmlFormatter(cssclass="highlight")))}
+        except TargetProcessError as exc:
+            results[direction] = {"error": exc}
+        except TargetUrlMissing as exc:
+            results[direction] = {"error": TargetProcessError(str(exc), "ConfigurationError")}
+    template = "targets/_revision_sql.html"
+    if request.headers.get("HX-Request") != "true":
+        template = "targets/revision_sql.html"
+    response = render_template(template, target=target, info=info, results=results,
+                               pygments_css=PYGMENTS_CSS)
+    return response, 200, {"Vary": "HX-Request"}
