@@ -302,18 +302,25 @@ def _assemble(script_location: Path, version_locations: tuple[Path, ...],
             for i in infos.values()
         ]
 
+    # Checked here first: Alembic only warns about a missing down revision.
+    children: dict[str, list[str]] = {rid: [] for rid in infos}
+    labels = {label for i in infos.values() for label in i.branch_labels}
+    for info in infos.values():
+        for down in info.down_revisions:
+            if down not in infos:
+                raise HistoryError(
+                    f"revision {info.revision} ({info.path.name}) has down_revision "
+                    f"{down}, which is not present", info.path)
+            children[down].append(info.revision)
+        for dep in info.depends_on:
+            if dep not in infos and dep not in labels and dep.split("@")[0] not in labels:
+                raise HistoryError(
+                    f"revision {info.revision} ({info.path.name}) depends on {dep}, "
+                    "which is not present", info.path)
     revision_map = RevisionMap(generate)
     try:
         heads = tuple(revision_map.heads)
         bases = tuple(revision_map.bases)
-        children: dict[str, list[str]] = {rid: [] for rid in infos}
-        for info in infos.values():
-            for down in info.down_revisions:
-                if down not in infos:
-                    raise HistoryError(
-                        f"revision {info.revision} ({info.path.name}) has down_revision "
-                        f"{down}, which is not present", info.path)
-                children[down].append(info.revision)
         for dep in (d for i in infos.values() for d in i.depends_on):
             revision_map.get_revision(dep)
     except (RevisionError, CommandError) as exc:

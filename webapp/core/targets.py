@@ -173,18 +173,25 @@ def scrub_secrets(text: str, url: str | None) -> str:
 
 
 def _line_of(text: str, name: str, key: str | None) -> int | None:
-    """Best-effort line number of ``[targets.name]`` (or ``key`` inside it)."""
+    """Best-effort line number of ``[targets.name]``, or of ``key`` inside it.
+
+    ``key`` may be dotted (``policy.approvals_required``): the key is then
+    looked up in the ``[targets.name.policy]`` sub-table.
+    """
     lines = text.splitlines()
-    header = re.compile(
-        r"^\s*\[\s*targets\s*\.\s*(\"?)" + re.escape(name) + r"\1\s*(\.|\])"
-    )
+    table, _, leaf = (key or "").rpartition(".")
+    path = r"\s*\.\s*".join(
+        [r"targets", r"(\"?)" + re.escape(name) + r"\1"]
+        + [re.escape(part) for part in table.split(".") if part])
+    header = re.compile(r"^\s*\[\s*" + path + r"\s*\]")
+    any_header = re.compile(r"^\s*\[")
     for i, line in enumerate(lines):
         if header.match(line):
-            if key is None:
+            if not leaf:
                 return i + 1
-            key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+            key_re = re.compile(r"^\s*" + re.escape(leaf) + r"\s*=")
             for j in range(i + 1, len(lines)):
-                if lines[j].lstrip().startswith("["):
+                if any_header.match(lines[j]):
                     break
                 if key_re.match(lines[j]):
                     return j + 1
@@ -212,9 +219,9 @@ def load_targets(path: str | Path, *, url_defaults: Mapping[str, str] | None = N
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise TargetsFileError(path, f"invalid TOML: {exc.msg if hasattr(exc, 'msg') else exc}",
-                               line=line) from None
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        raise TargetsFileError(path, f"invalid TOML: {exc}",
+                               line=int(found.group(1)) if found else None) from None
     unknown_top = set(data) - {"targets"}
     if unknown_top:
         key = sorted(unknown_top)[0]
@@ -236,7 +243,7 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
     def fail(problem: str, key: str | None = None) -> TargetsFileError:
         full = f"targets.{name}" + (f".{key}" if key else "")
         return TargetsFileError(path, problem, key=full,
-                                line=_line_of(text, name, key.split(".")[0] if key else None))
+                                line=_line_of(text, name, key))
 
     if not TARGET_NAME_RE.match(name):
         raise fail("target names may use letters, digits, '.', '_' and '-' (1-64 characters)")

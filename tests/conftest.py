@@ -1,0 +1,214 @@
+"""Shared fixtures: apps on temporary dashboard databases, logged-in clients,
+real MariaDB/PostgreSQL databases (own name per test), a gunicorn server."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+MYSQL_SERVER = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+PG_SERVER = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PASSWORD = "correct horse battery"
+
+
+def _unavailable(what: str, exc: Exception):
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but unavailable: {exc}")
+    pytest.skip(f"{what} unavailable: {exc}")
+
+
+def _server_database(server_url: str, what: str, quote: str):
+    """Create a uniquely named database on a server; yield its URL; drop it."""
+    name = "adtest_" + secrets.token_hex(5)
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {quote}{name}{quote}"))
+    except Exception as exc:  # server down
+        engine.dispose()
+        _unavailable(what, exc)
+    url = sa.engine.make_url(server_url).set(database=name).render_as_string(
+        hide_password=False)
+    try:
+        yield url
+    finally:
+        with engine.connect() as conn:
+            if "postgresql" in server_url:
+                conn.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        engine.dispose()
+
+
+@pytest.fixture
+def mysql_url():
+    """URL of a fresh, empty MariaDB database (dropped after the test)."""
+    yield from _server_database(MYSQL_SERVER, "MariaDB", "`")
+
+
+@pytest.fixture
+def pg_url():
+    """URL of a fresh, empty PostgreSQL database (dropped after the test)."""
+    yield from _server_database(PG_SERVER, "PostgreSQL", '"')
+
+
+@pytest.fixture(params=["sqlite", "mysql", "postgresql"])
+def any_db_url(request, tmp_path):
+    """A fresh database URL on each of the three dialects."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'target.db'}"
+    elif request.param == "mysql":
+        yield from _server_database(MYSQL_SERVER, "MariaDB", "`")
+    else:
+        yield from _server_database(PG_SERVER, "PostgreSQL", '"')
+
+
+@pytest.fixture
+def instance_path(tmp_path, monkeypatch):
+    path = tmp_path / "instance"
+    path.mkdir()
+    monkeypatch.setenv("DASHBOARD_INSTANCE_PATH", str(path))
+    monkeypatch.delenv("DASHBOARD_TARGETS", raising=False)
+    monkeypatch.delenv("DASHBOARD_ENV", raising=False)
+    return path
+
+
+@pytest.fixture
+def make_app(instance_path):
+    """Factory: ``make_app(targets_file=None, **config)`` → app with migrated DB.
+
+    Without ``targets_file`` the bundled demo is used (SQLite in the
+    temporary instance folder; prepared with :func:`prepare_demo`).
+    """
+    from webapp import create_app
+    from webapp.cli import upgrade_dashboard_db
+
+    apps = []
+
+    def factory(targets_file: Path | None = None, **config):
+        db_url = f"sqlite:///{instance_path / 'dashboard.db'}"
+        overrides = {"TESTING": True, "SECRET_KEY": "test-secret",
+                     "SQLALCHEMY_DATABASE_URI": db_url,
+                     "TARGETS_FILE": str(targets_file) if targets_file else None, **config}
+        app = create_app(overrides)
+        upgrade_dashboard_db(app.config["SQLALCHEMY_DATABASE_URI"])
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["alembic_dashboard"].engines.dispose()
+        with app.app_context():
+            from webapp.extensions import db
+            db.engine.dispose()
+
+
+@pytest.fixture
+def demo_app(make_app):
+    """The app with the bundled demo targets, databases prepared like `make run`."""
+    from webapp.core.demo import prepare_demo_databases
+
+    app = make_app()
+    prepare_demo_databases(app.extensions["alembic_dashboard"].targets)
+    return app
+
+
+def add_user(app, username: str, role: str, password: str = PASSWORD):
+    """Create an account in ``app``'s database."""
+    from webapp.services import accounts
+
+    with app.app_context():
+        accounts.create_user(username, role, password)
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token embedded in a page."""
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or \
+        re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    assert match, "no csrf_token in page"
+    return match.group(1)
+
+
+def login(client, username: str, password: str = PASSWORD):
+    """Log ``client`` in through the real form (with its CSRF token)."""
+    page = client.get("/login")
+    token = csrf_from(page.get_data(as_text=True))
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": token})
+
+
+@pytest.fixture
+def logged_in(demo_app):
+    """A test client logged in as an admin on the demo app."""
+    add_user(demo_app, "alice", "admin")
+    client = demo_app.test_client()
+    response = login(client, "alice")
+    assert response.status_code == 302
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_server(instance_path, tmp_path):
+    """Start real gunicorn on a free port: ``start(env_overrides) -> base_url``.
+
+    Runs `flask init` first (schema, demo databases, admin with PASSWORD).
+    """
+    procs = []
+
+    def start(extra_env: dict | None = None, workers: int = 2) -> str:
+        port = free_port()
+        env = {**os.environ, "DASHBOARD_INSTANCE_PATH": str(instance_path),
+               "DASHBOARD_SECRET_KEY": "gunicorn-test-secret",
+               "DASHBOARD_ADMIN_PASSWORD": PASSWORD, "PORT": str(port),
+               "WEB_CONCURRENCY": str(workers), **(extra_env or {})}
+        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
+                       env=env, check=True, capture_output=True)
+        log = open(tmp_path / f"gunicorn-{port}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                 "wsgi:app"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        procs.append((proc, log))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return base
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError((tmp_path / f"gunicorn-{port}.log").read_text())
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start")
+
+    yield start
+    for proc, log in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
