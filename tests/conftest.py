@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -121,14 +122,22 @@ def make_app(instance_path):
             db.engine.dispose()
 
 
-@pytest.fixture
-def demo_app(make_app):
-    """The app with the bundled demo targets, databases prepared like `make run`."""
-    from webapp.core.demo import prepare_demo_databases
+@pytest.fixture(scope="session")
+def demo_databases(tmp_path_factory):
+    """Demo SQLite databases prepared once like `make run` does; copied per test."""
+    from webapp.core.demo import demo_targets, prepare_demo_databases
 
-    app = make_app()
-    prepare_demo_databases(app.extensions["alembic_dashboard"].targets)
-    return app
+    folder = tmp_path_factory.mktemp("demo-template")
+    prepare_demo_databases(demo_targets(folder))
+    return folder
+
+
+@pytest.fixture
+def demo_app(make_app, demo_databases, instance_path):
+    """The app with the bundled demo targets, databases prepared like `make run`."""
+    for db_file in demo_databases.glob("*.db"):
+        shutil.copy(db_file, instance_path / db_file.name)
+    return make_app()
 
 
 def add_user(app, username: str, role: str, password: str = PASSWORD):
