@@ -1,0 +1,47 @@
+"""Settings: secret key handling, production refusals, cookie flags, htmx SRI."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import pytest
+
+from webapp import PROJECT_ROOT, create_app
+from webapp.config import ConfigurationError
+
+
+def test_development_generates_and_keeps_secret_key(instance_path, monkeypatch):
+    monkeypatch.delenv("DASHBOARD_SECRET_KEY", raising=False)
+    app = create_app()
+    key_file = instance_path / "secret_key"
+    assert key_file.exists() and (key_file.stat().st_mode & 0o777) == 0o600
+    assert app.config["SECRET_KEY"] == key_file.read_text()
+    assert create_app().config["SECRET_KEY"] == app.config["SECRET_KEY"]
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+
+
+def test_production_refuses_to_start_without_secret_key(instance_path, monkeypatch):
+    monkeypatch.delenv("DASHBOARD_SECRET_KEY", raising=False)
+    monkeypatch.setenv("DASHBOARD_ENV", "production")
+    with pytest.raises(ConfigurationError, match="DASHBOARD_SECRET_KEY is not set"):
+        create_app()
+    monkeypatch.setenv("DASHBOARD_SECRET_KEY", "x" * 40)
+    app = create_app()
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert not (instance_path / "secret_key").exists()
+
+
+def test_htmx_from_cdn_with_sri_of_the_vendored_copy(logged_in):
+    vendored = (PROJECT_ROOT / "static" / "vendor" / "htmx-2.0.11.min.js").read_bytes()
+    sri = "sha384-" + base64.b64encode(hashlib.sha384(vendored).digest()).decode()
+    page = logged_in.get("/").get_data(as_text=True)
+    tag = re.search(r'<script src="https://[^"]*htmx\.org@2\.0\.11[^"]*"[^>]*>', page, re.S)
+    assert tag and f'integrity="{sri}"' in tag.group(0)
+    assert 'crossorigin="anonymous"' in tag.group(0)
+    assert "/static/vendor/htmx-2.0.11.min.js" in page  # fallback
+    assert b'version:"2.0.11"' in vendored or b"2.0.11" in vendored
+    assert 'X-CSRFToken' in page  # every htmx request carries the token
