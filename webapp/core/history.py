@@ -90,6 +90,7 @@ class History:
     bases: tuple[str, ...]
     revision_map: RevisionMap
     fingerprint: tuple = field(repr=False, default=())
+    _pending_memo: dict = field(repr=False, default_factory=dict)
 
     def get(self, revision: str) -> RevisionInfo | None:
         """Return the revision with exactly this id, or None."""
@@ -121,12 +122,20 @@ class History:
 
         :raises HistoryError: a current revision is unknown to this directory.
         """
+        key = tuple(sorted(current))
+        cached = self._pending_memo.get(key)
+        if cached is not None:
+            return list(cached)
         try:
             revs = list(self.revision_map.iterate_revisions(
                 "heads", tuple(current), implicit_base=True))
         except (RevisionError, CommandError) as exc:
             raise HistoryError(str(exc)) from None
-        return [self.by_id[r.revision] for r in reversed(revs)]
+        result = [self.by_id[r.revision] for r in reversed(revs)]
+        if len(self._pending_memo) > 32:
+            self._pending_memo.clear()
+        self._pending_memo[key] = tuple(result)
+        return result
 
 
 def script_directory_paths(target: Target) -> tuple[Path, tuple[Path, ...], bool]:
@@ -165,39 +174,41 @@ def script_directory_paths(target: Target) -> tuple[Path, tuple[Path, ...], bool
     return location, tuple(Path(p) for p in script._version_locations), bool(recursive)
 
 
-def _list_revision_files(locations: Iterable[Path], recursive: bool) -> list[Path]:
-    files: list[Path] = []
-    seen: set[Path] = set()
-    for location in locations:
-        if not location.is_dir():
-            continue
-        for root, dirs, names in os.walk(location):
-            if Path(root).name == "__pycache__":
-                continue
-            for name in sorted(names):
-                if _REVISION_FILE_RE.match(name):
-                    real = (Path(root) / name).resolve()
-                    if real not in seen:
-                        seen.add(real)
-                        files.append(real)
-            if not recursive:
-                break
-            dirs.sort()
-    return files
-
-
 def fingerprint(locations: Iterable[Path], recursive: bool) -> tuple:
     """Cheap signature of the version files: (path, size, mtime_ns) of each.
 
-    Changes whenever a revision file is added, removed or written.
+    Changes whenever a revision file is added, removed or written. Runs on
+    every page view, so it costs one ``stat`` per file and no path
+    resolution; a file reachable twice (symlinks, overlapping locations) is
+    counted once by inode, as Alembic skips files it has already loaded.
     """
     items = []
-    for path in _list_revision_files(locations, recursive):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        items.append((str(path), st.st_size, st.st_mtime_ns))
+    seen: set[tuple[int, int]] = set()
+    for location in locations:
+        folders = [str(location)]
+        while folders:
+            folder = folders.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue
+            subfolders = []
+            for entry in entries:
+                if entry.is_dir():
+                    if recursive and entry.name != "__pycache__":
+                        subfolders.append(entry.path)
+                    continue
+                if not _REVISION_FILE_RE.match(entry.name):
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                items.append((entry.path, st.st_size, st.st_mtime_ns))
+            folders.extend(reversed(subfolders))
     return tuple(items)
 
 
@@ -272,13 +283,15 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
 
 
 def build_history(script_location: Path, version_locations: Sequence[Path],
-                  recursive: bool = False) -> History:
+                  recursive: bool = False, fp: tuple | None = None) -> History:
     """Parse every revision file and build the graph.
 
+    :param fp: the :func:`fingerprint` of the files, if already taken.
     :raises HistoryError: unreadable file, duplicate ids, missing down
         revisions, cycles — anything Alembic would refuse.
     """
-    fp = fingerprint(version_locations, recursive)
+    if fp is None:
+        fp = fingerprint(version_locations, recursive)
     infos: dict[str, RevisionInfo] = {}
     for path_s, _size, _mtime in fp:
         info = parse_revision_source(Path(path_s))
@@ -395,7 +408,7 @@ class HistoryCache:
         if cached is not None and cached.fingerprint == fp \
                 and cached.version_locations == version_locations:
             return cached
-        history = build_history(location, version_locations, recursive)
+        history = build_history(location, version_locations, recursive, fp)
         with self._lock:
             self._entries[target.name] = history
         return history
