@@ -55,13 +55,15 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     from . import auth_setup, cli
     from .api import bp as api_bp
-    from .views import auth, errors, main, targets
+    from .views import audit, auth, errors, jobs, main, targets
 
     auth_setup.init_app(app)
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(main.bp)
     app.register_blueprint(targets.bp)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(api_bp)
     cli.init_app(app)
     return app

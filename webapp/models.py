@@ -9,7 +9,8 @@ import hashlib
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.dialects.mysql import LONGTEXT
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -73,3 +74,93 @@ class ApiToken(db.Model):
     def hash_token(token: str) -> str:
         """SHA-256 hex digest of a token (tokens are random, 256 bits: no salt needed)."""
         return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "abandoned")
+JOB_ACTIVE = ("queued", "running")
+
+
+class Job(db.Model):
+    """One run of an Alembic command against a target.
+
+    ``from_revisions``/``to_revisions``/``applied_revisions`` are
+    space-separated revision ids (empty = base); ``log`` is everything the
+    command printed (Alembic's output, env.py's logging, the traceback).
+    ``plan_hash`` pins the job to the plan the user confirmed.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), index=True)
+    command: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    from_revisions: Mapped[str] = mapped_column(String(1000), default="")
+    to_revisions: Mapped[str | None] = mapped_column(String(1000))
+    planned_revisions: Mapped[str] = mapped_column(Text, default="")
+    applied_revisions: Mapped[str] = mapped_column(Text, default="")
+    failed_revision: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[str] = mapped_column(Text().with_variant(LONGTEXT(), "mysql", "mariadb"),
+                                     default="")
+    dialect: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    worker_pid: Mapped[int | None]
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+
+    user: Mapped[User | None] = relationship()
+
+    @property
+    def is_active(self) -> bool:
+        """True while queued or running."""
+        return self.status in JOB_ACTIVE
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (or to now while running); None before start."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or utcnow()
+        return (end - self.started_at).total_seconds()
+
+    @staticmethod
+    def split(value: str | None) -> list[str]:
+        """Revision ids stored space-separated → list."""
+        return value.split() if value else []
+
+
+class TargetGuard(db.Model):
+    """The dashboard-side half of "one job per target": a row exists while a
+    job holds the target. Its primary key makes a second insert fail, in every
+    dashboard process on every host sharing this database."""
+
+    __tablename__ = "target_guards"
+
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(db.Model):
+    """An append-only record of an action or a denied attempt.
+
+    ``details`` is JSON text; it never contains a database URL or password.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    username: Mapped[str | None] = mapped_column(String(64), index=True)
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(48), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(64), index=True)
+    job_id: Mapped[int | None]
+    details: Mapped[str] = mapped_column(Text, default="{}")

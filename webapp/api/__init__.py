@@ -79,3 +79,90 @@ def history(name: str):
         "depends_on": list(info.depends_on),
         "create_date": info.create_date,
     } for info in status.history.revisions])
+
+
+def _api_actor():
+    from flask import request
+    from flask_login import current_user
+
+    from ..services import audit
+
+    return audit.Actor(current_user.username, request.remote_addr)
+
+
+def job_json(job) -> dict:
+    """A job in the fixed shape of ``GET /api/v1/jobs/<id>`` (plus extras)."""
+    from ..models import Job
+    from ..services.jobs import failure_report
+
+    def iso(value):
+        return value.isoformat(timespec="seconds") + "Z" if value else None
+
+    return {
+        "id": job.id, "target": job.target, "command": job.command, "revision": job.revision,
+        "status": job.status, "from": Job.split(job.from_revisions),
+        "to": Job.split(job.to_revisions) if job.to_revisions is not None else None,
+        "log": job.log, "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+        "created_at": iso(job.created_at), "applied": Job.split(job.applied_revisions),
+        "failed_revision": job.failed_revision, "error": job.error,
+        "report": failure_report(job), "user": job.user.username if job.user else None,
+    }
+
+
+@bp.route("/targets/<name>/jobs", methods=["POST"])
+def create_job(name: str):
+    """Plan and start ``{"command", "revision"}`` on a target.
+
+    202 ``{"job": id, "status"}``; 409 ``{"error": "busy", "job": id}`` when
+    a job runs; 403 for role/policy; 400/404 for bad input; every refusal
+    is audited.
+    """
+    from flask import request
+    from flask_login import current_user
+
+    from ..services import audit, jobs
+
+    catalog = get_catalog()
+    payload = request.get_json(silent=True)
+    target = catalog.get(name)
+    try:
+        if target is None:
+            raise jobs.JobRefused(404, "not_found", f"no target called {name[:80]!r}")
+        if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
+                or not isinstance(payload.get("revision"), str):
+            raise jobs.JobRefused(400, "bad_input", 'send JSON {"command": "upgrade" | '
+                                  '"downgrade" | "stamp", "revision": "<rev>"}')
+        command, revision = payload["command"].strip(), payload["revision"].strip()
+        if len(command) > 32 or len(revision) > 200:
+            raise jobs.JobRefused(400, "bad_input", "command or revision is too long")
+        req = jobs.JobRequest(target, command, revision)
+        jobs.authorize(current_user, target, command)
+        plan = jobs.plan_job(catalog, req)
+        if plan.is_empty:
+            raise jobs.JobRefused(409, "plan_error", "nothing to do: the database is already "
+                                  f"at {', '.join(plan.current) or 'base'}")
+        job = jobs.start_job(catalog, current_user, req, plan, _api_actor())
+    except jobs.JobRefused as exc:
+        details = payload if isinstance(payload, dict) else {}
+        audit.record(_api_actor(), "job.request", "denied", target=name[:64],
+                     reason=exc.reason, message=str(exc), via="api",
+                     command=str(details.get("command", ""))[:32],
+                     revision=str(details.get("revision", ""))[:64], running_job=exc.job_id)
+        body = {"error": exc.reason, "detail": str(exc)}
+        if exc.job_id is not None:
+            body["job"] = exc.job_id
+        return jsonify(body), exc.status
+    return jsonify({"job": job.id, "status": job.status}), 202
+
+
+@bp.route("/jobs/<int:job_id>")
+def job(job_id: int):
+    """``{"id", "target", "command", "revision", "status", "from", "to", "log",
+    "started_at", "finished_at"}`` (UTC ISO 8601) plus ``applied``,
+    ``failed_revision``, ``error``, ``report``."""
+    from ..services import jobs
+
+    found = jobs.get_job(job_id)
+    if found is None:
+        abort(404, description=f"no job {job_id}")
+    return jsonify(job_json(found))

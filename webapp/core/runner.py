@@ -54,6 +54,33 @@ class TargetProcessError(Exception):
         return None
 
 
+CONNECT_TIMEOUT = 10  # seconds, for env.py's own connections
+
+
+def target_environment(target: Target) -> dict[str, str]:
+    """Environment of the target's process: ours, the target's ``[env]``, and a
+    fixed hash seed — Alembic iterates sets when it orders merge and batch
+    statements, and a plan's SQL must be identical each time it is computed
+    for its hash to pin a confirmation."""
+    return {**os.environ, **target.env, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
+
+
+def with_connect_timeout(url: str) -> str:
+    """``url`` with a driver connect timeout added when it has none, so an
+    unreachable database fails a job instead of hanging it (MySQL, PostgreSQL)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url
+    if parsed.get_backend_name() in ("mysql", "mariadb", "postgresql") \
+            and "connect_timeout" not in parsed.query:
+        parsed = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT)})
+        return parsed.render_as_string(hide_password=False)
+    return url
+
+
 @dataclass
 class HelperResult:
     """What the target-side process returned: ``data`` from its JSON result,
@@ -75,9 +102,10 @@ def run_target_helper(target: Target, request: dict, *, url: str | None,
     """
     assert target.alembic_ini is not None, "flask_app targets arrive with issue 6"
     payload = {"alembic_ini": str(target.alembic_ini), "ini_section": target.ini_section,
-               "url": url, "version_table": target.version_table, **request}
+               "url": with_connect_timeout(url) if url else url,
+               "version_table": target.version_table, **request}
     python = target.python or sys.executable
-    env = {**os.environ, **target.env, "PYTHONUNBUFFERED": "1"}
+    env = target_environment(target)
     with tempfile.TemporaryDirectory(prefix="alembic-dashboard-") as tmp:
         request_path = Path(tmp, "request.json")
         result_path = Path(tmp, "result.json")
@@ -138,3 +166,43 @@ def run_command(target: Target, command: str, revision: str, *, url: str | None,
     return run_target_helper(target, {"op": "command", "command": command,
                                       "revision": revision, "sql": sql},
                              url=url, timeout=timeout)
+
+
+def start_run_process(target: Target, command: str, revision: str, *, url: str,
+                      lock_name: str, progress_path: Path, result_path: Path,
+                      extra: dict | None = None) -> subprocess.Popen:
+    """Start ``alembic command revision`` online in the target's process.
+
+    The child holds the target's database lock for the whole run and dies
+    with its parent (Linux ``PR_SET_PDEATHSIG``), so killing the job's
+    process never leaves a migration running unattended. Its output (stdout
+    and stderr merged) is readable line by line from ``proc.stdout``; the
+    JSON result lands in ``result_path`` (see target_helper's ``run``).
+    """
+    assert target.alembic_ini is not None, "flask_app targets arrive with issue 6"
+    payload = {"op": "run", "alembic_ini": str(target.alembic_ini),
+               "ini_section": target.ini_section, "url": with_connect_timeout(url),
+               "version_table": target.version_table, "command": command,
+               "revision": revision, "lock_name": lock_name,
+               "progress_path": str(progress_path), **(extra or {})}
+    request_path = result_path.with_name("request.json")
+    fd = os.open(request_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(payload, f)
+    python = target.python or sys.executable
+    env = target_environment(target)
+    return subprocess.Popen(
+        [python, str(HELPER), str(request_path), str(result_path)],
+        cwd=target.working_directory, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the parent (the job's process) dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the heartbeat still marks the job abandoned

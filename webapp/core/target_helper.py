@@ -7,7 +7,7 @@ uses Alembic already has: the standard library, ``alembic`` and
 ``sqlalchemy``. It never imports the dashboard.
 
 Request (JSON object):
-  ``op``            "offline_sql" | "command"
+  ``op``            "offline_sql" | "command" | "plan" | "run"
   ``alembic_ini``   path of the ini; ``ini_section`` (default "alembic")
   ``url``           database URL, set as ``sqlalchemy.url`` like Alembic's
                     templates expect (not logged, not echoed back)
@@ -15,6 +15,11 @@ Request (JSON object):
   offline_sql: ``revision``, ``direction`` ("upgrade" | "downgrade")
   command:     ``command`` ("upgrade" | "downgrade" | "stamp"),
                ``revision``, ``sql`` (bool)
+  plan:        ``command``, ``revision`` → current heads, steps, heads
+               after, offline SQL from the *current* state, file checksums
+  run:         ``command``, ``revision``, ``lock_name``, ``progress_path``
+               → runs online while holding the target lock; reports
+               before/after heads, applied and failed revisions
 
 Result (JSON object written to RESULT.json):
   ``{"ok": true, "sql": "...", "current": [...]}`` or
@@ -42,17 +47,331 @@ def _config(request: dict, buffer: io.StringIO):
     return config
 
 
-def _default_version_table(version_table: str) -> None:
-    """Make an unmodified env.py use the version table named in the targets file."""
+_VERSION_APPLY_HOOKS: list = []
+
+
+def _patch_configure(version_table: str | None) -> None:
+    """Make an unmodified env.py use the targets file's version table, and
+    report each applied step to our hooks (chained with env.py's own)."""
     from alembic.runtime.environment import EnvironmentContext
 
     original = EnvironmentContext.configure
 
     def configure(self, *args, **kwargs):
-        kwargs.setdefault("version_table", version_table)
+        if version_table:
+            kwargs.setdefault("version_table", version_table)
+        theirs = kwargs.get("on_version_apply")
+
+        def on_version_apply(ctx, step, heads, run_args):
+            for hook in _VERSION_APPLY_HOOKS:
+                hook(step, heads)
+            if theirs is not None:
+                theirs(ctx=ctx, step=step, heads=heads, run_args=run_args)
+
+        kwargs["on_version_apply"] = on_version_apply
         return original(self, *args, **kwargs)
 
     EnvironmentContext.configure = configure
+
+
+def _engine(url: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    return create_engine(url, poolclass=NullPool)
+
+
+def _sqlite_path(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    return parsed.database or ":memory:"
+
+
+def _read_current(connection, version_table: str) -> list[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={"version_table": version_table})
+    return list(context.get_current_heads())
+
+
+def current_heads(url: str, version_table: str) -> list[str]:
+    """The database's current heads; [] for a SQLite file that does not exist
+    (without creating it)."""
+    import os
+
+    path = _sqlite_path(url)
+    if path not in (None, ":memory:") and not os.path.exists(path):
+        return []
+    engine = _engine(url)
+    try:
+        with engine.connect() as connection:
+            return _read_current(connection, version_table)
+    finally:
+        engine.dispose()
+
+
+def _steps(script, command_name: str, revision: str, heads):
+    """The migration steps Alembic's own command would run (same private
+    helpers as ``alembic.command``)."""
+    heads = tuple(heads)
+    if command_name == "upgrade":
+        return script._upgrade_revs(revision, heads)
+    if command_name == "downgrade":
+        return script._downgrade_revs(revision, heads)
+    if command_name == "stamp":
+        return script._stamp_revs(revision, heads)
+    raise ValueError(f"unsupported command {command_name!r}")
+
+
+def _describe(script, step) -> dict:
+    """One step as JSON: revision, direction, down revisions, message, file."""
+    import hashlib
+
+    if hasattr(step, "revision") and not getattr(step, "is_stamp", False):
+        script_rev = step.revision
+        direction = "upgrade" if step.is_upgrade else "downgrade"
+        path = str(script_rev.path)
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        return {"revision": script_rev.revision, "direction": direction,
+                "down_revisions": list(script_rev._versioned_down_revisions),
+                "message": script_rev.doc, "path": path, "sha256": digest}
+    to = list(getattr(step, "to_", ()) or ())
+    return {"revision": ",".join(to) or "base", "direction": "stamp",
+            "down_revisions": list(getattr(step, "from_", ()) or ()),
+            "message": "stamp (version table only; no migration runs)", "path": None,
+            "sha256": None}
+
+
+def plan(request: dict) -> dict:
+    """The plan of ``command revision`` from the database's current state."""
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    version_table = request.get("version_table") or "alembic_version"
+    current = current_heads(request["url"], version_table)
+    buffer = io.StringIO()
+    config = _config(request, buffer)
+    script = ScriptDirectory.from_config(config)
+    command_name, revision = request["command"], request["revision"]
+    steps = _steps(script, command_name, revision, current)
+    heads_after: list = [list(current)]
+    _VERSION_APPLY_HOOKS.append(lambda step, heads: heads_after.append(sorted(heads)))
+
+    def fn(heads, context):
+        return _steps(script, command_name, revision, heads)
+
+    rehearsal = False
+    try:
+        with EnvironmentContext(config, script, fn=fn, as_sql=True,
+                                starting_rev=list(current) or None,
+                                destination_rev=revision):
+            script.run_env()
+        sql = buffer.getvalue()
+    except CommandError as exc:
+        path = _sqlite_path(request["url"])
+        if "requires a live database connection" not in str(exc) or path is None:
+            raise
+        heads_after[:] = [list(current)]
+        sql = _sqlite_rehearsal_copy(request, path, fn, revision)
+        rehearsal = True
+    return {"current": current, "steps": [_describe(script, s) for s in steps],
+            "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsal}
+
+
+def _capture_statements(config, fn, destination: str) -> str:
+    """Run ``fn``'s steps online against the config's URL, recording every
+    statement except reads; returns them as an SQL script."""
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    captured: list[str] = []
+    recording = False
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+        if recording and head not in ("SELECT", "PRAGMA"):
+            text = statement.strip()
+            if parameters:
+                text += f"\n-- parameters: {parameters!r}"
+            captured.append(text + ";")
+
+    script = ScriptDirectory.from_config(config)
+
+    def steps(heads, context):
+        nonlocal recording
+        recording = True
+        return fn(heads, context)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        with EnvironmentContext(config, script, fn=steps, destination_rev=destination):
+            script.run_env()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    header = ("-- Alembic cannot render batch operations as offline SQL on SQLite;\n"
+              "-- these statements were captured from a rehearsal on a scratch copy.\n")
+    return header + "\n\n".join(captured) + "\n"
+
+
+def _sqlite_rehearsal_copy(request: dict, path: str, fn, destination: str) -> str:
+    """Rehearse on a copy of the target's SQLite file (sqlite3 backup API)."""
+    import os
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="alembic-rehearsal-") as tmp:
+        copy = os.path.join(tmp, "rehearsal.db")
+        if os.path.exists(path):
+            source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            target = sqlite3.connect(copy)
+            with target:
+                source.backup(target)
+            source.close()
+            target.close()
+        config = _config(dict(request, url="sqlite:///" + copy), io.StringIO())
+        return _capture_statements(config, fn, destination)
+
+
+class TargetBusy(Exception):
+    """Another process holds this target's migration lock."""
+
+
+class _TargetLock:
+    """The lock held on the target database itself for a whole job.
+
+    MySQL/MariaDB: ``GET_LOCK`` on a dedicated connection; PostgreSQL:
+    session-level ``pg_try_advisory_lock``; SQLite: ``flock`` on a file
+    beside the database. All are released by the server/OS when this
+    process dies, however it dies.
+    """
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url, self.name = url, name
+        self.engine = None
+        self.connection = None
+        self.file = None
+
+    def acquire(self) -> None:
+        import hashlib
+
+        from sqlalchemy import text
+
+        path = _sqlite_path(self.url)
+        if path is not None:
+            import fcntl
+
+            lock_path = (path if path != ":memory:" else "memory") + ".dashboard-lock"
+            self.file = open(lock_path, "a+")  # noqa: SIM115 (held for the run)
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.file.close()
+                raise TargetBusy(f"lock file {lock_path} is held by another process") from None
+            return
+        self.engine = _engine(self.url)
+        self.connection = self.engine.connect()
+        dialect = self.engine.dialect.name
+        if dialect in ("mysql", "mariadb"):
+            key = "alembic-dashboard:" + hashlib.sha256(self.name.encode()).hexdigest()[:40]
+            got = self.connection.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": key}).scalar()
+        elif dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(
+                ("alembic-dashboard:" + self.name).encode()).digest()[:8], "big", signed=True)
+            got = self.connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                          {"k": key}).scalar()
+        else:
+            raise ValueError(f"no migration lock for dialect {dialect}")
+        self.connection.commit()
+        if not got:
+            self.release()
+            raise TargetBusy(f"the {dialect} lock for this target is held by another session")
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.connection is not None:
+            self.connection.close()  # ends the session: the server drops its locks
+            self.connection = None
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+
+
+def run(request: dict) -> dict:
+    """Run ``command revision`` online while holding the target lock.
+
+    Always returns a result (``ok`` False on failure) carrying what is known:
+    heads before/after, the planned steps, those applied, the failing one.
+    """
+    from alembic import command as alembic_command
+    from alembic.script import ScriptDirectory
+
+    version_table = request.get("version_table") or "alembic_version"
+    url = request["url"]
+    lock = _TargetLock(url, request["lock_name"])
+    try:
+        lock.acquire()
+    except TargetBusy as exc:
+        return {"ok": False, "busy": True, "error": {"type": "TargetBusy", "message": str(exc),
+                                                     "traceback": []}}
+    applied: list[str] = []
+    progress = open(request["progress_path"], "a", encoding="utf-8")  # noqa: SIM115
+
+    def on_apply(info, heads):
+        # ``info`` is Alembic's MigrationInfo for the step just applied
+        if info.is_stamp:
+            direction, revision = "stamp", ",".join(info.up_revision_ids) or "base"
+        else:
+            direction = "upgrade" if info.is_upgrade else "downgrade"
+            revision = info.up_revision_id
+        applied.append(revision)
+        progress.write(json.dumps({"event": "applied", "revision": revision,
+                                   "direction": direction, "heads": sorted(heads)}) + "\n")
+        progress.flush()
+        print(f"[dashboard] {direction} {revision} done; "
+              f"heads now: {', '.join(sorted(heads)) or 'base'}", flush=True)
+
+    result: dict = {"applied": applied}
+    try:
+        before = current_heads(url, version_table)
+        result["before"] = before
+        config = _config(request, io.StringIO())
+        script = ScriptDirectory.from_config(config)
+        command_name, revision = request["command"], request["revision"]
+        planned = [_describe(script, s) for s in _steps(script, command_name, revision, before)]
+        result["planned"] = [p["revision"] for p in planned]
+        print(f"[dashboard] alembic {command_name} {revision}: "
+              f"{len(planned)} step(s) from {', '.join(before) or 'base'}", flush=True)
+        _VERSION_APPLY_HOOKS.append(on_apply)
+        getattr(alembic_command, command_name)(config, revision)
+        result["ok"] = True
+    except BaseException as exc:
+        frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        traceback.print_exc()
+        result["ok"] = False
+        result["error"] = {"type": type(exc).__name__, "message": str(exc),
+                           "traceback": "".join(frames).splitlines()[-12:]}
+        planned_ids = result.get("planned", [])
+        if len(applied) < len(planned_ids):
+            result["failed_revision"] = planned_ids[len(applied)]
+    finally:
+        progress.close()
+        try:
+            result["after"] = current_heads(url, version_table)
+        except Exception as exc:  # database gone: say so, keep the rest
+            result["after_error"] = str(exc)
+        lock.release()
+    print(f"[dashboard] database now at: {', '.join(result.get('after') or []) or 'base'}",
+          flush=True)
+    return result
 
 
 def offline_sql(request: dict) -> dict:
@@ -103,48 +422,20 @@ def _sqlite_rehearsal(request: dict, prepare: list, step, destination) -> str:
 
     Alembic cannot render batch operations offline on SQLite (they reflect the
     table), so the step is run for real on an empty temporary database
-    brought to the step's starting revision(s), and the statements sent to it
-    are recorded. The target's own database is not touched.
+    brought to ``prepare`` revisions, and the statements are recorded. The
+    target's own database is not touched.
     """
     import os
     import tempfile
 
     from alembic import command as alembic_command
-    from alembic.runtime.environment import EnvironmentContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
 
     with tempfile.TemporaryDirectory(prefix="alembic-rehearsal-") as tmp:
         scratch = dict(request, url="sqlite:///" + os.path.join(tmp, "scratch.db"))
         config = _config(scratch, io.StringIO())
         for rev in prepare:
             alembic_command.upgrade(config, rev)
-        captured: list[str] = []
-        recording = False
-
-        def record(conn, cursor, statement, parameters, context, executemany):
-            head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
-            if recording and head not in ("SELECT", "PRAGMA"):
-                text = statement.strip()
-                if parameters:
-                    text += f"\n-- parameters: {parameters!r}"
-                captured.append(text + ";")
-
-        event.listen(Engine, "before_cursor_execute", record)
-        script = ScriptDirectory.from_config(config)
-
-        def steps(heads, context):
-            nonlocal recording
-            recording = True
-            return [step]
-
-        with EnvironmentContext(config, script, fn=steps, destination_rev=destination):
-            script.run_env()
-        event.remove(Engine, "before_cursor_execute", record)
-    header = ("-- Alembic cannot render batch operations as offline SQL on SQLite;\n"
-              "-- these statements were captured from a rehearsal on a scratch database.\n")
-    return header + "\n\n".join(captured) + "\n"
+        return _capture_statements(config, lambda heads, context: [step], destination)
 
 
 def command(request: dict) -> dict:
@@ -160,7 +451,7 @@ def command(request: dict) -> dict:
     return {"sql": buffer.getvalue() if request.get("sql") else None}
 
 
-OPERATIONS = {"offline_sql": offline_sql, "command": command}
+OPERATIONS = {"offline_sql": offline_sql, "command": command, "plan": plan, "run": run}
 
 
 def main(argv: list[str]) -> int:
@@ -168,9 +459,9 @@ def main(argv: list[str]) -> int:
     with open(request_path, encoding="utf-8") as f:
         request = json.load(f)
     try:
-        if request.get("version_table"):
-            _default_version_table(request["version_table"])
-        result = {"ok": True, **OPERATIONS[request["op"]](request)}
+        _patch_configure(request.get("version_table"))
+        data = OPERATIONS[request["op"]](request)
+        result = data if "ok" in data else {"ok": True, **data}
     except BaseException as exc:  # report everything, including SystemExit from env.py
         frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
         result = {"ok": False, "error": {

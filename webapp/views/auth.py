@@ -10,7 +10,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ..services import accounts
+from ..services import accounts, audit
 
 bp = Blueprint("auth", __name__)
 
@@ -45,12 +45,17 @@ def login():
         try:
             user = accounts.authenticate(form.username.data, form.password.data)
         except accounts.LoginThrottled as exc:
+            audit.record(audit.Actor(form.username.data[:64], request.remote_addr), "login",
+                         "throttled", retry_after=exc.retry_after)
             flash(f"Too many failed logins for this account. Try again in "
                   f"{exc.retry_after} seconds.", "error")
             return render_template("auth/login.html", form=form), 429
         if user is not None:
             login_user(user)
+            audit.record(audit.Actor(user.username, request.remote_addr), "login", "ok")
             return redirect(_safe_next(request.args.get("next")))
+        audit.record(audit.Actor(form.username.data[:64], request.remote_addr), "login",
+                     "failed")
         flash("Wrong username or password.", "error")
         status = 401
     elif request.method == "POST":
@@ -61,6 +66,10 @@ def login():
 @bp.route("/logout", methods=["POST"])
 def logout():
     """End the session (POST only, with CSRF)."""
+    from flask_login import current_user
+
+    if current_user.is_authenticated:
+        audit.record(audit.Actor(current_user.username, request.remote_addr), "logout", "ok")
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -13,6 +13,7 @@ from ..core.history import History, HistoryError
 from ..core.runner import TargetProcessError
 from ..core.status import TargetStatus
 from ..core.targets import Target, TargetUrlMissing
+from ..services import jobs
 from ..services.catalog import get_catalog
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
@@ -20,6 +21,11 @@ bp = Blueprint("targets", __name__, url_prefix="/targets")
 RECENT = 10  # revisions on the target overview page
 _FORMATTER = HtmlFormatter(cssclass="highlight", linenos="table")
 PYGMENTS_CSS = HtmlFormatter(cssclass="highlight").get_style_defs(".highlight")
+
+
+def highlight_sql(sql: str) -> Markup:
+    """SQL as highlighted HTML (Pygments)."""
+    return Markup(highlight(sql, SqlLexer(), HtmlFormatter(cssclass="highlight")))
 
 
 def get_target_or_404(name: str) -> Target:
@@ -73,8 +79,11 @@ def show(name: str):
     target = get_target_or_404(name)
     status, history = _status_and_history(target)
     rows = history_rows(history, status, limit=RECENT) if history else []
+    jobs.reap_abandoned()
+    recent_jobs = jobs.recent_jobs(target.name, limit=10)
+    running = next((j for j in recent_jobs if j.is_active), None)
     return render_template("targets/show.html", target=target, status=status, rows=rows,
-                           recent=RECENT)
+                           recent=RECENT, jobs=recent_jobs, running=running)
 
 
 @bp.route("/<name>/history")
@@ -129,8 +138,7 @@ def revision_sql(name: str, revision: str):
     for direction in ("upgrade", "downgrade"):
         try:
             sql = catalog.revision_sql(target, history, info.revision, direction)
-            results[direction] = {"sql": Markup(highlight(sql, SqlLexer(),
-                                                          HtmlFormatter(cssclass="highlight")))}
+            results[direction] = {"sql": highlight_sql(sql)}
         except TargetProcessError as exc:
             results[direction] = {"error": exc}
         except TargetUrlMissing as exc:

@@ -1,0 +1,172 @@
+"""Plans: exactly which revisions a job will run, their SQL, and warnings.
+
+A :class:`Plan` is computed by the target-side helper from the database's
+*current* state (like ``alembic upgrade <current>:<rev> --sql``). Its
+:attr:`Plan.hash` pins a confirmation (and later an approval) to what was
+shown: current heads, steps, revision file checksums and SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
+
+from .runner import run_target_helper
+from .targets import Target
+
+COMMANDS = ("upgrade", "downgrade", "stamp")
+SYMBOLIC_REVISIONS = ("head", "heads", "base", "+1", "-1")
+_REVISION_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+_DESTRUCTIVE = [
+    (re.compile(r"\bDROP\s+TABLE\b", re.I), "drops a table (its data is lost)"),
+    (re.compile(r"\bDROP\s+COLUMN\b", re.I), "drops a column (its data is lost)"),
+    (re.compile(r"\bALTER\s+(TABLE\s+\S+\s+)?(ALTER\s+)?COLUMN\s+\S+\s+(SET\s+DATA\s+)?TYPE\b",
+                re.I), "changes a column type"),
+    (re.compile(r"\bMODIFY\s+(COLUMN\s+)?\S+\s+\w+", re.I), "changes a column definition/type"),
+    (re.compile(r"\bTRUNCATE\b", re.I), "truncates a table"),
+    (re.compile(r"\bDELETE\s+FROM\b(?!\s+alembic_version)", re.I), "deletes rows"),
+]
+
+
+class PlanError(ValueError):
+    """The requested command/revision cannot be planned (message says why)."""
+
+
+def validate_request(command: str, revision: str, known: set[str]) -> None:
+    """Check a command and revision chosen by a user.
+
+    :param known: revision ids of the target's script directory.
+    :raises PlanError: unknown command, malformed revision (400).
+    :raises LookupError: well-formed but unknown revision id (404).
+    """
+    if command not in COMMANDS:
+        raise PlanError(f"command must be one of {', '.join(COMMANDS)}")
+    if not isinstance(revision, str) or revision in SYMBOLIC_REVISIONS:
+        if not isinstance(revision, str):
+            raise PlanError("revision must be a string")
+        return
+    if not _REVISION_RE.match(revision):
+        raise PlanError("revision must be a revision id from the list, or one of "
+                        + ", ".join(SYMBOLIC_REVISIONS))
+    if revision not in known:
+        raise LookupError(f"no revision {revision!r} in this target's script directory")
+
+
+@dataclass
+class PlanStep:
+    """One step: ``direction`` is upgrade, downgrade or stamp."""
+
+    revision: str
+    direction: str
+    down_revisions: list[str]
+    message: str
+    path: str | None
+    sha256: str | None
+
+
+@dataclass
+class Plan:
+    """What a job will do, computed from the database's current state.
+
+    ``current``/``heads_after`` are revision ids (empty = base); ``sql`` is
+    the offline SQL of all steps in the target's dialect; ``rehearsal`` is
+    True when the SQL was captured on a scratch copy (SQLite batch mode).
+    """
+
+    target: str
+    command: str
+    revision: str
+    current: list[str]
+    heads_after: list[str]
+    steps: list[PlanStep]
+    sql: str
+    dialect: str
+    rehearsal: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 over everything the user confirms (hex)."""
+        payload = json.dumps({
+            "target": self.target, "command": self.command, "revision": self.revision,
+            "current": sorted(self.current),
+            "steps": [[s.revision, s.direction, s.sha256] for s in self.steps],
+            "sql": self._sql_for_hash(),
+        }, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _sql_for_hash(self) -> str | list[str]:
+        # A rehearsal on SQLite replays batch operations, which emit indexes and
+        # constraints in an order Alembic takes from sets of objects (it varies
+        # between runs). Every line is pinned; the order of lines is not.
+        if self.rehearsal:
+            return sorted(line.strip(" ,\t") for line in self.sql.splitlines() if line.strip())
+        return self.sql
+
+    @property
+    def is_empty(self) -> bool:
+        """True when there is nothing to run."""
+        return not self.steps
+
+
+def is_transactional_ddl(dialect: str) -> bool:
+    """False for MySQL/MariaDB, where each DDL statement commits by itself."""
+    return dialect not in ("mysql", "mariadb")
+
+
+def plan_warnings(plan: Plan, heads: tuple[str, ...]) -> list[str]:
+    """Warnings shown with a plan: non-transactional DDL, destructive SQL,
+    multiple heads, downgrades."""
+    warnings = []
+    if plan.steps and not is_transactional_ddl(plan.dialect):
+        warnings.append(
+            f"{plan.dialect} DDL is not transactional: a failure part-way can leave the "
+            "database partly migrated (earlier revisions stay applied; the failing "
+            "revision's DDL may be partly applied).")
+    for pattern, why in _DESTRUCTIVE:
+        for statement in plan.sql.split(";"):
+            if pattern.search(statement):
+                first = " ".join(statement.split())[:160]
+                warnings.append(f"destructive: {why}: {first}")
+                break
+    if len(heads) > 1:
+        warnings.append(f"the script directory has {len(heads)} heads ({', '.join(heads)}); "
+                        "'head' is ambiguous, use 'heads' or a specific revision.")
+    if plan.command == "downgrade" and plan.steps:
+        warnings.append("this is a downgrade: the downgrade() functions of "
+                        f"{len(plan.steps)} revision(s) will run.")
+    if plan.command == "stamp":
+        warnings.append("stamp changes only the version table; no migration runs, the "
+                        "schema is not checked.")
+    return warnings
+
+
+def compute_plan(target: Target, command: str, revision: str, *, url: str,
+                 heads: tuple[str, ...] = ()) -> Plan:
+    """Compute the plan with the target's own env.py (child process).
+
+    :raises PlanError: Alembic refused (e.g. multiple heads for 'head',
+        downgrade past base, relative step not possible).
+    :raises TargetProcessError: env.py or the database failed otherwise.
+    """
+    from .runner import TargetProcessError
+
+    try:
+        data = run_target_helper(target, {"op": "plan", "command": command,
+                                          "revision": revision}, url=url).data
+    except TargetProcessError as exc:
+        if exc.error_type in ("CommandError", "RevisionError", "MultipleHeads",
+                              "RangeNotAncestorError", "ResolutionError"):
+            raise PlanError(str(exc)) from None
+        raise
+    plan = Plan(target=target.name, command=command, revision=revision,
+                current=data["current"], heads_after=data["heads_after"],
+                steps=[PlanStep(**s) for s in data["steps"]], sql=data["sql"],
+                dialect=make_url(url).get_backend_name(), rehearsal=data["rehearsal"])
+    plan.warnings = plan_warnings(plan, heads)
+    return plan

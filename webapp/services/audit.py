@@ -1,0 +1,93 @@
+"""Audit log: who did what, when, from where, on which target, with what outcome.
+
+Append-only through the app: this module only inserts and reads. Details
+are JSON; callers never put URLs or passwords in them (and :func:`record`
+scrubs anything that looks like a URL with credentials).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..extensions import db
+from ..models import AuditEvent
+
+_CREDENTIALS_RE = re.compile(r"(\w+(?:\+\w+)?://[^:/@\s]*:)[^@\s]*@")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: ``username`` (None for anonymous) and ``address`` (client IP)."""
+
+    username: str | None
+    address: str | None = None
+
+
+SYSTEM = Actor("system", "local")
+
+
+def _scrub(value):
+    if isinstance(value, str):
+        return _CREDENTIALS_RE.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def record(actor: Actor, action: str, outcome: str, *, target: str | None = None,
+           job_id: int | None = None, commit: bool = True, **details) -> AuditEvent:
+    """Append one event.
+
+    :param action: dotted name, e.g. ``login``, ``job.confirm``, ``job.end``.
+    :param outcome: ``ok``, ``denied``, ``failed``, ``succeeded``, ...
+    :param details: JSON-serialisable facts (credentials in URLs are masked).
+    """
+    event = AuditEvent(username=actor.username, client_address=(actor.address or "")[:64],
+                       action=action[:48], outcome=outcome[:16], target=target,
+                       job_id=job_id, details=json.dumps(_scrub(details), default=str))
+    db.session.add(event)
+    if commit:
+        db.session.commit()
+    return event
+
+
+def query(*, username: str | None = None, target: str | None = None,
+          action: str | None = None, since: datetime | None = None,
+          until: datetime | None = None, limit: int = 500) -> list[AuditEvent]:
+    """Events newest first, filtered; ``action`` matches a prefix (``job``
+    matches ``job.start``); ``since``/``until`` are UTC."""
+    stmt = db.select(AuditEvent).order_by(AuditEvent.id.desc())
+    if username:
+        stmt = stmt.where(AuditEvent.username == username)
+    if target:
+        stmt = stmt.where(AuditEvent.target == target)
+    if action:
+        stmt = stmt.where(db.or_(AuditEvent.action == action,
+                                 AuditEvent.action.startswith(action + ".")))
+    if since:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if until:
+        stmt = stmt.where(AuditEvent.at < until)
+    return list(db.session.execute(stmt.limit(limit)).scalars())
+
+
+def to_csv(events: Iterable[AuditEvent]) -> str:
+    """CSV text with a header row: id, at (UTC ISO), user, address, action,
+    outcome, target, job, details."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at_utc", "user", "client_address", "action", "outcome", "target",
+                     "job", "details"])
+    for e in events:
+        writer.writerow([e.id, e.at.isoformat(timespec="seconds"), e.username or "",
+                         e.client_address or "", e.action, e.outcome, e.target or "",
+                         e.job_id or "", e.details])
+    return out.getvalue()

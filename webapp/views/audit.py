@@ -1,0 +1,51 @@
+"""Audit log page with filters and CSV export (admin and approver only)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flask import Blueprint, Response, render_template, request
+
+from ..auth_setup import require_role
+from ..services import audit
+
+bp = Blueprint("audit", __name__, url_prefix="/audit")
+
+
+def _filters() -> dict:
+    """Filters from the query string; bad dates are ignored with a message."""
+    args = request.args
+    values = {k: (args.get(k) or "").strip()[:64] or None for k in ("user", "target", "action")}
+    dates, errors = {}, []
+    for key in ("since", "until"):
+        raw = (args.get(key) or "").strip()
+        if raw:
+            try:
+                dates[key] = datetime.strptime(raw, "%Y-%m-%d")
+            except ValueError:
+                errors.append(f"{key}: use YYYY-MM-DD")
+    if "until" in dates:
+        dates["until"] += timedelta(days=1)  # inclusive day
+    return {"username": values["user"], "target": values["target"],
+            "action": values["action"], **dates, "_errors": errors}
+
+
+@bp.route("")
+@require_role("approver")
+def index():
+    """Newest events first, filtered by user, target, action, date (UTC)."""
+    filters = _filters()
+    errors = filters.pop("_errors")
+    events = audit.query(**filters, limit=500)
+    return render_template("audit/index.html", events=events, errors=errors, args=request.args)
+
+
+@bp.route(".csv")
+@require_role("approver")
+def export_csv():
+    """The same filtered events as CSV (up to 100,000 rows)."""
+    filters = _filters()
+    filters.pop("_errors")
+    body = audit.to_csv(audit.query(**filters, limit=100_000))
+    return Response(body, mimetype="text/csv", headers={
+        "Content-Disposition": "attachment; filename=audit.csv"})

@@ -1,0 +1,96 @@
+"""Plan → confirm → job pages, with live output.
+
+The plan page shows exactly what will run; the confirmation form carries the
+plan's hash, and the run is refused if the plan changed in between.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ..services import audit, jobs
+from ..services.catalog import get_catalog
+from .targets import PYGMENTS_CSS, get_target_or_404, highlight_sql
+
+bp = Blueprint("jobs", __name__)
+
+MAX_FIELD = 200  # characters; longer input is refused before any lookup
+
+
+def actor() -> audit.Actor:
+    """The logged-in user and client address, for the audit log."""
+    return audit.Actor(current_user.username, request.remote_addr)
+
+
+def _job_request(name: str, source) -> jobs.JobRequest:
+    target = get_target_or_404(name)
+    command = (source.get("command") or "").strip()
+    revision = (source.get("revision") or "").strip()
+    if len(command) > MAX_FIELD or len(revision) > MAX_FIELD:
+        raise jobs.JobRefused(400, "bad_input", "command or revision is too long")
+    return jobs.JobRequest(target, command, revision)
+
+
+def _refused(exc: jobs.JobRefused, name: str, source):
+    audit.record(actor(), "job.request", "denied", target=name, reason=exc.reason,
+                 message=str(exc), command=str(source.get("command", ""))[:32],
+                 revision=str(source.get("revision", ""))[:64], running_job=exc.job_id)
+    running = jobs.get_job(exc.job_id) if exc.job_id else None
+    return render_template("jobs/refused.html", target=get_catalog().get(name), error=exc,
+                           running=running), exc.status
+
+
+@bp.route("/targets/<name>/plan")
+def plan(name: str):
+    """Show the plan of ``?command=&revision=`` from the target's current state."""
+    try:
+        req = _job_request(name, request.args)
+        jobs.authorize(current_user, req.target, req.command)
+        plan = jobs.plan_job(get_catalog(), req)
+    except jobs.JobRefused as exc:
+        return _refused(exc, name, request.args)
+    running = jobs.running_job(name)
+    return render_template("jobs/plan.html", target=req.target, plan=plan,
+                           sql_html=highlight_sql(plan.sql), pygments_css=PYGMENTS_CSS,
+                           running=running if running and running.is_active else None)
+
+
+@bp.route("/targets/<name>/jobs", methods=["POST"])
+def create(name: str):
+    """Confirm a plan: re-plan, compare hashes, start the job (POST + CSRF)."""
+    try:
+        req = _job_request(name, request.form)
+        jobs.authorize(current_user, req.target, req.command)
+        plan = jobs.plan_job(get_catalog(), req)
+        job = jobs.start_job(get_catalog(), current_user, req, plan, actor(),
+                             confirmed_hash=request.form.get("plan_hash", ""))
+    except jobs.JobRefused as exc:
+        return _refused(exc, name, request.form)
+    return redirect(url_for("jobs.show", job_id=job.id), code=303)
+
+
+def _job_or_404(job_id: int):
+    job = jobs.get_job(job_id)
+    if job is None:
+        abort(404, description=f"There is no job {job_id}.")
+    return job
+
+
+@bp.route("/jobs/<int:job_id>")
+def show(job_id: int):
+    """A job: status, from/to, output (live while it runs)."""
+    job = _job_or_404(job_id)
+    return render_template("jobs/show.html", job=job, report=jobs.failure_report(job),
+                           target=get_catalog().get(job.target))
+
+
+@bp.route("/jobs/<int:job_id>/status")
+def status(job_id: int):
+    """Fragment polled every second by the job page; answers 286 (stop
+    polling) once the job has ended."""
+    job = _job_or_404(job_id)
+    html = render_template("jobs/_status.html", job=job, report=jobs.failure_report(job),
+                           target=get_catalog().get(job.target))
+    code = 200 if job.is_active or request.headers.get("HX-Request") != "true" else 286
+    return html, code, {"Vary": "HX-Request", "Cache-Control": "no-store"}
