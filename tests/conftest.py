@@ -201,6 +201,8 @@ def gunicorn_server(instance_path, tmp_path):
                                  "wsgi:app"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         procs.append((proc, log))
+        start.env = env
+        start.log_path = tmp_path / f"gunicorn-{port}.log"
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -65,7 +65,9 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "DASHBOARD_ENV": env,
         "SECRET_KEY": secret_key(environ, instance_path, production),
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, **(
+            # several gunicorn workers and job processes write to one file
+            {"connect_args": {"timeout": 30}} if database_url.startswith("sqlite") else {})},
         "TARGETS_FILE": environ.get("DASHBOARD_TARGETS") or None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

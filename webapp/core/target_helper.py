@@ -239,6 +239,10 @@ def _sqlite_rehearsal_copy(request: dict, path: str, fn, destination: str) -> st
         return _capture_statements(config, fn, destination)
 
 
+class PlanChanged(Exception):
+    """The database is no longer where the job's plan started."""
+
+
 class TargetBusy(Exception):
     """Another process holds this target's migration lock."""
 
@@ -343,6 +347,10 @@ def run(request: dict) -> dict:
     try:
         before = current_heads(url, version_table)
         result["before"] = before
+        expected = request.get("expect_current")
+        if expected is not None and sorted(expected) != sorted(before):
+            raise PlanChanged(f"the database is at {', '.join(before) or 'base'}, but the "
+                              f"plan was made at {', '.join(expected) or 'base'}")
         config = _config(request, io.StringIO())
         script = ScriptDirectory.from_config(config)
         command_name, revision = request["command"], request["revision"]

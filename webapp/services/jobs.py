@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from ..core.history import HistoryError
 from ..core.plan import Plan, PlanError, compute_plan, is_transactional_ddl, validate_request
 from ..core.runner import TargetProcessError, start_run_process
+from ..core.status import DatabaseUnavailable, current_heads
 from ..core.targets import Target, TargetUrlMissing, scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, TargetGuard, User, utcnow
@@ -40,6 +41,7 @@ HEARTBEAT_INTERVAL = 2.0  # seconds between heartbeats of a running job
 HEARTBEAT_TIMEOUT = timedelta(seconds=15)  # no heartbeat for this long → abandoned
 LOG_FLUSH_INTERVAL = 0.5  # seconds; the job page is at most this (+ its poll) behind
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
 
 
 class JobRefused(Exception):
@@ -110,8 +112,11 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
     except TargetUrlMissing as exc:
         raise JobRefused(503, "unreachable", str(exc))
     except TargetProcessError as exc:
-        raise JobRefused(503, "unreachable", f"The plan could not be computed: "
-                         f"{exc.error_type}: {exc}")
+        if exc.error_type in _UNREACHABLE_ERRORS:
+            raise JobRefused(503, "unreachable", f"The database cannot be reached: "
+                             f"{exc.error_type}: {exc}")
+        raise JobRefused(422, "plan_error", "The plan could not be computed (env.py or a "
+                         f"revision failed in offline mode): {exc.error_type}: {exc}")
 
 
 def running_job(target_name: str) -> Job | None:
@@ -185,11 +190,31 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
             db.session.commit()
     else:
         raise JobRefused(409, "busy", f"{target.name} is busy.")
+    # The plan was computed before the guard was ours: another job may have
+    # moved the database in between. Holding the guard now, check it still holds.
+    try:
+        now_current = current_heads(catalog.engines.get(target.database_url()),
+                                    target.version_table)
+    except (DatabaseUnavailable, TargetUrlMissing) as exc:
+        _drop(job)
+        raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
+    if sorted(now_current) != sorted(plan.current):
+        _drop(job)
+        raise JobRefused(409, "plan_changed", "The plan changed since it was computed: the "
+                         f"database is now at {', '.join(now_current) or 'base'}, not "
+                         f"{', '.join(plan.current) or 'base'}. Review the plan again.")
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
                  steps=[s.revision for s in plan.steps])
     launch_worker(job.id)
     return job
+
+
+def _drop(job: Job) -> None:
+    """Remove a job that never started, and its guard."""
+    db.session.execute(delete(TargetGuard).where(TargetGuard.job_id == job.id))
+    db.session.execute(delete(Job).where(Job.id == job.id))
+    db.session.commit()
 
 
 def worker_environment() -> dict[str, str]:
@@ -316,7 +341,8 @@ def _run_streaming(job_id: int, target: Target, job: Job, url: str, lines: list[
         result_path = Path(tmp) / "result.json"
         proc = start_run_process(target, job.command, job.revision, url=url,
                                  lock_name=target.name, progress_path=Path(tmp) / "progress",
-                                 result_path=result_path)
+                                 result_path=result_path,
+                                 extra={"expect_current": Job.split(job.from_revisions)})
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
         assert proc.stdout is not None

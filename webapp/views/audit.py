@@ -40,7 +40,7 @@ def index():
     return render_template("audit/index.html", events=events, errors=errors, args=request.args)
 
 
-@bp.route(".csv")
+@bp.route("/export.csv")
 @require_role("approver")
 def export_csv():
     """The same filtered events as CSV (up to 100,000 rows)."""
