@@ -75,7 +75,12 @@ def require_role(role: str) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
             if not current_user.is_authenticated or not current_user.has_role(role):
-                abort(403, description=f"this needs the {role} role")
+                from .services import audit
+
+                audit.record(audit.Actor(getattr(current_user, "username", None),
+                                         request.remote_addr), "access", "denied",
+                             reason="role", needed=role, path=request.path[:200])
+                abort(403, description=f"This page needs the {role} role.")
             return view(*args, **kwargs)
         return wrapper
     return decorator

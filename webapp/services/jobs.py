@@ -195,7 +195,12 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     try:
         now_current = current_heads(catalog.engines.get(target.database_url()),
                                     target.version_table)
-    except (DatabaseUnavailable, TargetUrlMissing) as exc:
+    except DatabaseUnavailable as exc:
+        if exc.error_class != "FileNotFoundError":  # a new SQLite file is at base
+            _drop(job)
+            raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
+        now_current = ()
+    except TargetUrlMissing as exc:
         _drop(job)
         raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
     if sorted(now_current) != sorted(plan.current):
