@@ -136,8 +136,7 @@ def test_target_lock_is_held_against_other_processes(tmp_path, pg_url):
         folder = tmp_path / f"run{i}"
         folder.mkdir()
         proc = start_run_process(target, "upgrade", "head", url=pg_url, lock_name="shop",
-                                 progress_path=folder / "progress",
-                                 result_path=folder / "result.json")
+                                 folder=folder)
         runs.append((proc, folder))
         time.sleep(1.5)
     results = []

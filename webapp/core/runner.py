@@ -168,33 +168,55 @@ def run_command(target: Target, command: str, revision: str, *, url: str | None,
                              url=url, timeout=timeout)
 
 
-def start_run_process(target: Target, command: str, revision: str, *, url: str,
-                      lock_name: str, progress_path: Path, result_path: Path,
-                      extra: dict | None = None) -> subprocess.Popen:
-    """Start ``alembic command revision`` online in the target's process.
+def write_run_request(target: Target, command: str, revision: str, *, url: str,
+                      lock_name: str, folder: Path, extra: dict | None = None) -> None:
+    """Prepare a run of ``alembic command revision`` in ``folder``.
 
-    The child holds the target's database lock for the whole run and dies
-    with its parent (Linux ``PR_SET_PDEATHSIG``), so killing the job's
-    process never leaves a migration running unattended. Its output (stdout
-    and stderr merged) is readable line by line from ``proc.stdout``; the
-    JSON result lands in ``result_path`` (see target_helper's ``run``).
+    Writes ``request.json`` (mode 0600: it holds the URL) and ``launch.json``
+    (interpreter, working directory, environment) so that
+    :func:`spawn_prepared_run` can start it with nothing but the standard
+    library — the job process starts the migration before importing the app.
     """
     assert target.alembic_ini is not None, "flask_app targets arrive with issue 6"
     payload = {"op": "run", "alembic_ini": str(target.alembic_ini),
                "ini_section": target.ini_section, "url": with_connect_timeout(url),
                "version_table": target.version_table, "command": command,
                "revision": revision, "lock_name": lock_name,
-               "progress_path": str(progress_path), **(extra or {})}
-    request_path = result_path.with_name("request.json")
-    fd = os.open(request_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f)
-    python = target.python or sys.executable
-    env = target_environment(target)
-    return subprocess.Popen(
-        [python, str(HELPER), str(request_path), str(result_path)],
-        cwd=target.working_directory, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+               "progress_path": str(folder / "progress"), **(extra or {})}
+    for name, data in (("request.json", payload), ("launch.json", {
+            "argv": [target.python or sys.executable, str(HELPER),
+                     str(folder / "request.json"), str(folder / "result.json")],
+            "cwd": str(target.working_directory),
+            "env": {**target.env, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}})):
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+
+
+def spawn_prepared_run(folder: Path) -> subprocess.Popen:
+    """Start the run prepared in ``folder`` (standard library only).
+
+    The child holds the target's database lock for the whole run and dies
+    with its parent (Linux ``PR_SET_PDEATHSIG``), so killing the job's
+    process never leaves a migration running unattended. Its output (stdout
+    and stderr merged) is readable line by line from ``proc.stdout``; the
+    JSON result lands in ``folder/result.json`` (see target_helper's ``run``).
+    """
+    with open(Path(folder) / "launch.json", encoding="utf-8") as f:
+        launch = json.load(f)
+    return subprocess.Popen(launch["argv"], cwd=launch["cwd"],
+                            env={**os.environ, **launch["env"]}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)
+
+
+def start_run_process(target: Target, command: str, revision: str, *, url: str,
+                      lock_name: str, folder: Path, extra: dict | None = None
+                      ) -> subprocess.Popen:
+    """:func:`write_run_request` then :func:`spawn_prepared_run`."""
+    write_run_request(target, command, revision, url=url, lock_name=lock_name,
+                      folder=folder, extra=extra)
+    return spawn_prepared_run(folder)
 
 
 def _die_with_parent() -> None:

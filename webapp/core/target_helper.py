@@ -315,7 +315,7 @@ def run(request: dict) -> dict:
     Always returns a result (``ok`` False on failure) carrying what is known:
     heads before/after, the planned steps, those applied, the failing one.
     """
-    from alembic import command as alembic_command
+    from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
     version_table = request.get("version_table") or "alembic_version"
@@ -359,7 +359,13 @@ def run(request: dict) -> dict:
         print(f"[dashboard] alembic {command_name} {revision}: "
               f"{len(planned)} step(s) from {', '.join(before) or 'base'}", flush=True)
         _VERSION_APPLY_HOOKS.append(on_apply)
-        getattr(alembic_command, command_name)(config, revision)
+        # What alembic.command.upgrade/downgrade/stamp do, with the script
+        # directory already loaded above (loading 300 files twice costs ~0.1 s).
+        destination = tuple(revision.split(",")) if command_name == "stamp" else revision
+        with EnvironmentContext(config, script, destination_rev=destination,
+                                fn=lambda heads, context: _steps(script, command_name,
+                                                                 revision, heads)):
+            script.run_env()
         result["ok"] = True
     except BaseException as exc:
         frames = traceback.format_exception(type(exc), exc, exc.__traceback__)

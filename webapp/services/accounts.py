@@ -21,8 +21,16 @@ MAX_FAILED_LOGINS = 5  # then the account waits LOCKOUT before the next try
 LOCKOUT = timedelta(minutes=5)
 TOKEN_PREFIX = "adb_"
 
-# Checked against when the user does not exist, so both paths take as long.
-_DUMMY_HASH = generate_password_hash("not-a-real-password")
+_dummy_hash: str | None = None
+
+
+def _dummy_password_hash() -> str:
+    """Checked against when the user does not exist, so both paths take as
+    long (made on first use: scrypt costs ~0.1 s, job processes never need it)."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = generate_password_hash("not-a-real-password")
+    return _dummy_hash
 
 
 class AccountError(ValueError):
@@ -67,7 +75,7 @@ def authenticate(username: str, password: str) -> User | None:
     user = db.session.execute(
         db.select(User).filter_by(username=username)).scalar_one_or_none()
     if user is None:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_password_hash(), password)
         return None
     now = utcnow()
     if user.failed_login_count >= MAX_FAILED_LOGINS and user.last_failed_login_at \

@@ -58,6 +58,7 @@ class Catalog:
         self.engines = EngineCache()
         self._sql = _LRU(256)
         self.fragments = _LRU(64)
+        self.plans = _LRU(64)
 
     @classmethod
     def from_config(cls, config: Mapping, instance_path: Path) -> Catalog:

@@ -3,7 +3,7 @@
 A confirmed plan becomes a :class:`~webapp.models.Job` row plus a
 :class:`~webapp.models.TargetGuard` row (one per target, enforced by its
 primary key in the shared dashboard database). The job then runs in its own
-process (``python -m webapp.worker JOB_ID``, detached from the web worker),
+process (``webapp/worker.py JOB_ID FOLDER``, detached from the web worker),
 which holds the lock on the target database itself through the target-side
 helper, streams the output into the job row, and sends heartbeats. A job
 whose heartbeats stop is marked *abandoned* by :func:`reap_abandoned`.
@@ -11,8 +11,10 @@ whose heartbeats stop is marked *abandoned* by :func:`reap_abandoned`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import current_app
@@ -29,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..core.history import HistoryError
 from ..core.plan import Plan, PlanError, compute_plan, is_transactional_ddl, validate_request
-from ..core.runner import TargetProcessError, start_run_process
+from ..core.runner import TargetProcessError, write_run_request
 from ..core.status import DatabaseUnavailable, current_heads
 from ..core.targets import Target, TargetUrlMissing, scrub_secrets
 from ..extensions import db
@@ -105,8 +107,16 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
         raise JobRefused(404, "bad_input", str(exc))
     try:
         url = target.database_url()
-        return compute_plan(target, request.command, request.revision, url=url,
-                            heads=history.heads)
+        current = _current_or_base(catalog, target, url)
+        # A plan depends only on the revision files and the database's current
+        # revisions: the confirm step reuses the plan it showed unless either moved.
+        key = ("plan", target.name, request.command, request.revision, current,
+               history.fingerprint, hashlib.sha256(url.encode()).hexdigest())
+        return catalog.plans.get_or_compute(key, lambda: compute_plan(
+            target, request.command, request.revision, url=url, heads=history.heads))
+    except DatabaseUnavailable as exc:
+        raise JobRefused(503, "unreachable", f"The database cannot be reached: "
+                         f"{exc.error_class}: {exc}")
     except PlanError as exc:
         raise JobRefused(400, "plan_error", f"Alembic cannot plan this: {exc}")
     except TargetUrlMissing as exc:
@@ -117,6 +127,19 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
                              f"{exc.error_type}: {exc}")
         raise JobRefused(422, "plan_error", "The plan could not be computed (env.py or a "
                          f"revision failed in offline mode): {exc.error_type}: {exc}")
+
+
+def _current_or_base(catalog: Catalog, target: Target, url: str) -> tuple[str, ...]:
+    """Current heads, sorted; a SQLite file that does not exist yet is at base.
+
+    :raises DatabaseUnavailable: the database cannot be read.
+    """
+    try:
+        return tuple(sorted(current_heads(catalog.engines.get(url), target.version_table)))
+    except DatabaseUnavailable as exc:
+        if exc.error_class == "FileNotFoundError":
+            return ()
+        raise
 
 
 def running_job(target_name: str) -> Job | None:
@@ -193,14 +216,8 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     # The plan was computed before the guard was ours: another job may have
     # moved the database in between. Holding the guard now, check it still holds.
     try:
-        now_current = current_heads(catalog.engines.get(target.database_url()),
-                                    target.version_table)
-    except DatabaseUnavailable as exc:
-        if exc.error_class != "FileNotFoundError":  # a new SQLite file is at base
-            _drop(job)
-            raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
-        now_current = ()
-    except TargetUrlMissing as exc:
+        now_current = _current_or_base(catalog, target, target.database_url())
+    except (DatabaseUnavailable, TargetUrlMissing) as exc:
         _drop(job)
         raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
     if sorted(now_current) != sorted(plan.current):
@@ -211,7 +228,7 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
                  steps=[s.revision for s in plan.steps])
-    launch_worker(job.id)
+    launch_worker(job, target)
     return job
 
 
@@ -237,12 +254,18 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def launch_worker(job_id: int) -> subprocess.Popen:
-    """Start ``python -m webapp.worker JOB_ID`` in its own session, so it
-    outlives the web request and the gunicorn worker that started it."""
+def launch_worker(job: Job, target: Target) -> subprocess.Popen:
+    """Prepare the migration and start ``webapp/worker.py JOB_ID FOLDER`` in its
+    own session, so it outlives the web request and the gunicorn worker that
+    started it. FOLDER (private, 0700) holds the helper's request."""
+    folder = Path(tempfile.mkdtemp(prefix=f"alembic-job-{job.id}-"))
+    write_run_request(target, job.command, job.revision, url=target.database_url(),
+                      lock_name=target.name, folder=folder,
+                      extra={"expect_current": Job.split(job.from_revisions)})
     log_path = Path(current_app.instance_path) / "jobs.log"
     with open(log_path, "a", encoding="utf-8") as log:
-        return subprocess.Popen([sys.executable, "-m", "webapp.worker", str(job_id)],
+        return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "webapp" / "worker.py"),
+                                 str(job.id), str(folder)],
                                 cwd=PROJECT_ROOT, env=worker_environment(),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
@@ -286,8 +309,12 @@ def failure_report(job: Job) -> str | None:
 
 # --- in the job's own process -------------------------------------------------
 
-def execute(job_id: int, catalog: Catalog) -> None:
-    """Run a queued job to its end (called by ``python -m webapp.worker``).
+def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Path,
+            started: float | None = None) -> None:
+    """Follow a queued job's migration to its end (called by ``webapp/worker.py``).
+
+    :param proc: the target-side process already started from ``folder``.
+    :param started: UNIX time the job process started (recorded as started_at).
 
     Streams output to ``job.log`` every :data:`LOG_FLUSH_INTERVAL`, sends
     heartbeats, records from/to/applied/failed revisions and frees the
@@ -295,11 +322,14 @@ def execute(job_id: int, catalog: Catalog) -> None:
     """
     job = db.session.get(Job, job_id)
     if job is None or job.status != "queued":
+        proc.kill()
         return
     target = catalog.get(job.target)
     username = job.user.username if job.user else None
     actor = audit.Actor(username, "job-process")
-    job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
+    job.status, job.heartbeat_at = "running", utcnow()
+    job.started_at = datetime.fromtimestamp(started, UTC).replace(tzinfo=None) \
+        if started else utcnow()
     job.worker_pid, job.worker_host = os.getpid(), socket.gethostname()[:255]
     db.session.commit()
     audit.record(actor, "job.start", "ok", target=job.target, job_id=job.id,
@@ -310,12 +340,15 @@ def execute(job_id: int, catalog: Catalog) -> None:
     url = None
     try:
         if target is None:
+            proc.kill()
             raise RuntimeError(f"target {job.target} is no longer configured")
         url = target.database_url()
-        outcome = _run_streaming(job.id, target, job, url, lines)
+        outcome = _run_streaming(job.id, proc, folder, url, lines)
     except Exception as exc:  # configuration problems: the job fails, it never hangs
         outcome = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
         lines.append(f"[dashboard] {type(exc).__name__}: {exc}\n")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     _finish(job.id, outcome, "".join(lines), url)
     job = db.session.get(Job, job_id)
     db.session.refresh(job)
@@ -323,7 +356,8 @@ def execute(job_id: int, catalog: Catalog) -> None:
                  to=job.to_revisions, failed_revision=job.failed_revision)
 
 
-def _run_streaming(job_id: int, target: Target, job: Job, url: str, lines: list[str]) -> dict:
+def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
+                   lines: list[str]) -> dict:
     engine = db.engine
     done = threading.Event()
     guard = threading.Lock()
@@ -342,30 +376,24 @@ def _run_streaming(job_id: int, target: Target, job: Job, url: str, lines: list[
                 flush()
                 last_flush = time.monotonic()
 
-    with tempfile.TemporaryDirectory(prefix=f"alembic-job-{job_id}-") as tmp:
-        result_path = Path(tmp) / "result.json"
-        proc = start_run_process(target, job.command, job.revision, url=url,
-                                 lock_name=target.name, progress_path=Path(tmp) / "progress",
-                                 result_path=result_path,
-                                 extra={"expect_current": Job.split(job.from_revisions)})
-        thread = threading.Thread(target=beat, daemon=True)
-        thread.start()
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            with guard:
-                lines.append(raw.decode("utf-8", "replace"))
-        returncode = proc.wait()
-        done.set()
-        thread.join()
-        try:
-            return json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            killed = returncode < 0
-            lines.append(f"[dashboard] the migration process ended with status {returncode} "
-                         "and no result\n")
-            return {"ok": False, "killed": killed, "error": {
-                "type": "ProcessKilled" if killed else "ProcessError",
-                "message": f"the migration process exited with status {returncode}"}}
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        with guard:
+            lines.append(raw.decode("utf-8", "replace"))
+    returncode = proc.wait()
+    done.set()
+    thread.join()
+    try:
+        return json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        killed = returncode < 0
+        lines.append(f"[dashboard] the migration process ended with status {returncode} "
+                     "and no result\n")
+        return {"ok": False, "killed": killed, "error": {
+            "type": "ProcessKilled" if killed else "ProcessError",
+            "message": f"the migration process exited with status {returncode}"}}
 
 
 def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> None:
