@@ -51,6 +51,9 @@ def main(argv: list[str]) -> int:
     started = time.time()
     folder = Path(argv[2])
     proc = _spawn(folder)
+    # The migration has the CPU first; following it (importing Flask and
+    # SQLAlchemy, flushing the log) can wait. Matters on small machines.
+    os.nice(5)
     try:
         sys.path.insert(0, str(PROJECT_ROOT))
         from webapp import create_app
