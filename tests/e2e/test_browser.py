@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Page, expect
-
 from conftest import ROOT
+from playwright.sync_api import Page, expect
 
 from .conftest import log_in
 
@@ -175,7 +175,7 @@ def test_history_graph_rows_line_up(admin_page):
     assert len(boxes) == 15
     assert len({(round(x, 1), round(w, 1)) for x, _, w, _ in boxes}) == 1, \
         f"graph columns are not aligned: {boxes}"
-    gaps = [round(nxt[1] - (cur[1] + cur[3]), 2) for cur, nxt in zip(boxes, boxes[1:])]
+    gaps = [round(nxt[1] - (cur[1] + cur[3]), 2) for cur, nxt in pairwise(boxes)]
     assert all(abs(g) < 0.5 for g in gaps), f"vertical gaps between graph rows (px): {gaps}"
 
 

@@ -94,7 +94,7 @@ def history(name: str):
     status, history = _status_and_history(target)
     table = None
     if history is not None:
-        key = ("history", target.name, id(history), status.current, status.reachable)
+        key = ("history", target.name, history.fingerprint, status.current, status.reachable)
         table = catalog.fragments.get_or_compute(key, lambda: render_template(
             "targets/_history_table.html", rows=history_rows(history, status),
             target=target, history=history))
