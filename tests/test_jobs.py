@@ -100,8 +100,7 @@ ROLE_CASES = [
     ("operator", "stamp", "head", {}, 403),
     ("operator", "downgrade", "-1", {"allow_downgrade": False}, 403),
     ("admin", "downgrade", "-1", {"allow_downgrade": False}, 403),
-    ("operator", "upgrade", "head", {"approvals_required": 1}, 403),
-    ("admin", "upgrade", "head", {"approvals_required": 1}, 403),
+    ("viewer", "upgrade", "head", {"approvals_required": 1}, 403),
 ]
 
 

@@ -76,5 +76,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": cookie_secure,
         "WTF_CSRF_TIME_LIMIT": None,  # token lives as long as the session
+        "WEBHOOK_URL": environ.get("DASHBOARD_WEBHOOK_URL") or None,
+        "REQUEST_TTL_HOURS": float(environ.get("DASHBOARD_REQUEST_TTL_HOURS", "24") or 24),
         "TRUSTED_PROXIES": int(environ.get("DASHBOARD_TRUSTED_PROXIES", "0") or 0),
     }

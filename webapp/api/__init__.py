@@ -141,6 +141,14 @@ def create_job(name: str):
         if plan.is_empty:
             raise jobs.JobRefused(409, "plan_error", "nothing to do: the database is already "
                                   f"at {', '.join(plan.current) or 'base'}")
+        if target.policy.is_protected:
+            from ..services import approvals
+
+            reason = payload.get("reason") if isinstance(payload.get("reason"), str) else ""
+            created = approvals.create_request(
+                catalog, current_user, req, plan, reason or "requested through the API",
+                _api_actor())
+            return jsonify({"request": created.id, "status": created.status}), 202
         job = jobs.start_job(catalog, current_user, req, plan, _api_actor())
     except jobs.JobRefused as exc:
         details = payload if isinstance(payload, dict) else {}
@@ -166,3 +174,67 @@ def job(job_id: int):
     if found is None:
         abort(404, description=f"no job {job_id}")
     return jsonify(job_json(found))
+
+
+def request_json(found) -> dict:
+    """An approval request as JSON (``GET /api/v1/requests``)."""
+    from ..services import approvals
+
+    plan = approvals.plan_from_json(found.plan)
+    target = get_catalog().get(found.target)
+    return {
+        "id": found.id, "target": found.target, "command": found.command,
+        "revision": found.revision, "status": found.status,
+        "requester": found.requester.username if found.requester else None,
+        "reason": found.reason, "plan_hash": found.plan_hash,
+        "from": plan.current, "to": plan.heads_after,
+        "steps": [{"revision": s.revision, "direction": s.direction, "sha256": s.sha256}
+                  for s in plan.steps],
+        "warnings": plan.warnings,
+        "approvals": [{"approver": a.approver.username if a.approver else None,
+                       "decision": a.decision, "comment": a.comment, "void": a.void,
+                       "at": a.created_at.isoformat(timespec="seconds") + "Z"}
+                      for a in found.approvals],
+        "required": target.policy.approvals_required if target else None,
+        "created_at": found.created_at.isoformat(timespec="seconds") + "Z",
+        "expires_at": found.expires_at.isoformat(timespec="seconds") + "Z",
+        "job": found.job_id, "note": found.note,
+    }
+
+
+@bp.route("/requests")
+def requests_list():
+    """Open (and approved, not yet run) requests, newest first; ``?all=1`` for all."""
+    from flask import request
+
+    from ..services import approvals
+
+    rows = approvals.list_requests(open_only=request.args.get("all") != "1")
+    return jsonify([request_json(r) for r in rows])
+
+
+@bp.route("/requests/<int:request_id>/<any(approve, reject):decision>", methods=["POST"])
+def request_decide(request_id: int, decision: str):
+    """Approve or reject with JSON ``{"comment": "..."}``: same rules as the UI
+    (approver role, never the requester). Approving the last needed approval
+    on a ``run_on_approval`` target starts the job: ``{"job": id}``."""
+    from flask import request
+    from flask_login import current_user
+
+    from ..services import approvals, audit, jobs
+
+    payload = request.get_json(silent=True)
+    comment = payload.get("comment", "") if isinstance(payload, dict) else ""
+    try:
+        if not isinstance(comment, str):
+            raise jobs.JobRefused(400, "bad_input", 'send JSON {"comment": "..."}')
+        found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
+                                      comment, _api_actor())
+    except jobs.JobRefused as exc:
+        audit.record(_api_actor(), "request.decide", "denied", request=request_id,
+                     reason=exc.reason, message=str(exc), via="api")
+        return jsonify({"error": exc.reason, "detail": str(exc)}), exc.status
+    body = {"request": found.id, "status": found.status}
+    if job is not None:
+        body["job"] = job.id
+    return jsonify(body)

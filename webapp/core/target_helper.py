@@ -337,13 +337,23 @@ def run(request: dict) -> dict:
             direction = "upgrade" if info.is_upgrade else "downgrade"
             revision = info.up_revision_id
         applied.append(revision)
+        step_info = {"revision": revision, "direction": direction, "path": None,
+                     "sha256": None}
+        if direction == "upgrade" and info.up_revision is not None:
+            import hashlib
+
+            with open(info.up_revision.path, "rb") as f:
+                step_info.update(path=str(info.up_revision.path),
+                                 sha256=hashlib.sha256(f.read()).hexdigest())
+        applied_steps.append(step_info)
         progress.write(json.dumps({"event": "applied", "revision": revision,
                                    "direction": direction, "heads": sorted(heads)}) + "\n")
         progress.flush()
         print(f"[dashboard] {direction} {revision} done; "
               f"heads now: {', '.join(sorted(heads)) or 'base'}", flush=True)
 
-    result: dict = {"applied": applied}
+    applied_steps: list[dict] = []
+    result: dict = {"applied": applied, "applied_steps": applied_steps}
     try:
         before = current_heads(url, version_table)
         result["before"] = before

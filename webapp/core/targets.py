@@ -35,6 +35,7 @@ _TARGET_KEYS = {
     "directory",
     "env",
     "policy",
+    "webhook_url",
 }
 _POLICY_DEFAULTS: dict[str, int | bool] = {
     "approvals_required": 0,
@@ -107,6 +108,7 @@ class Target:
     directory: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
+    webhook_url: str | None = None
     url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
@@ -307,8 +309,12 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         if key == "approvals_required" and not 0 <= value <= 10:
             raise fail("must be between 0 and 10", f"policy.{key}")
         policy_values[key] = value
+    webhook_url = get_str("webhook_url")
+    if webhook_url is not None and not re.match(r"^https?://[^\s]+$", webhook_url):
+        raise fail("must be an http:// or https:// URL", "webhook_url")
     return Target(
         name=name,
+        webhook_url=webhook_url,
         label=get_str("label", name) or name,
         tier=tier,
         alembic_ini=alembic_ini,

@@ -71,6 +71,9 @@ class JobRequest:
 def authorize(user: User, target: Target, command: str) -> None:
     """Server-side role and policy checks for running ``command`` on ``target``.
 
+    On a protected target passing these checks allows a *request*; the job
+    itself needs approvals (see :mod:`webapp.services.approvals`).
+
     :raises JobRefused: 403 with reason "role" or "policy".
     """
     if not user.has_role("operator"):
@@ -82,10 +85,6 @@ def authorize(user: User, target: Target, command: str) -> None:
     if command == "downgrade" and not target.policy.allow_downgrade:
         raise JobRefused(403, "policy", f"The policy of {target.name} does not allow "
                          "downgrades (allow_downgrade = false).")
-    if target.policy.is_protected:
-        raise JobRefused(403, "policy", f"{target.name} is protected: its jobs need "
-                         f"{target.policy.approvals_required} approval(s) by an approver. "
-                         "Approval requests are not available yet; no job was started.")
 
 
 def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
@@ -176,14 +175,20 @@ def reap_abandoned() -> list[int]:
 
 
 def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
-              actor: audit.Actor, *, confirmed_hash: str | None = None) -> Job:
+              actor: audit.Actor, *, confirmed_hash: str | None = None,
+              approved_request: int | None = None) -> Job:
     """Turn a plan into a job and launch its process.
 
-    :param confirmed_hash: the plan hash the user confirmed (UI); when it
-        differs from ``plan.hash`` the run is refused.
-    :raises JobRefused: 409 plan_changed, 409 busy (with the running job's id).
+    :param confirmed_hash: the plan hash the user confirmed (UI) or the
+        approvers approved; when it differs from ``plan.hash`` the run is refused.
+    :param approved_request: id of the approved request (protected targets).
+    :raises JobRefused: 403 protected target without approval, 409
+        plan_changed, 409 busy (with the running job's id).
     """
     target = request.target
+    if target.policy.is_protected and approved_request is None:
+        raise JobRefused(403, "policy", f"{target.name} is protected: its jobs need "
+                         f"{target.policy.approvals_required} approval(s).")
     if confirmed_hash is not None and confirmed_hash != plan.hash:
         raise JobRefused(409, "plan_changed", "The plan changed since it was shown (the "
                          "database's current revision or the revision files changed): "
@@ -227,7 +232,7 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
                          f"{', '.join(plan.current) or 'base'}. Review the plan again.")
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
-                 steps=[s.revision for s in plan.steps])
+                 steps=[s.revision for s in plan.steps], request=approved_request)
     launch_worker(job, target)
     return job
 
@@ -352,8 +357,23 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Pa
     _finish(job.id, outcome, "".join(lines), url)
     job = db.session.get(Job, job_id)
     db.session.refresh(job)
+    if outcome.get("applied_steps") and outcome.get("after") is not None and target:
+        try:
+            in_database = catalog.history(target).applied(outcome["after"])
+        except HistoryError:
+            in_database = set()
+        record_applied_checksums(job, outcome["applied_steps"], in_database)
     audit.record(actor, "job.end", job.status, target=job.target, job_id=job.id,
                  to=job.to_revisions, failed_revision=job.failed_revision)
+    from . import notify
+
+    notify.send("job.finished", job.target, job=job.id, status=job.status,
+                command=job.command, revision=job.revision,
+                to=Job.split(job.to_revisions), failed_revision=job.failed_revision,
+                text=f"Job {job.id} `alembic {job.command} {job.revision}` on {job.target}: "
+                     f"{job.status}" + (f" (now at {job.to_revisions or 'base'})"
+                                        if job.to_revisions is not None else ""))
+    notify.wait_all()
 
 
 def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
@@ -421,4 +441,29 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> None:
         values["from_revisions"] = " ".join(outcome["before"])
     db.session.execute(update(Job).where(Job.id == job_id).values(**values))
     db.session.execute(delete(TargetGuard).where(TargetGuard.job_id == job_id))
+    db.session.commit()
+
+
+def record_applied_checksums(job: Job, steps: list[dict], in_database: set[str]) -> None:
+    """Remember the SHA-256 of each revision file a job applied (upgrade) and
+    forget the revisions it took away (downgrade).
+
+    :param in_database: revisions applied in the database after the job (the
+        ancestors of its current heads): a step rolled back with a failed
+        transaction is not recorded.
+    """
+    from ..models import AppliedRevision
+
+    for step in steps:
+        revision = step["revision"]
+        if step["direction"] == "upgrade" and step.get("sha256") and revision in in_database:
+            row = db.session.get(AppliedRevision, (job.target, revision))
+            if row is None:
+                row = AppliedRevision(target=job.target, revision=revision)
+                db.session.add(row)
+            row.sha256, row.path, row.job_id = step["sha256"], step["path"], job.id
+            row.applied_at = utcnow()
+        elif step["direction"] == "downgrade" and revision not in in_database:
+            db.session.execute(delete(AppliedRevision).where(
+                AppliedRevision.target == job.target, AppliedRevision.revision == revision))
     db.session.commit()

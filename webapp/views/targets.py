@@ -13,7 +13,7 @@ from ..core.history import History, HistoryError
 from ..core.runner import TargetProcessError
 from ..core.status import TargetStatus
 from ..core.targets import Target, TargetUrlMissing
-from ..services import jobs
+from ..services import checks, jobs
 from ..services.catalog import get_catalog
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
@@ -83,7 +83,8 @@ def show(name: str):
     recent_jobs = jobs.recent_jobs(target.name, limit=10)
     running = next((j for j in recent_jobs if j.is_active), None)
     return render_template("targets/show.html", target=target, status=status, rows=rows,
-                           recent=RECENT, jobs=recent_jobs, running=running)
+                           recent=RECENT, jobs=recent_jobs, running=running,
+                           edited=checks.checksum_warnings(target.name, history))
 
 
 @bp.route("/<name>/history")
@@ -93,13 +94,16 @@ def history(name: str):
     catalog = get_catalog()
     status, history = _status_and_history(target)
     table = None
+    edited = checks.checksum_warnings(target.name, history)
     if history is not None:
-        key = ("history", target.name, history.fingerprint, status.current, status.reachable)
+        key = ("history", target.name, history.fingerprint, status.current, status.reachable,
+               tuple(sorted((r, w.state) for r, w in edited.items())))
         table = catalog.fragments.get_or_compute(key, lambda: render_template(
             "targets/_history_table.html", rows=history_rows(history, status),
-            target=target, history=history))
+            target=target, history=history, edited=edited))
     return render_template("targets/history.html", target=target, status=status,
-                           history=history, table=Markup(table) if table else None)
+                           history=history, table=Markup(table) if table else None,
+                           edited=edited)
 
 
 def _revision_or_404(target: Target, revision: str) -> tuple[History, object]:

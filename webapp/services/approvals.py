@@ -1,0 +1,246 @@
+"""Approval requests for protected targets.
+
+On a target whose policy has ``approvals_required >= 1`` a confirmed plan
+becomes an :class:`~webapp.models.ApprovalRequest`, not a job. Approvers
+(never the requester) approve or reject it; each approval is pinned to the
+plan's hash. When enough distinct approvers agree, the job starts (policy
+``run_on_approval``) or the requester starts it — in both cases only after
+the plan is computed again and found identical; otherwise the approvals are
+void and the request goes back to review.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import timedelta
+
+from flask import current_app
+
+from ..core.plan import Plan, PlanStep
+from ..extensions import db
+from ..models import Approval, ApprovalRequest, Job, User, utcnow
+from . import audit, notify
+from .catalog import Catalog
+from .jobs import JobRefused, JobRequest, plan_job, start_job
+
+MAX_REASON = 2000
+MAX_COMMENT = 2000
+
+
+def _ttl() -> timedelta:
+    return timedelta(hours=float(current_app.config.get("REQUEST_TTL_HOURS", 24)))
+
+
+def plan_to_json(plan: Plan) -> str:
+    """Serialise a plan for storage with its request."""
+    return json.dumps({**asdict(plan), "hash": plan.hash})
+
+
+def plan_from_json(text: str) -> Plan:
+    """The plan stored with a request."""
+    data = json.loads(text)
+    data.pop("hash", None)
+    data["steps"] = [PlanStep(**s) for s in data["steps"]]
+    return Plan(**data)
+
+
+def approvals_for_current_plan(request: ApprovalRequest) -> list[Approval]:
+    """Non-void approvals ("approve") given for the request's current plan."""
+    return [a for a in request.approvals
+            if a.decision == "approve" and not a.void and a.plan_hash == request.plan_hash]
+
+
+def expire_requests() -> list[int]:
+    """Mark open or approved-but-not-run requests past their expiry as expired."""
+    now = utcnow()
+    stale = list(db.session.execute(db.select(ApprovalRequest).where(
+        ApprovalRequest.status.in_(("open", "approved")),
+        ApprovalRequest.expires_at < now)).scalars())
+    for request in stale:
+        request.status, request.decided_at = "expired", now
+        audit.record(audit.SYSTEM, "request.expire", "expired", target=request.target,
+                     commit=False, request=request.id)
+    db.session.commit()
+    for request in stale:
+        notify.send("request.expired", request.target, request=request.id)
+    return [r.id for r in stale]
+
+
+def get_request(request_id: int) -> ApprovalRequest | None:
+    """The request (after expiring stale ones), or None."""
+    expire_requests()
+    return db.session.get(ApprovalRequest, request_id)
+
+
+def list_requests(*, open_only: bool = False, limit: int = 100) -> list[ApprovalRequest]:
+    """Requests newest first; ``open_only`` keeps open and approved ones."""
+    expire_requests()
+    stmt = db.select(ApprovalRequest).order_by(ApprovalRequest.id.desc()).limit(limit)
+    if open_only:
+        stmt = stmt.where(ApprovalRequest.status.in_(("open", "approved")))
+    return list(db.session.execute(stmt).scalars())
+
+
+def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, reason: str,
+                   actor: audit.Actor, *, confirmed_hash: str | None = None
+                   ) -> ApprovalRequest:
+    """Store a plan as a request awaiting approval.
+
+    :raises JobRefused: 400 bad reason, 409 plan changed since shown.
+    """
+    reason = (reason or "").strip()
+    if not 1 <= len(reason) <= MAX_REASON:
+        raise JobRefused(400, "bad_input", f"Give a reason (1-{MAX_REASON} characters) for "
+                         "the approvers.")
+    if confirmed_hash is not None and confirmed_hash != plan.hash:
+        raise JobRefused(409, "plan_changed", "The plan changed since it was shown: review "
+                         "it again.")
+    if plan.is_empty:
+        raise JobRefused(409, "plan_error", "Nothing to do: the database is already there.")
+    request = ApprovalRequest(target=req.target.name, command=req.command,
+                              revision=req.revision, requester_id=user.id, reason=reason,
+                              plan_hash=plan.hash, plan=plan_to_json(plan),
+                              expires_at=utcnow() + _ttl())
+    db.session.add(request)
+    db.session.flush()
+    audit.record(actor, "request.create", "ok", target=req.target.name, commit=False,
+                 request=request.id, command=req.command, revision=req.revision,
+                 plan_hash=plan.hash, steps=[s.revision for s in plan.steps])
+    db.session.commit()
+    notify.send("request.created", req.target.name, request=request.id,
+                requester=user.username, command=req.command, revision=req.revision,
+                reason=reason, required=req.target.policy.approvals_required,
+                text=f"{user.username} requests approval for `alembic {req.command} "
+                     f"{req.revision}` on {req.target.name}: {reason}")
+    return request
+
+
+def _open_for_decision(request: ApprovalRequest | None, user: User) -> ApprovalRequest:
+    if request is None:
+        raise JobRefused(404, "not_found", "There is no such request.")
+    if not user.has_role("approver"):
+        raise JobRefused(403, "role", f"Approving needs the approver role; you are a "
+                         f"{user.role}.")
+    if request.requester_id == user.id:
+        raise JobRefused(403, "self_approval", "You cannot approve or reject your own "
+                         "request: another approver must decide.")
+    if request.status != "open":
+        raise JobRefused(409, "not_open", f"Request {request.id} is {request.status}, "
+                         "not open.")
+    return request
+
+
+def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment: str,
+           actor: audit.Actor) -> tuple[ApprovalRequest, Job | None]:
+    """Record ``user``'s approval or rejection; start the job when approved
+    enough and the policy runs on approval.
+
+    :param decision: "approve" or "reject".
+    :return: the request and, when it started, the job.
+    :raises JobRefused: 403 role / self-approval, 404 unknown, 409 not open,
+        already decided, or plan changed since approval (request back to review).
+    """
+    comment = (comment or "").strip()[:MAX_COMMENT]
+    if decision not in ("approve", "reject"):
+        raise JobRefused(400, "bad_input", "decision must be approve or reject")
+    request = _open_for_decision(get_request(request_id), user)
+    if any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
+           for a in request.approvals):
+        raise JobRefused(409, "already_decided", "You have already decided on this request.")
+    db.session.add(Approval(request=request, approver_id=user.id, decision=decision,
+                            comment=comment, plan_hash=request.plan_hash))
+    target = catalog.get(request.target)
+    if decision == "reject":
+        request.status, request.decided_at = "rejected", utcnow()
+        audit.record(actor, "request.reject", "ok", target=request.target, commit=False,
+                     request=request.id, comment=comment)
+        db.session.commit()
+        notify.send("request.rejected", request.target, request=request.id,
+                    approver=user.username, comment=comment,
+                    text=f"{user.username} rejected request {request.id} on "
+                         f"{request.target}: {comment}")
+        return request, None
+    audit.record(actor, "request.approve", "ok", target=request.target, commit=False,
+                 request=request.id, comment=comment, plan_hash=request.plan_hash)
+    db.session.flush()
+    required = target.policy.approvals_required if target else 1
+    approvers = {a.approver_id for a in approvals_for_current_plan(request)}
+    if len(approvers) >= required:
+        request.status, request.decided_at = "approved", utcnow()
+    db.session.commit()
+    notify.send("request.approved", request.target, request=request.id,
+                approver=user.username, comment=comment, approvals=len(approvers),
+                required=required, status=request.status,
+                text=f"{user.username} approved request {request.id} on {request.target} "
+                     f"({len(approvers)}/{required})")
+    job = None
+    if request.status == "approved" and target is not None and target.policy.run_on_approval:
+        job = run_approved(catalog, request, actor)
+    return request, job
+
+
+def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor) -> Job:
+    """Start the job of an approved request after checking its plan again.
+
+    :raises JobRefused: 409 plan changed since approval (the approvals are
+        void and the request is open again), 409 busy, 403/503 as start_job.
+    """
+    target = catalog.get(request.target)
+    if target is None:
+        raise JobRefused(404, "not_found", f"Target {request.target} is no longer configured.")
+    if request.status != "approved":
+        raise JobRefused(409, "not_open", f"Request {request.id} is {request.status}, "
+                         "not approved.")
+    req = JobRequest(target, request.command, request.revision)
+    try:
+        plan = plan_job(catalog, req)
+    except JobRefused as exc:
+        if exc.status == 503:
+            raise
+        plan = None
+    if plan is None or plan.hash != request.plan_hash:
+        back_to_review(request, "the plan changed since approval (the database's current "
+                       "revision, a revision file or the SQL differ)", actor, plan)
+        raise JobRefused(409, "plan_changed", "Plan changed since approval: the approvals "
+                         f"are void and request {request.id} is back to review.")
+    requester = request.requester or db.session.get(User, request.requester_id)
+    job = start_job(catalog, requester, req, plan, actor, confirmed_hash=request.plan_hash,
+                    approved_request=request.id)
+    request.status, request.job_id = "executed", job.id
+    db.session.commit()
+    return job
+
+
+def back_to_review(request: ApprovalRequest, why: str, actor: audit.Actor,
+                   new_plan: Plan | None = None) -> None:
+    """Void the request's approvals and reopen it with the plan as it is now
+    (when it can be computed), so approvers review what would really run."""
+    for approval in request.approvals:
+        approval.void = True
+    if new_plan is not None:
+        request.plan, request.plan_hash = plan_to_json(new_plan), new_plan.hash
+    request.status, request.decided_at = "open", None
+    request.note = f"Back to review: {why}."
+    audit.record(actor, "request.plan_changed", "refused", target=request.target,
+                 commit=False, request=request.id, why=why)
+    db.session.commit()
+
+
+def withdraw(request_id: int, user: User, actor: audit.Actor) -> ApprovalRequest:
+    """The requester takes back an open or approved request.
+
+    :raises JobRefused: 404, 403 not the requester, 409 not open.
+    """
+    request = get_request(request_id)
+    if request is None:
+        raise JobRefused(404, "not_found", "There is no such request.")
+    if request.requester_id != user.id:
+        raise JobRefused(403, "role", "Only the requester can withdraw a request.")
+    if request.status not in ("open", "approved"):
+        raise JobRefused(409, "not_open", f"Request {request.id} is {request.status}.")
+    request.status, request.decided_at = "withdrawn", utcnow()
+    audit.record(actor, "request.withdraw", "ok", target=request.target, commit=False,
+                 request=request.id)
+    db.session.commit()
+    return request

@@ -1,0 +1,109 @@
+"""Approval requests: ask, list, review (approve / reject), withdraw, run."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ..services import approvals, audit, jobs
+from ..services.catalog import get_catalog
+from .jobs import _job_request, _refused, actor
+from .targets import PYGMENTS_CSS, highlight_sql
+
+bp = Blueprint("requests", __name__)
+
+
+@bp.route("/targets/<name>/requests", methods=["POST"])
+def create(name: str):
+    """Turn the confirmed plan into a request (protected targets; POST + CSRF)."""
+    try:
+        req = _job_request(name, request.form)
+        jobs.authorize(current_user, req.target, req.command)
+        plan = jobs.plan_job(get_catalog(), req)
+        created = approvals.create_request(get_catalog(), current_user, req, plan,
+                                           request.form.get("reason", ""), actor(),
+                                           confirmed_hash=request.form.get("plan_hash", ""))
+    except jobs.JobRefused as exc:
+        return _refused(exc, name, request.form)
+    flash(f"Request {created.id} created: an approver must approve it before it runs.", "info")
+    return redirect(url_for("requests.show", request_id=created.id), code=303)
+
+
+@bp.route("/requests")
+def index():
+    """Open requests first, then recent decided ones."""
+    return render_template("requests/index.html",
+                           open_requests=approvals.list_requests(open_only=True),
+                           recent=[r for r in approvals.list_requests(limit=50)
+                                   if r.status not in ("open", "approved")])
+
+
+def _request_or_404(request_id: int):
+    found = approvals.get_request(request_id)
+    if found is None:
+        abort(404, description=f"There is no request {request_id}.")
+    return found
+
+
+@bp.route("/requests/<int:request_id>")
+def show(request_id: int):
+    """A request: its plan as approved, the decisions, and the actions this user may take."""
+    found = _request_or_404(request_id)
+    plan = approvals.plan_from_json(found.plan)
+    target = get_catalog().get(found.target)
+    required = target.policy.approvals_required if target else 1
+    return render_template(
+        "requests/show.html", req=found, plan=plan, target=target, required=required,
+        approved=len({a.approver_id for a in approvals.approvals_for_current_plan(found)}),
+        sql_html=highlight_sql(plan.sql), pygments_css=PYGMENTS_CSS,
+        can_decide=(found.status == "open" and current_user.has_role("approver")
+                    and found.requester_id != current_user.id
+                    and not any(a.approver_id == current_user.id and not a.void
+                                and a.plan_hash == found.plan_hash for a in found.approvals)),
+        is_requester=found.requester_id == current_user.id)
+
+
+def _refused_request(exc: jobs.JobRefused, request_id: int):
+    found = approvals.get_request(request_id)
+    audit.record(actor(), "request.decide", "denied", target=found.target if found else None,
+                 request=request_id, reason=exc.reason, message=str(exc))
+    return render_template("jobs/refused.html", target=None, error=exc, running=None,
+                           back=url_for("requests.show", request_id=request_id)), exc.status
+
+
+@bp.route("/requests/<int:request_id>/<any(approve, reject):decision>", methods=["POST"])
+def decide(request_id: int, decision: str):
+    """Approve or reject (approver role, not the requester; POST + CSRF)."""
+    try:
+        found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
+                                      request.form.get("comment", ""), actor())
+    except jobs.JobRefused as exc:
+        return _refused_request(exc, request_id)
+    if job is not None:
+        return redirect(url_for("jobs.show", job_id=job.id), code=303)
+    flash(f"Request {found.id} is {found.status}.", "info")
+    return redirect(url_for("requests.show", request_id=request_id), code=303)
+
+
+@bp.route("/requests/<int:request_id>/withdraw", methods=["POST"])
+def withdraw(request_id: int):
+    """The requester takes the request back."""
+    try:
+        approvals.withdraw(request_id, current_user, actor())
+    except jobs.JobRefused as exc:
+        return _refused_request(exc, request_id)
+    flash(f"Request {request_id} withdrawn.", "info")
+    return redirect(url_for("requests.show", request_id=request_id), code=303)
+
+
+@bp.route("/requests/<int:request_id>/run", methods=["POST"])
+def run(request_id: int):
+    """The requester starts an approved request (policy run_on_approval = false)."""
+    found = _request_or_404(request_id)
+    try:
+        if found.requester_id != current_user.id:
+            raise jobs.JobRefused(403, "role", "Only the requester runs an approved request.")
+        job = approvals.run_approved(get_catalog(), found, actor())
+    except jobs.JobRefused as exc:
+        return _refused_request(exc, request_id)
+    return redirect(url_for("jobs.show", job_id=job.id), code=303)
