@@ -16,7 +16,7 @@ import ast
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,6 +231,15 @@ class _NotLiteral(Exception):
     pass
 
 
+class NonLiteralIdentifiers(HistoryError):
+    """A revision file computes its identifiers; only running it tells them."""
+
+
+#: ``loader(paths) -> {path: {"revision", "down_revision", "branch_labels",
+#: "depends_on", "doc"}}`` — runs files in the target's own process.
+IdentifierLoader = Callable[[list[Path]], dict[str, dict]]
+
+
 def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo | None:
     """Read one revision file's identifiers and docstring without running it.
 
@@ -261,9 +270,9 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
             try:
                 values[target.id] = _literal(value, path, target.id)
             except _NotLiteral:
-                raise HistoryError(
-                    f"{path.name}: {target.id} is not a literal value; "
-                    "the dashboard reads identifiers from source", path) from None
+                raise NonLiteralIdentifiers(
+                    f"{path.name}: {target.id} is not a literal value; it can only be "
+                    "read by running the file (target-side loader)", path) from None
     if "revision" not in values:
         return None
     if len(values["revision"]) != 1:
@@ -283,26 +292,66 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
 
 
 def build_history(script_location: Path, version_locations: Sequence[Path],
-                  recursive: bool = False, fp: tuple | None = None) -> History:
+                  recursive: bool = False, fp: tuple | None = None,
+                  loader: IdentifierLoader | None = None) -> History:
     """Parse every revision file and build the graph.
 
     :param fp: the :func:`fingerprint` of the files, if already taken.
+    :param loader: reads the identifiers of files whose identifiers are not
+        literals by running them target-side; without it such a file is an error.
     :raises HistoryError: unreadable file, duplicate ids, missing down
         revisions, cycles — anything Alembic would refuse.
     """
     if fp is None:
         fp = fingerprint(version_locations, recursive)
     infos: dict[str, RevisionInfo] = {}
+    parsed: list[RevisionInfo] = []
+    computed: list[Path] = []
     for path_s, _size, _mtime in fp:
-        info = parse_revision_source(Path(path_s))
-        if info is None:
+        try:
+            info = parse_revision_source(Path(path_s))
+        except NonLiteralIdentifiers:
+            if loader is None:
+                raise
+            computed.append(Path(path_s))
             continue
+        if info is not None:
+            parsed.append(info)
+    if computed:
+        assert loader is not None
+        loaded = loader(computed)
+        for path in computed:
+            data = loaded.get(str(path))
+            if data is None:
+                continue
+            parsed.append(_info_from_loaded(path, data))
+    for info in parsed:
         if info.revision in infos:
             raise HistoryError(
                 f"revision {info.revision} is present more than once: "
                 f"{infos[info.revision].path.name} and {info.path.name}", info.path)
         infos[info.revision] = info
     return _assemble(script_location, tuple(version_locations), infos, fp)
+
+
+def _as_tuple(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _info_from_loaded(path: Path, data: dict) -> RevisionInfo:
+    """A RevisionInfo from identifiers read by running the file target-side."""
+    longdoc = (data.get("doc") or "").strip()
+    date = _CREATE_DATE_RE.search(longdoc)
+    return RevisionInfo(
+        revision=data["revision"], down_revisions=_as_tuple(data.get("down_revision")),
+        branch_labels=_as_tuple(data.get("branch_labels")),
+        depends_on=_as_tuple(data.get("depends_on")),
+        message=re.split("\n\n", longdoc)[0] if longdoc else "", longdoc=longdoc,
+        create_date=date.group(1) if date else None, path=path)
 
 
 def _assemble(script_location: Path, version_locations: tuple[Path, ...],
@@ -389,12 +438,14 @@ class HistoryCache:
     """Per-process cache of :class:`History`, one entry per target.
 
     An entry is reused while the fingerprint of its version files is
-    unchanged; thread-safe.
+    unchanged; thread-safe. ``loader_for(target)`` gives the target-side
+    loader used for files whose identifiers are not literals.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, loader_for: Callable[[Target], IdentifierLoader] | None = None) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, History] = {}
+        self._loader_for = loader_for
 
     def get(self, target: Target) -> History:
         """Return the target's history, re-reading files only when they changed.
@@ -408,7 +459,8 @@ class HistoryCache:
         if cached is not None and cached.fingerprint == fp \
                 and cached.version_locations == version_locations:
             return cached
-        history = build_history(location, version_locations, recursive, fp)
+        loader = self._loader_for(target) if self._loader_for else None
+        history = build_history(location, version_locations, recursive, fp, loader)
         with self._lock:
             self._entries[target.name] = history
         return history

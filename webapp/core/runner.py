@@ -57,6 +57,15 @@ class TargetProcessError(Exception):
 CONNECT_TIMEOUT = 10  # seconds, for env.py's own connections
 
 
+def target_payload(target: Target) -> dict:
+    """How the helper finds the target's Alembic config: its ini, or its
+    Flask-Migrate app and migrations directory."""
+    return {"alembic_ini": str(target.alembic_ini) if target.alembic_ini else None,
+            "ini_section": target.ini_section, "version_table": target.version_table,
+            "flask_app": target.flask_app,
+            "directory": str(target.directory) if target.directory else None}
+
+
 def target_environment(target: Target) -> dict[str, str]:
     """Environment of the target's process: ours, the target's ``[env]``, and a
     fixed hash seed — Alembic iterates sets when it orders merge and batch
@@ -100,10 +109,8 @@ def run_target_helper(target: Target, request: dict, *, url: str | None,
     :param timeout: seconds before the process is killed.
     :raises TargetProcessError: the process failed, timed out or could not start.
     """
-    assert target.alembic_ini is not None, "flask_app targets arrive with issue 6"
-    payload = {"alembic_ini": str(target.alembic_ini), "ini_section": target.ini_section,
-               "url": with_connect_timeout(url) if url else url,
-               "version_table": target.version_table, **request}
+    payload = {**target_payload(target), "url": with_connect_timeout(url) if url else url,
+               **request}
     python = target.python or sys.executable
     env = target_environment(target)
     with tempfile.TemporaryDirectory(prefix="alembic-dashboard-") as tmp:
@@ -177,10 +184,8 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
     :func:`spawn_prepared_run` can start it with nothing but the standard
     library — the job process starts the migration before importing the app.
     """
-    assert target.alembic_ini is not None, "flask_app targets arrive with issue 6"
-    payload = {"op": "run", "alembic_ini": str(target.alembic_ini),
-               "ini_section": target.ini_section, "url": with_connect_timeout(url),
-               "version_table": target.version_table, "command": command,
+    payload = {"op": "run", **target_payload(target), "url": with_connect_timeout(url),
+               "command": command,
                "revision": revision, "lock_name": lock_name,
                "progress_path": str(folder / "progress"), **(extra or {})}
     for name, data in (("request.json", payload), ("launch.json", {
@@ -228,3 +233,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the heartbeat still marks the job abandoned
+
+
+def app_database_url(target: Target) -> str:
+    """The database URL a ``flask_app`` target's own config gives (target-side).
+
+    :raises TargetProcessError: the app cannot be imported or created.
+    """
+    return run_target_helper(target, {"op": "database_url"}, url=None).data["url"]
+
+
+def load_identifiers(target: Target, paths: list[Path], *, url: str | None = None
+                     ) -> dict[str, dict]:
+    """Identifiers of revision files that compute them, read by running the
+    files in the target's process: ``{path: {"revision", "down_revision", ...}}``.
+
+    :raises TargetProcessError: a file failed to import.
+    """
+    return run_target_helper(target, {"op": "identifiers", "paths": [str(p) for p in paths]},
+                             url=url).data["identifiers"]

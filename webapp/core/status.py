@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from .history import History, HistoryCache, HistoryError, RevisionInfo
+from .runner import TargetProcessError
 from .targets import Target, TargetUrlMissing, redact_url, scrub_secrets
 
 CONNECT_TIMEOUT = 2  # seconds; keeps "unreachable" under 3 s
@@ -152,11 +153,13 @@ class TargetStatus:
         return self.reachable and not self.pending and not self.unknown_current
 
 
-def target_status(target: Target, histories: HistoryCache, engines: EngineCache) -> TargetStatus:
+def target_status(target: Target, histories: HistoryCache, engines: EngineCache,
+                  url_for: Callable[[Target], str] | None = None) -> TargetStatus:
     """Compute one target's status; never raises for database or file problems.
 
     Data: the script directory (via ``histories``) and the version table
-    (via a connection from ``engines``).
+    (via a connection from ``engines``). ``url_for`` resolves the database
+    URL (default :meth:`Target.database_url`; Flask-Migrate apps ask the app).
     """
     started = time.monotonic()
     status = TargetStatus(target=target)
@@ -166,11 +169,14 @@ def target_status(target: Target, histories: HistoryCache, engines: EngineCache)
     except HistoryError as exc:
         status.history_error = str(exc)
     try:
-        url = target.database_url()
+        url = url_for(target) if url_for else target.database_url()
         status.current = current_heads(engines.get(url), target.version_table)
         status.reachable = True
     except TargetUrlMissing as exc:
         status.error, status.error_class = str(exc), "ConfigurationError"
+    except TargetProcessError as exc:
+        status.error = f"the app could not be loaded: {exc}"
+        status.error_class = exc.error_type
     except DatabaseUnavailable as exc:
         status.error, status.error_class = str(exc), exc.error_class
     if status.reachable and status.history is not None:
@@ -187,11 +193,12 @@ def target_status(target: Target, histories: HistoryCache, engines: EngineCache)
 
 
 def all_statuses(targets: Iterable[Target], histories: HistoryCache,
-                 engines: EngineCache) -> list[TargetStatus]:
+                 engines: EngineCache, url_for: Callable[[Target], str] | None = None
+                 ) -> list[TargetStatus]:
     """Statuses of many targets, computed in parallel so one slow database
     does not delay the others beyond its own timeout. Order is preserved."""
     targets = list(targets)
     if not targets:
         return []
     with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
-        return list(pool.map(lambda t: target_status(t, histories, engines), targets))
+        return list(pool.map(lambda t: target_status(t, histories, engines, url_for), targets))

@@ -4,10 +4,14 @@ This file is executed as a script by the target's interpreter
 (``python target_helper.py REQUEST.json RESULT.json``), in the target's
 working directory and environment. It may import only what a project that
 uses Alembic already has: the standard library, ``alembic`` and
-``sqlalchemy``. It never imports the dashboard.
+``sqlalchemy`` (plus Flask and Flask-Migrate for ``flask_app`` targets). It
+never imports the dashboard.
 
 Request (JSON object):
-  ``op``            "offline_sql" | "command" | "plan" | "run"
+  ``op``            "offline_sql" | "command" | "plan" | "run" |
+                    "database_url" | "identifiers"
+  ``flask_app``     for Flask-Migrate targets: ``module:app`` or
+                    ``module:create_app``; with ``directory`` (migrations)
   ``alembic_ini``   path of the ini; ``ini_section`` (default "alembic")
   ``url``           database URL, set as ``sqlalchemy.url`` like Alembic's
                     templates expect (not logged, not echoed back)
@@ -35,16 +39,67 @@ import json
 import sys
 import traceback
 
+_APP = None
+
+
+def _load_flask_app(spec: str):
+    """Import ``module:attr``; call it when it is an app factory. The app
+    context stays pushed for the life of this process (``flask db`` does the same)."""
+    global _APP
+    if _APP is None:
+        import importlib
+
+        module_name, _, attr = spec.partition(":")
+        obj = getattr(importlib.import_module(module_name), attr or "app")
+        from flask import Flask
+
+        app = obj if isinstance(obj, Flask) else obj()
+        app.app_context().push()
+        _APP = app
+    return _APP
+
 
 def _config(request: dict, buffer: io.StringIO):
+    """The Alembic Config of the target: from its alembic.ini, or — for a
+    Flask-Migrate app — the one Flask-Migrate builds (like ``flask db``)."""
     from alembic.config import Config
 
+    if request.get("flask_app"):
+        app = _load_flask_app(request["flask_app"])
+        config = app.extensions["migrate"].migrate.get_config(request.get("directory"))
+        config.output_buffer = buffer
+        config.stdout = sys.stdout
+        return config
     config = Config(request["alembic_ini"], ini_section=request.get("ini_section", "alembic"),
                     output_buffer=buffer, stdout=sys.stdout)
     if request.get("url"):
         # configparser interpolation: a literal % must be doubled
         config.set_main_option("sqlalchemy.url", request["url"].replace("%", "%%"))
     return config
+
+
+def database_url(request: dict) -> dict:
+    """The database URL a Flask-Migrate app uses (its own config decides it)."""
+    app = _load_flask_app(request["flask_app"])
+    engine = app.extensions["migrate"].db.engine
+    return {"url": engine.url.render_as_string(hide_password=False)}
+
+
+def identifiers(request: dict) -> dict:
+    """Run revision files whose identifiers are not literals; return them."""
+    import os
+
+    from alembic.script import ScriptDirectory
+    from alembic.util import load_python_file
+
+    ScriptDirectory.from_config(_config(request, io.StringIO()))  # applies prepend_sys_path
+    found = {}
+    for path in request["paths"]:
+        module = load_python_file(os.path.dirname(path), os.path.basename(path))
+        found[path] = {name: getattr(module, name, None) for name in
+                       ("revision", "down_revision", "branch_labels", "depends_on")}
+        found[path]["doc"] = module.__doc__ or ""
+    return {"identifiers": found}
 
 
 _VERSION_APPLY_HOOKS: list = []
@@ -475,7 +530,8 @@ def command(request: dict) -> dict:
     return {"sql": buffer.getvalue() if request.get("sql") else None}
 
 
-OPERATIONS = {"offline_sql": offline_sql, "command": command, "plan": plan, "run": run}
+OPERATIONS = {"offline_sql": offline_sql, "command": command, "plan": plan, "run": run,
+              "database_url": database_url, "identifiers": identifiers}
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ from flask import current_app
 
 from ..core import demo
 from ..core.history import History, HistoryCache
-from ..core.runner import offline_sql
+from ..core.runner import app_database_url, load_identifiers, offline_sql
 from ..core.status import EngineCache, TargetStatus, all_statuses, target_status
 from ..core.targets import Target, load_targets
 
@@ -54,7 +54,10 @@ class Catalog:
         self.targets = dict(targets)
         self.is_demo = is_demo
         self.source = source
-        self.histories = HistoryCache()
+        self.histories = HistoryCache(loader_for=lambda target: (
+            lambda paths: load_identifiers(target, paths)))
+        self._app_urls: dict[str, str] = {}
+        self._app_urls_lock = threading.Lock()
         self.engines = EngineCache()
         self._sql = _LRU(256)
         self.fragments = _LRU(64)
@@ -76,13 +79,31 @@ class Catalog:
         """The target called ``name``, or None."""
         return self.targets.get(name)
 
+    def database_url(self, target: Target) -> str:
+        """The target's database URL: from ``url_env``, or for a Flask-Migrate
+        app without one, from the app's own config (asked once, target-side).
+
+        :raises TargetUrlMissing: ``url_env`` unset.
+        :raises TargetProcessError: the app cannot be loaded.
+        """
+        if target.url_env or not target.flask_app:
+            return target.database_url()
+        with self._app_urls_lock:
+            cached = self._app_urls.get(target.name)
+        if cached is None:
+            cached = app_database_url(target)
+            with self._app_urls_lock:
+                self._app_urls[target.name] = cached
+        return cached
+
     def status(self, target: Target) -> TargetStatus:
         """Live status of one target (see :func:`core.status.target_status`)."""
-        return target_status(target, self.histories, self.engines)
+        return target_status(target, self.histories, self.engines, self.database_url)
 
     def statuses(self) -> list[TargetStatus]:
         """Live status of every target, in parallel, in file order."""
-        return all_statuses(self.targets.values(), self.histories, self.engines)
+        return all_statuses(self.targets.values(), self.histories, self.engines,
+                            self.database_url)
 
     def history(self, target: Target) -> History:
         """Cached history of the target's script directory.
@@ -97,7 +118,7 @@ class Catalog:
 
         :raises TargetProcessError: env.py or the migration failed (not cached).
         """
-        url = target.database_url()
+        url = self.database_url(target)
         url_key = hashlib.sha256(url.encode()).hexdigest()
         key = (target.name, revision, direction, history.fingerprint, url_key)
         return self._sql.get_or_compute(

@@ -105,7 +105,7 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
     except LookupError as exc:
         raise JobRefused(404, "bad_input", str(exc))
     try:
-        url = target.database_url()
+        url = catalog.database_url(target)
         current = _current_or_base(catalog, target, url)
         # A plan depends only on the revision files and the database's current
         # revisions: the confirm step reuses the plan it showed unless either moved.
@@ -221,7 +221,7 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     # The plan was computed before the guard was ours: another job may have
     # moved the database in between. Holding the guard now, check it still holds.
     try:
-        now_current = _current_or_base(catalog, target, target.database_url())
+        now_current = _current_or_base(catalog, target, catalog.database_url(target))
     except (DatabaseUnavailable, TargetUrlMissing) as exc:
         _drop(job)
         raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
@@ -233,7 +233,7 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
                  steps=[s.revision for s in plan.steps], request=approved_request)
-    launch_worker(job, target)
+    launch_worker(job, target, catalog.database_url(target))
     return job
 
 
@@ -259,12 +259,12 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def launch_worker(job: Job, target: Target) -> subprocess.Popen:
+def launch_worker(job: Job, target: Target, url: str) -> subprocess.Popen:
     """Prepare the migration and start ``webapp/worker.py JOB_ID FOLDER`` in its
     own session, so it outlives the web request and the gunicorn worker that
     started it. FOLDER (private, 0700) holds the helper's request."""
     folder = Path(tempfile.mkdtemp(prefix=f"alembic-job-{job.id}-"))
-    write_run_request(target, job.command, job.revision, url=target.database_url(),
+    write_run_request(target, job.command, job.revision, url=url,
                       lock_name=target.name, folder=folder,
                       extra={"expect_current": Job.split(job.from_revisions)})
     log_path = Path(current_app.instance_path) / "jobs.log"
@@ -347,7 +347,7 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Pa
         if target is None:
             proc.kill()
             raise RuntimeError(f"target {job.target} is no longer configured")
-        url = target.database_url()
+        url = catalog.database_url(target)
         outcome = _run_streaming(job.id, proc, folder, url, lines)
     except Exception as exc:  # configuration problems: the job fails, it never hangs
         outcome = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
