@@ -20,9 +20,9 @@ def target_for(ini) -> Target:
     return Target(name="t", label="t", tier="development", alembic_ini=ini, url_env="T_URL")
 
 
-def assert_same_as_alembic(ini):
+def assert_same_as_alembic(ini, cache: HistoryCache | None = None):
     """Our History equals ScriptDirectory.from_config for the same directory."""
-    history = HistoryCache().get(target_for(ini))
+    history = (cache or HistoryCache()).get(target_for(ini))
     script = ScriptDirectory.from_config(Config(str(ini)))
     scripts = {s.revision: s for s in script.walk_revisions()}
     assert set(history.by_id) == set(scripts)
@@ -143,3 +143,42 @@ def test_history_without_target_object(tmp_path):
     make_env(tmp_path, linear(2))
     history = build_history(tmp_path, [tmp_path / "versions"])
     assert history.heads == ("r001",)
+
+
+def test_thousand_revisions_with_branches_merges_depends_on_and_labels(tmp_path):
+    """The 1,000-revision environment of bench/history.py, read from source,
+    equals Alembic's ScriptDirectory (revisions, edges, heads, bases, markers)."""
+    import importlib.util
+
+    from webapp import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_history",
+                                                  PROJECT_ROOT / "bench" / "history.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    graph = bench.build_graph()
+    history = assert_same_as_alembic(make_env(tmp_path, graph.revs))
+    assert len(history.revisions) == 1000
+    assert sum(r.is_merge_point for r in history.revisions) == graph.merges > 10
+    assert any(r.depends_on for r in history.revisions)
+    assert any(r.branch_labels for r in history.revisions)
+
+
+def test_non_literal_identifiers_use_the_target_side_loader(tmp_path):
+    """A file that computes its down_revision is read by running it in the
+    target's process; the rest still comes from source."""
+    revs = linear(3)
+    ini = make_env(tmp_path, revs)
+    path = tmp_path / "versions" / "r002_rev.py"
+    path.write_text(path.read_text().replace("down_revision: Union[str, Sequence[str], None] "
+                                             "= 'r001'", "down_revision = 'r0' + '01'"))
+    with pytest.raises(HistoryError, match="not a literal"):
+        HistoryCache().get(target_for(ini))
+    from webapp.core.runner import load_identifiers
+
+    target = target_for(ini)
+    cache = HistoryCache(loader_for=lambda t: (lambda paths: load_identifiers(t, paths)))
+    history = cache.get(target)
+    assert history.by_id["r002"].down_revisions == ("r001",)
+    assert history.heads == ("r002",)
+    assert_same_as_alembic(ini, cache)
