@@ -319,7 +319,14 @@ def build_history(script_location: Path, version_locations: Sequence[Path],
             parsed.append(info)
     if computed:
         assert loader is not None
-        loaded = loader(computed)
+        try:
+            loaded = loader(computed)
+        except Exception as exc:  # the target's interpreter or code failed
+            names = ", ".join(p.name for p in computed[:3])
+            raise HistoryError(
+                f"{names}: identifiers are not literals and running the file in the "
+                f"target's process failed: {getattr(exc, 'error_type', type(exc).__name__)}: "
+                f"{exc}", computed[0]) from None
         for path in computed:
             data = loaded.get(str(path))
             if data is None:

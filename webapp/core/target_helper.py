@@ -231,6 +231,14 @@ def plan(request: dict) -> dict:
         path = _sqlite_path(request["url"])
         if "requires a live database connection" not in str(exc) or path is None:
             raise
+        if request.get("flask_app"):
+            # A Flask-Migrate app's engine cannot be pointed at a scratch copy:
+            # the plan is the steps alone, said plainly.
+            sql = ("-- Offline SQL is not available for this plan: Alembic cannot render\n"
+                   "-- SQLite batch operations offline, and a Flask-Migrate app's own\n"
+                   "-- database cannot be swapped for a scratch copy to rehearse them.\n")
+            return {"current": current, "steps": [_describe(script, s) for s in steps],
+                    "heads_after": heads_after[-1], "sql": sql, "rehearsal": False}
         heads_after[:] = [list(current)]
         sql = _sqlite_rehearsal_copy(request, path, fn, revision)
         rehearsal = True
@@ -238,9 +246,17 @@ def plan(request: dict) -> dict:
             "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsal}
 
 
-def _capture_statements(config, fn, destination: str) -> str:
-    """Run ``fn``'s steps online against the config's URL, recording every
-    statement except reads; returns them as an SQL script."""
+class RehearsalRefused(Exception):
+    """A rehearsal would have touched a database other than its scratch copy."""
+
+
+def _capture_statements(config, fn, destination: str, scratch_path: str) -> str:
+    """Run ``fn``'s steps online against the scratch SQLite file
+    ``scratch_path``, recording every statement except reads; returns them
+    as an SQL script. Any statement sent to another database is stopped
+    before it runs (:class:`RehearsalRefused`)."""
+    import os
+
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
     from sqlalchemy import event
@@ -250,6 +266,11 @@ def _capture_statements(config, fn, destination: str) -> str:
     recording = False
 
     def record(conn, cursor, statement, parameters, context, executemany):
+        database = conn.engine.url.database or ""
+        if conn.engine.dialect.name != "sqlite" or \
+                os.path.realpath(database) != os.path.realpath(scratch_path):
+            raise RehearsalRefused("the rehearsal tried to reach a database other than its "
+                                   "scratch copy; nothing was run there")
         head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
         if recording and head not in ("SELECT", "PRAGMA"):
             text = statement.strip()
@@ -291,7 +312,7 @@ def _sqlite_rehearsal_copy(request: dict, path: str, fn, destination: str) -> st
             source.close()
             target.close()
         config = _config(dict(request, url="sqlite:///" + copy), io.StringIO())
-        return _capture_statements(config, fn, destination)
+        return _capture_statements(config, fn, destination, copy)
 
 
 class PlanChanged(Exception):
@@ -485,7 +506,8 @@ def offline_sql(request: dict) -> dict:
             script.run_env()
     except CommandError as exc:
         if "requires a live database connection" not in str(exc) \
-                or not str(request.get("url", "")).startswith("sqlite"):
+                or not str(request.get("url", "")).startswith("sqlite") \
+                or request.get("flask_app"):
             raise
         prepare = [revision.revision]
         if request["direction"] == "upgrade":
@@ -510,11 +532,11 @@ def _sqlite_rehearsal(request: dict, prepare: list, step, destination) -> str:
     from alembic import command as alembic_command
 
     with tempfile.TemporaryDirectory(prefix="alembic-rehearsal-") as tmp:
-        scratch = dict(request, url="sqlite:///" + os.path.join(tmp, "scratch.db"))
-        config = _config(scratch, io.StringIO())
+        path = os.path.join(tmp, "scratch.db")
+        config = _config(dict(request, url="sqlite:///" + path), io.StringIO())
         for rev in prepare:
             alembic_command.upgrade(config, rev)
-        return _capture_statements(config, lambda heads, context: [step], destination)
+        return _capture_statements(config, lambda heads, context: [step], destination, path)
 
 
 def command(request: dict) -> dict:
