@@ -55,7 +55,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     from . import auth_setup, cli
     from .api import bp as api_bp
-    from .views import audit, auth, errors, jobs, main, requests, targets
+    from .views import audit, auth, authoring, errors, jobs, main, requests, targets
 
     auth_setup.init_app(app)
     errors.init_app(app)
@@ -65,6 +65,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(requests.bp)
+    app.register_blueprint(authoring.bp)
     app.register_blueprint(api_bp)
     cli.init_app(app)
     return app

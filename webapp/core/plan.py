@@ -15,23 +15,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
 
+from .lint import lint_sql
 from .runner import run_target_helper
 from .targets import Target
 
 COMMANDS = ("upgrade", "downgrade", "stamp")
 SYMBOLIC_REVISIONS = ("head", "heads", "base", "+1", "-1")
 _REVISION_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-
-_DESTRUCTIVE = [
-    (re.compile(r"\bDROP\s+TABLE\b", re.I), "drops a table (its data is lost)"),
-    (re.compile(r"\bDROP\s+COLUMN\b", re.I), "drops a column (its data is lost)"),
-    (re.compile(r"\bALTER\s+(TABLE\s+\S+\s+)?(ALTER\s+)?COLUMN\s+\S+\s+(SET\s+DATA\s+)?TYPE\b",
-                re.I), "changes a column type"),
-    (re.compile(r"\bMODIFY\s+(COLUMN\s+)?\S+\s+\w+", re.I), "changes a column definition/type"),
-    (re.compile(r"\bTRUNCATE\b", re.I), "truncates a table"),
-    (re.compile(r"\bDELETE\s+FROM\b(?!\s+alembic_version)", re.I), "deletes rows"),
-]
-
 
 class PlanError(ValueError):
     """The requested command/revision cannot be planned (message says why)."""
@@ -88,6 +78,7 @@ class Plan:
     dialect: str
     rehearsal: bool = False
     warnings: list[str] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)
 
     @property
     def hash(self) -> str:
@@ -120,20 +111,14 @@ def is_transactional_ddl(dialect: str) -> bool:
 
 
 def plan_warnings(plan: Plan, heads: tuple[str, ...]) -> list[str]:
-    """Warnings shown with a plan: non-transactional DDL, destructive SQL,
-    multiple heads, downgrades."""
+    """Warnings shown with a plan: non-transactional DDL, multiple heads,
+    downgrades, stamps (the SQL's own risks are in ``plan.findings``)."""
     warnings = []
     if plan.steps and not is_transactional_ddl(plan.dialect):
         warnings.append(
             f"{plan.dialect} DDL is not transactional: a failure part-way can leave the "
             "database partly migrated (earlier revisions stay applied; the failing "
             "revision's DDL may be partly applied).")
-    for pattern, why in _DESTRUCTIVE:
-        for statement in plan.sql.split(";"):
-            if pattern.search(statement):
-                first = " ".join(statement.split())[:160]
-                warnings.append(f"destructive: {why}: {first}")
-                break
     if len(heads) > 1:
         warnings.append(f"the script directory has {len(heads)} heads ({', '.join(heads)}); "
                         "'head' is ambiguous, use 'heads' or a specific revision.")
@@ -168,5 +153,6 @@ def compute_plan(target: Target, command: str, revision: str, *, url: str,
                 current=data["current"], heads_after=data["heads_after"],
                 steps=[PlanStep(**s) for s in data["steps"]], sql=data["sql"],
                 dialect=make_url(url).get_backend_name(), rehearsal=data["rehearsal"])
+    plan.findings = [f.as_dict() for f in lint_sql(plan.sql, plan.dialect)]
     plan.warnings = plan_warnings(plan, heads)
     return plan

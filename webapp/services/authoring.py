@@ -1,0 +1,197 @@
+"""Autogenerate preview, revision authoring, drift, offline SQL downloads.
+
+Everything that runs the target's env.py goes through the target-side
+helper (its own interpreter and process). Previews write nothing; new
+revision files are written by Alembic itself (``alembic revision`` /
+``alembic merge``), never named from user text.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..core.history import HistoryError
+from ..core.lint import lint_sql
+from ..core.runner import TargetProcessError, run_target_helper
+from ..core.targets import Target, TargetUrlMissing
+from ..models import User
+from . import audit
+from .catalog import Catalog
+from .jobs import JobRefused
+
+MESSAGE_MAX = 200
+BRANCH_LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+DRIFT_TTL = 60.0  # seconds a drift result is shown before it is computed again
+
+
+@dataclass
+class Preview:
+    """An autogenerate comparison: ``changes`` are dicts (kind, text,
+    destructive, why); ``upgrade``/``downgrade`` the rendered bodies exactly
+    as ``alembic revision --autogenerate`` writes them; ``sql`` the upgrade's
+    SQL in the target's dialect; ``findings`` its lint. ``error`` is a
+    :class:`TargetProcessError` when the comparison failed."""
+
+    target: str
+    changes: list[dict] = field(default_factory=list)
+    upgrade: str = ""
+    downgrade: str = ""
+    imports: str = ""
+    sql: str = ""
+    findings: list[dict] = field(default_factory=list)
+    error: TargetProcessError | None = None
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def destructive(self) -> list[dict]:
+        """The changes flagged destructive."""
+        return [c for c in self.changes if c["destructive"]]
+
+
+def preview(catalog: Catalog, target: Target) -> Preview:
+    """Compare the target's models with its database (writes nothing).
+
+    Never raises for env.py or database errors: they come back in ``error``.
+    """
+    result = Preview(target.name)
+    try:
+        url = catalog.database_url(target)
+        data = run_target_helper(target, {"op": "autogenerate"}, url=url).data
+    except TargetProcessError as exc:
+        result.error = exc
+        return result
+    except TargetUrlMissing as exc:
+        result.error = TargetProcessError(str(exc), "ConfigurationError")
+        return result
+    result.changes, result.sql = data["changes"], data["sql"]
+    result.upgrade, result.downgrade, result.imports = (data["upgrade"], data["downgrade"],
+                                                        data["imports"])
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    result.findings = [f.as_dict() for f in lint_sql(result.sql, dialect)]
+    return result
+
+
+@dataclass
+class Drift:
+    """Drift badge: ``state`` is "in sync", "differences", "not at head",
+    "unknown"; ``count`` the number of differences; ``checked_at`` UTC."""
+
+    state: str
+    count: int = 0
+    detail: str = ""
+    checked_at: float = field(default_factory=time.time)
+
+
+_drift: dict[str, Drift] = {}
+_drift_lock = threading.Lock()
+
+
+def drift(catalog: Catalog, target: Target) -> Drift:
+    """Drift of the database against the models at head, cached :data:`DRIFT_TTL` s."""
+    with _drift_lock:
+        cached = _drift.get(target.name)
+    if cached is not None and time.time() - cached.checked_at < DRIFT_TTL:
+        return cached
+    status = catalog.status(target)
+    if not status.reachable or status.history is None:
+        result = Drift("unknown", detail=status.error or status.history_error or "")
+    elif set(status.current) != set(status.heads):
+        result = Drift("not at head", detail=f"{len(status.pending)} pending")
+    else:
+        found = preview(catalog, target)
+        if found.error is not None:
+            result = Drift("unknown", detail=f"{found.error.error_type}: {found.error}")
+        elif found.changes:
+            result = Drift("differences", len(found.changes))
+        else:
+            result = Drift("in sync")
+    with _drift_lock:
+        _drift[target.name] = result
+    return result
+
+
+def forget_drift(target_name: str) -> None:
+    """Drop the cached drift of a target (after a job or a new revision)."""
+    with _drift_lock:
+        _drift.pop(target_name, None)
+
+
+def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, message: str,
+                    branch_label: str | None, head: str | None, actor: audit.Actor) -> str:
+    """Write a new revision file with Alembic: ``autogenerate`` (alembic revision
+    --autogenerate -m), ``empty`` (alembic revision -m) or ``merge`` (alembic
+    merge heads -m).
+
+    :return: the new revision id (made by Alembic).
+    :raises JobRefused: 403 role/policy, 400 bad input, 409 not possible now,
+        422 Alembic or env.py failed.
+    """
+    if not user.has_role("operator"):
+        raise JobRefused(403, "role", "Writing revisions needs the operator role.")
+    if not target.policy.allow_revision_authoring:
+        raise JobRefused(403, "policy", f"The policy of {target.name} does not allow writing "
+                         "revision files (allow_revision_authoring = false).")
+    if kind not in ("autogenerate", "empty", "merge"):
+        raise JobRefused(400, "bad_input", "kind must be autogenerate, empty or merge")
+    message = (message or "").strip()
+    if not 1 <= len(message) <= MESSAGE_MAX or "\n" in message:
+        raise JobRefused(400, "bad_input", f"The message must be 1-{MESSAGE_MAX} characters "
+                         "on one line.")
+    branch_label = (branch_label or "").strip() or None
+    if branch_label is not None and not BRANCH_LABEL_RE.match(branch_label):
+        raise JobRefused(400, "bad_input", "A branch label is a letter then letters, digits "
+                         "or _ (up to 40).")
+    try:
+        history = catalog.history(target)
+    except HistoryError as exc:
+        raise JobRefused(409, "plan_error", f"The script directory cannot be read: {exc}")
+    head = (head or "").strip() or None
+    if kind == "merge":
+        if len(history.heads) < 2:
+            raise JobRefused(409, "plan_error", "There is only one head: nothing to merge.")
+        branch_label = head = None
+    elif len(history.heads) > 1:
+        if head not in history.heads:
+            raise JobRefused(400, "bad_input", "There are several heads: choose the head the "
+                             "new revision builds on.")
+    else:
+        head = None
+    request = {"op": "revision", "kind": kind, "message": message,
+               "branch_label": branch_label, "head": head}
+    try:
+        data = run_target_helper(target, request, url=catalog.database_url(target)).data
+    except TargetProcessError as exc:
+        audit.record(actor, "revision.create", "failed", target=target.name, kind=kind,
+                     error=f"{exc.error_type}: {exc}"[:500])
+        raise JobRefused(422, "plan_error", f"Alembic could not write the revision: "
+                         f"{exc.error_type}: {exc}")
+    audit.record(actor, "revision.create", "ok", target=target.name, kind=kind,
+                 revision=data["revision"], message=message, branch_label=branch_label,
+                 head=head)
+    forget_drift(target.name)
+    return data["revision"]
+
+
+def range_sql(catalog: Catalog, target: Target, start: str | None, end: str) -> str:
+    """Offline SQL of ``upgrade start:end`` like ``alembic upgrade A:B --sql``
+    (``start`` None = from base).
+
+    :raises TargetProcessError: env.py or a migration failed offline.
+    """
+    return run_target_helper(target, {"op": "range_sql", "start": start, "end": end},
+                             url=catalog.database_url(target)).data["sql"]
+
+
+def sql_file(target: Target, user: str, start: str | None, end: str, sql: str) -> tuple[str, str]:
+    """(file name, text) of a downloadable SQL script with a header comment."""
+    name = f"{target.name}_{(start or 'base')[:12]}_{end[:12]}.sql"
+    header = (f"-- Alembic Dashboard offline SQL for target {target.name}\n"
+              f"-- range: {start or 'base'} -> {end}\n"
+              f"-- generated at {datetime.now(UTC).isoformat(timespec='seconds')} "
+              f"by {user}\n"
+              "-- review before applying by hand; it updates the version table too\n\n")
+    return name, header + sql

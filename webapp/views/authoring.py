@@ -1,0 +1,123 @@
+"""Autogenerate preview, new revisions, drift badge, offline SQL downloads."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ..core.history import HistoryError
+from ..core.runner import TargetProcessError
+from ..services import authoring, jobs
+from ..services.catalog import get_catalog
+from .jobs import _refused, actor
+from .targets import PYGMENTS_CSS, get_target_or_404, highlight_sql
+
+bp = Blueprint("authoring", __name__, url_prefix="/targets/<name>")
+
+
+def _highlight_python(code: str):
+    from markupsafe import Markup
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    return Markup(highlight(code, PythonLexer(), HtmlFormatter(cssclass="highlight")))
+
+
+@bp.route("/preview")
+def preview(name: str):
+    """Page; the comparison itself loads as a fragment (it runs env.py)."""
+    target = get_target_or_404(name)
+    return render_template("authoring/preview.html", target=target, pygments_css=PYGMENTS_CSS)
+
+
+@bp.route("/preview/result")
+def preview_result(name: str):
+    """Fragment: changes, script, SQL, lint, and the form to write a revision."""
+    target = get_target_or_404(name)
+    catalog = get_catalog()
+    result = authoring.preview(catalog, target)
+    try:
+        heads = catalog.history(target).heads
+    except HistoryError:
+        heads = ()
+    template = "authoring/_preview.html" if request.headers.get("HX-Request") == "true" \
+        else "authoring/preview_full.html"
+    html = render_template(template, target=target, result=result, heads=heads,
+                           upgrade_html=_highlight_python(result.upgrade) if result.upgrade
+                           else None,
+                           downgrade_html=_highlight_python(result.downgrade)
+                           if result.downgrade else None,
+                           sql_html=highlight_sql(result.sql) if result.sql else None,
+                           pygments_css=PYGMENTS_CSS,
+                           can_write=current_user.has_role("operator")
+                           and target.policy.allow_revision_authoring)
+    return html, 200, {"Vary": "HX-Request"}
+
+
+@bp.route("/revisions", methods=["POST"])
+def create_revision(name: str):
+    """Write a revision (autogenerate / empty / merge) with Alembic, then show it."""
+    target = get_target_or_404(name)
+    form = request.form
+    try:
+        revision = authoring.create_revision(
+            get_catalog(), current_user, target, kind=form.get("kind", "")[:20],
+            message=form.get("message", "")[:1000], branch_label=form.get("branch_label"),
+            head=form.get("head"), actor=actor())
+    except jobs.JobRefused as exc:
+        return _refused(exc, name, form)
+    return redirect(url_for("targets.revision", name=name, revision=revision), code=303)
+
+
+@bp.route("/drift")
+def drift(name: str):
+    """Fragment: the drift badge (cached; computed off the dashboard's own request)."""
+    target = get_target_or_404(name)
+    return render_template("authoring/_drift.html", target=target,
+                           drift=authoring.drift(get_catalog(), target))
+
+
+def _download(target, start: str | None, end: str, sql: str) -> Response:
+    filename, text = authoring.sql_file(target, current_user.username, start, end, sql)
+    return Response(text, mimetype="application/sql", headers={
+        "Content-Disposition": f"attachment; filename={filename}"})
+
+
+@bp.route("/sql")
+def range_sql(name: str):
+    """Download ``upgrade FROM:TO --sql`` for revisions chosen from lists
+    (``from`` empty or "base" = from base; ``to`` a revision or "heads")."""
+    target = get_target_or_404(name)
+    catalog = get_catalog()
+    try:
+        history = catalog.history(target)
+    except HistoryError as exc:
+        abort(409, description=f"The script directory cannot be read: {exc}")
+    start = (request.args.get("from") or "").strip()[:64] or None
+    end = (request.args.get("to") or "heads").strip()[:64]
+    if start in ("base",):
+        start = None
+    if start is not None and start not in history.by_id:
+        abort(404, description="'from' must be a revision of this target, or base.")
+    if end not in history.by_id and end not in ("heads", "head"):
+        abort(404, description="'to' must be a revision of this target, or heads.")
+    try:
+        sql = authoring.range_sql(catalog, target, start, end)
+    except TargetProcessError as exc:
+        abort(422, description=f"Offline SQL could not be generated: {exc.error_type}: {exc}")
+    return _download(target, start, end, sql)
+
+
+@bp.route("/pending.sql")
+def pending_sql(name: str):
+    """Download the pending range (current → heads), computed from the
+    database's current state (Alembic's own --sql would start from base)."""
+    target = get_target_or_404(name)
+    catalog = get_catalog()
+    try:
+        plan = jobs.plan_job(catalog, jobs.JobRequest(target, "upgrade", "heads"))
+    except jobs.JobRefused as exc:
+        abort(exc.status, description=str(exc))
+    start = ",".join(plan.current) or None
+    return _download(target, start, "heads", plan.sql)
