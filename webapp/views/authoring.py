@@ -44,9 +44,9 @@ def preview_result(name: str):
     template = "authoring/_preview.html" if request.headers.get("HX-Request") == "true" \
         else "authoring/preview_full.html"
     html = render_template(template, target=target, result=result, heads=heads,
-                           upgrade_html=_highlight_python(result.upgrade) if result.upgrade
+                           upgrade_html=_highlight_python("    " + result.upgrade) if result.upgrade
                            else None,
-                           downgrade_html=_highlight_python(result.downgrade)
+                           downgrade_html=_highlight_python("    " + result.downgrade)
                            if result.downgrade else None,
                            sql_html=highlight_sql(result.sql) if result.sql else None,
                            pygments_css=PYGMENTS_CSS,
