@@ -178,3 +178,79 @@ def test_errors_are_shown_and_other_targets_keep_working(make_app, tmp_path, mon
     sql = client.get("/targets/no-python/revisions/s1a000000001/sql",
                      headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "interpreter not found: /nonexistent/bin/python" in sql
+
+
+def revision_body(source: str, function: str) -> str:
+    match = re.search(rf"def {function}\(\):\n(.*?)(?=\n\n\ndef |\Z)", source, re.S)
+    return "\n".join(line for line in match.group(1).splitlines()
+                     if '"""' not in line).strip()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "mysql"])
+def test_preview_of_a_project_in_its_own_venv(make_app, tmp_path, monkeypatch, venv_python,
+                                              dialect, request):
+    import sqlalchemy as sa
+
+    url = (f"sqlite:///{tmp_path / 'shop.db'}" if dialect == "sqlite"
+           else request.getfixturevalue("mysql_url"))
+    app, project = plain_app(make_app, tmp_path, monkeypatch, venv_python, url)
+    from webapp.core.runner import run_command
+
+    run_command(app.extensions["alembic_dashboard"].get("shop"), "upgrade", "head", url=url)
+    add_user(app, "vic", "viewer")
+    ui = app.test_client()
+    login(ui, "vic")
+    clean = ui.get("/targets/shop/preview/result", headers={"HX-Request": "true"})
+    assert 'id="no-changes"' in clean.get_data(as_text=True)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_invoices_issued_on" if dialect == "sqlite"
+                             else "DROP INDEX ix_invoices_issued_on ON invoices"))
+    engine.dispose()
+    changed = ui.get("/targets/shop/preview/result", headers={"HX-Request": "true"})
+    text = re.sub(r"<[^>]+>", "", changed.get_data(as_text=True))
+    assert "add index ix_invoices_issued_on on invoices" in text
+    assert "create_index" in text
+
+
+def test_flask_migrate_revision_equals_flask_db_migrate(make_app, tmp_path, monkeypatch,
+                                                        venv_python):
+    import sqlalchemy as sa
+
+    projects, urls = [], []
+    for name in ("dash", "cli"):
+        project = shopapp_project(tmp_path / name)
+        url = f"sqlite:///{tmp_path / name / 'shopapp.db'}"
+        flask_cli(project, url, "upgrade")
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:  # the database lost a column the models have
+            conn.execute(sa.text('ALTER TABLE "order" DROP COLUMN note'))
+        engine.dispose()
+        projects.append(project)
+        urls.append(url)
+    targets = write_targets_file(tmp_path / "targets.toml", {"shopapp": {
+        "tier": "staging", "flask_app": "shopapp:create_app", "cwd": str(projects[0]),
+        "python": venv_python, "env": {"SHOPAPP_DATABASE_URL": urls[0]},
+        "policy": {"allow_revision_authoring": True}}})
+    app = make_app(targets)
+    add_user(app, "olga", "operator")
+    ui = app.test_client()
+    login(ui, "olga")
+    page = ui.get("/targets/shopapp/preview/result").get_data(as_text=True)
+    assert "add column order.note VARCHAR(200) NULL" in re.sub(r"<[^>]+>", "", page)
+    from conftest import csrf_from
+
+    response = ui.post("/targets/shopapp/revisions", data={
+        "csrf_token": csrf_from(page), "kind": "autogenerate", "message": "restore note"})
+    assert response.status_code == 303, response.get_data(as_text=True)[-800:]
+    new_rev = response.headers["Location"].rsplit("/", 1)[1]
+    ours = next((projects[0] / "migrations" / "versions").glob(f"{new_rev}_*.py")).read_text()
+    flask_cli(projects[1], urls[1], "migrate", "-m", "restore note")
+    theirs_path = [p for p in (projects[1] / "migrations" / "versions").glob("*.py")
+                   if "restore_note" in p.name][0]
+    theirs = theirs_path.read_text()
+    assert revision_body(ours, "upgrade") == revision_body(theirs, "upgrade")
+    assert revision_body(ours, "downgrade") == revision_body(theirs, "downgrade")
+    assert "add_column" in revision_body(ours, "upgrade")
+    # flask db sees the dashboard's revision as its head
+    assert new_rev in flask_cli(projects[0], urls[0], "heads")

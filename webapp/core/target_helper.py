@@ -181,6 +181,13 @@ def _steps(script, command_name: str, revision: str, heads):
     raise ValueError(f"unsupported command {command_name!r}")
 
 
+def _step_id(step) -> str:
+    """The revision a step applies or removes ("a,b" for a stamp, "base" for none)."""
+    if hasattr(step, "revision") and not getattr(step, "is_stamp", False):
+        return step.revision.revision
+    return ",".join(getattr(step, "to_", ()) or ()) or "base"
+
+
 def _describe(script, step) -> dict:
     """One step as JSON: revision, direction, down revisions, message, file."""
     import hashlib
@@ -440,8 +447,9 @@ def run(request: dict) -> dict:
         config = _config(request, io.StringIO())
         script = ScriptDirectory.from_config(config)
         command_name, revision = request["command"], request["revision"]
-        planned = [_describe(script, s) for s in _steps(script, command_name, revision, before)]
-        result["planned"] = [p["revision"] for p in planned]
+        # ids only: reading and hashing every file again here costs time the CLI does not spend
+        planned = [_step_id(s) for s in _steps(script, command_name, revision, before)]
+        result["planned"] = planned
         print(f"[dashboard] alembic {command_name} {revision}: "
               f"{len(planned)} step(s) from {', '.join(before) or 'base'}", flush=True)
         _VERSION_APPLY_HOOKS.append(on_apply)
