@@ -171,3 +171,42 @@ def test_history_cache_refreshes_when_a_file_is_added(make_app, tmp_path, monkey
     write_revision(root, Rev("r002", "r001", message="added later"))
     page = text(client.get("/targets/t/history"))
     assert 'id="rev-r002"' in page and "added later" in page
+
+
+def test_unreachable_card_is_fast_and_does_not_slow_the_others(make_app, tmp_path,
+                                                               monkeypatch):
+    import socket
+    import time
+
+    # a "server" on loopback that accepts connections and never answers, like
+    # a database host behind a dead firewall rule
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    ini = make_env(tmp_path / "env", linear(2))
+    monkeypatch.setenv("DOWN_DB_URL", f"postgresql+psycopg://app:pw-sEcReT-1@127.0.0.1:{port}/x")
+    monkeypatch.setenv("UP_DB_URL", f"sqlite:///{tmp_path / 'up.db'}")
+    import sqlalchemy as sa
+    sa.create_engine(f"sqlite:///{tmp_path / 'up.db'}").connect().close()
+    targets = write_targets_file(tmp_path / "targets.toml", {
+        "down": {"tier": "production", "alembic_ini": str(ini), "url_env": "DOWN_DB_URL"},
+        "up": {"tier": "staging", "alembic_ini": str(ini), "url_env": "UP_DB_URL"}})
+    app = make_app(targets)
+    add_user(app, "vic", "viewer")
+    client = app.test_client()
+    login(client, "vic")
+    started = time.monotonic()
+    assert client.get("/").status_code == 200
+    assert time.monotonic() - started < 1  # the page itself waits for no database
+    started = time.monotonic()
+    card = text(client.get("/targets/down/card"))
+    elapsed = time.monotonic() - started
+    assert elapsed < 3, elapsed  # a host that does not answer: unreachable within 3 s
+    assert "unreachable" in card and "connection timeout expired" in card
+    assert "ConnectionTimeout" in card  # the driver's error class (an OperationalError)
+    assert "pw-sEcReT-1" not in card
+    started = time.monotonic()
+    up = text(client.get("/targets/up/card"))
+    assert time.monotonic() - started < 1 and "unreachable" not in up
+    silent.close()
