@@ -88,3 +88,17 @@ def test_unreachable_target_in_api(make_app, tmp_path, monkeypatch):
     assert "pw-secret-9" not in str(data)
     history = app.test_client().get("/api/v1/targets/down/history", headers=headers).json
     assert len(history) == 15 and all(item["applied"] is None for item in history)
+
+
+def test_session_post_to_api_needs_the_csrf_header(logged_in):
+    from conftest import csrf_from
+
+    body = {"command": "upgrade", "revision": "+1"}
+    refused = logged_in.post("/api/v1/targets/demo-staging/jobs", json=body)
+    assert refused.status_code == 400
+    token = csrf_from(logged_in.get("/").get_data(as_text=True))
+    accepted = logged_in.post("/api/v1/targets/demo-staging/jobs", json=body,
+                              headers={"X-CSRFToken": token})
+    assert accepted.status_code == 202
+    from jobtools import wait_job
+    assert wait_job(logged_in, accepted.json["job"])["status"] == "succeeded"
