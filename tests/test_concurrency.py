@@ -146,3 +146,46 @@ def test_target_lock_is_held_against_other_processes(tmp_path, pg_url):
     assert results[0]["ok"] is True
     assert results[1]["ok"] is False and results[1]["busy"] is True
     assert version_table(pg_url) == {"r001"}
+
+
+def test_job_survives_gunicorn_stopping(gunicorn_server, tmp_path, mysql_url):
+    """The job runs in its own process and session: stopping every gunicorn
+    worker (and the master) mid-migration does not stop it."""
+    revs = linear(3)
+    revs[1].upgrade = "import time; time.sleep(0 if op.get_context().as_sql else 4)"
+    base, token = serve(gunicorn_server, tmp_path, mysql_url, revs, workers=2)
+    status, body = api(base, token, "POST", "/api/v1/targets/shop/jobs",
+                       {"command": "upgrade", "revision": "head"})
+    assert status == 202
+    # stop this test's gunicorn (master and workers, found by their instance folder)
+    instance = gunicorn_server.env["DASHBOARD_INSTANCE_PATH"]
+    pids = subprocess.run(["pgrep", "-f", "gunicorn -c gunicorn.conf.py"], capture_output=True,
+                          text=True).stdout.split()
+    stopped = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"DASHBOARD_INSTANCE_PATH={instance}".encode() in f.read():
+                    os.kill(int(pid), signal.SIGTERM)
+                    stopped += 1
+        except OSError:
+            continue
+    assert stopped >= 2  # the master and its workers
+    db_path = os.path.join(instance, "dashboard.db")
+    time.sleep(1.5)
+    try:
+        urllib.request.urlopen(base + "/healthz", timeout=2)
+        raise AssertionError("gunicorn still answers")
+    except (urllib.error.URLError, ConnectionError):
+        pass
+    deadline = time.monotonic() + 60
+    state = None
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db_path) as conn:
+            state = conn.execute("SELECT status FROM jobs WHERE id = ?",
+                                 (body["job"],)).fetchone()[0]
+        if state not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    assert state == "succeeded"
+    assert version_table(mysql_url) == {"r002"}
