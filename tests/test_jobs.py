@@ -301,3 +301,25 @@ def test_audit_log_records_and_filters(logged_in, demo_app):
     login(other, "op2")
     assert other.get("/audit").status_code == 403
     assert other.get("/audit/export.csv").status_code == 403
+
+
+@pytest.mark.parametrize("revision", ["heads", "c27b4cbe9a0d", "e49d6ed0bc2f"])
+def test_api_quick_plan_has_the_same_steps_as_the_full_plan(demo_app, revision):
+    """API upgrades skip rendering offline SQL; their steps must still be
+    exactly Alembic's."""
+    from webapp.services import jobs
+
+    catalog = demo_app.extensions["alembic_dashboard"]
+    with demo_app.app_context():
+        req = jobs.JobRequest(catalog.get("demo-staging"), "upgrade", revision)
+        quick = jobs.quick_upgrade_plan(catalog, req)
+        full = jobs.plan_job(catalog, req)
+    assert quick is not None
+    assert [(s.revision, s.sha256) for s in quick.steps] == \
+        [(s.revision, s.sha256) for s in full.steps]
+    assert quick.current == full.current
+    with demo_app.app_context():  # relative steps and other commands take the full plan
+        for other in (jobs.JobRequest(req.target, "upgrade", "+1"),
+                      jobs.JobRequest(req.target, "downgrade", "-1"),
+                      jobs.JobRequest(req.target, "upgrade", "head")):  # 2 heads: Alembic says why
+            assert jobs.quick_upgrade_plan(catalog, other) is None

@@ -137,7 +137,11 @@ def create_job(name: str):
             raise jobs.JobRefused(400, "bad_input", "command or revision is too long")
         req = jobs.JobRequest(target, command, revision)
         jobs.authorize(current_user, target, command)
-        plan = jobs.plan_job(catalog, req)
+        plan = None
+        if not target.policy.is_protected:  # approvers must see the SQL
+            plan = jobs.quick_upgrade_plan(catalog, req)
+        if plan is None:
+            plan = jobs.plan_job(catalog, req)
         if plan.is_empty:
             raise jobs.JobRefused(409, "plan_error", "nothing to do: the database is already "
                                   f"at {', '.join(plan.current) or 'base'}")

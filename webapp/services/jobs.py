@@ -128,6 +128,60 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
                          f"revision failed in offline mode): {exc.error_type}: {exc}")
 
 
+def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
+    """A plan of steps only, computed in this process from the history's
+    RevisionMap, for API upgrades to ``head``, ``heads`` or a revision id.
+
+    Pipelines do not review SQL before they run, so the API skips rendering
+    the offline SQL of every pending revision in the target's process (the
+    largest part of a POST's time). The steps, the current revisions and the
+    files' checksums are still pinned, and the job process refuses to run if
+    the database moved. Returns None when the full plan is needed (other
+    commands, relative revisions, multiple heads for ``head``, unknown ids).
+
+    :raises JobRefused: 503 when the database cannot be read.
+    """
+    from ..core.plan import PlanStep
+    from ..core.targets import TargetUrlMissing
+    from .checks import file_sha256
+
+    target = request.target
+    if request.command != "upgrade" or request.revision in ("+1", "-1", "base"):
+        return None
+    try:
+        history = catalog.history(target)
+        url = catalog.database_url(target)
+        current = _current_or_base(catalog, target, url)
+    except HistoryError:
+        return None
+    except DatabaseUnavailable as exc:
+        raise JobRefused(503, "unreachable", f"The database cannot be reached: "
+                         f"{exc.error_class}: {exc}")
+    except (TargetUrlMissing, TargetProcessError) as exc:
+        raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
+    if request.revision not in ("head", "heads") and request.revision not in history.by_id:
+        return None
+    if any(r not in history.by_id for r in current):
+        return None
+    try:
+        revisions = list(history.revision_map.iterate_revisions(
+            request.revision, current, implicit_base=True))
+    except Exception:  # MultipleHeads, not an ancestor...: the full plan explains it
+        return None
+    steps = [PlanStep(revision=r.revision, direction="upgrade",
+                      down_revisions=list(history.by_id[r.revision].down_revisions),
+                      message=history.by_id[r.revision].message,
+                      path=str(history.by_id[r.revision].path),
+                      sha256=file_sha256(str(history.by_id[r.revision].path)))
+             for r in reversed(revisions)]
+    from sqlalchemy.engine import make_url
+
+    return Plan(target=target.name, command="upgrade", revision=request.revision,
+                current=list(current), heads_after=[], steps=steps,
+                sql="-- offline SQL not rendered for API jobs (GET /targets/<name>/pending.sql)",
+                dialect=make_url(url).get_backend_name())
+
+
 def _current_or_base(catalog: Catalog, target: Target, url: str) -> tuple[str, ...]:
     """Current heads, sorted; a SQLite file that does not exist yet is at base.
 
