@@ -446,7 +446,7 @@ def helper_payload(ini: Path, url: str, op: str, tmp: Path) -> dict:
                "url": with_connect_timeout(url), "version_table": "alembic_version",
                "command": "upgrade", "revision": "head"}
     if op == "run":
-        payload.update(lock_name="bench-direct", progress_path=str(tmp / "progress"),
+        payload.update(lock_name="bench-direct",
                        expect_current=[])
     return payload
 

@@ -66,12 +66,30 @@ def target_payload(target: Target) -> dict:
             "directory": str(target.directory) if target.directory else None}
 
 
+def _environment_overrides(target: Target) -> dict[str, str]:
+    """What the target's process gets on top of our environment: its ``[env]``,
+    unbuffered output, and a fixed hash seed — Alembic iterates sets when it
+    orders merge and batch statements, and a plan's SQL must be identical each
+    time it is computed for its hash to pin a confirmation."""
+    return {**target.env, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
+
+
 def target_environment(target: Target) -> dict[str, str]:
-    """Environment of the target's process: ours, the target's ``[env]``, and a
-    fixed hash seed — Alembic iterates sets when it orders merge and batch
-    statements, and a plan's SQL must be identical each time it is computed
-    for its hash to pin a confirmation."""
-    return {**os.environ, **target.env, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
+    """Environment of the target's process (see :func:`_environment_overrides`)."""
+    return {**os.environ, **_environment_overrides(target)}
+
+
+def _helper_request(target: Target, url: str | None, request: dict) -> dict:
+    """The JSON the helper reads: where the target's config is, the URL, the op."""
+    return {**target_payload(target), "url": with_connect_timeout(url) if url else url,
+            **request}
+
+
+def _write_private_json(path: Path, data: dict) -> None:
+    """Write ``data`` readable by this user only (it may hold a database URL)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f)
 
 
 def with_connect_timeout(url: str) -> str:
@@ -109,16 +127,12 @@ def run_target_helper(target: Target, request: dict, *, url: str | None,
     :param timeout: seconds before the process is killed.
     :raises TargetProcessError: the process failed, timed out or could not start.
     """
-    payload = {**target_payload(target), "url": with_connect_timeout(url) if url else url,
-               **request}
     python = target.python or sys.executable
     env = target_environment(target)
     with tempfile.TemporaryDirectory(prefix="alembic-dashboard-") as tmp:
         request_path = Path(tmp, "request.json")
         result_path = Path(tmp, "result.json")
-        fd = os.open(request_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
+        _write_private_json(request_path, _helper_request(target, url, request))
         try:
             proc = subprocess.run(
                 [python, str(HELPER), str(request_path), str(result_path)],
@@ -184,18 +198,13 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
     :func:`spawn_prepared_run` can start it with nothing but the standard
     library — the job process starts the migration before importing the app.
     """
-    payload = {"op": "run", **target_payload(target), "url": with_connect_timeout(url),
-               "command": command,
-               "revision": revision, "lock_name": lock_name,
-               "progress_path": str(folder / "progress"), **(extra or {})}
-    for name, data in (("request.json", payload), ("launch.json", {
-            "argv": [target.python or sys.executable, str(HELPER),
-                     str(folder / "request.json"), str(folder / "result.json")],
-            "cwd": str(target.working_directory),
-            "env": {**target.env, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}})):
-        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+    _write_private_json(folder / "request.json", _helper_request(target, url, {
+        "op": "run", "command": command, "revision": revision, "lock_name": lock_name,
+        **(extra or {})}))
+    _write_private_json(folder / "launch.json", {
+        "argv": [target.python or sys.executable, str(HELPER), str(folder / "request.json"),
+                 str(folder / "result.json")],
+        "cwd": str(target.working_directory), "env": _environment_overrides(target)})
 
 
 def spawn_prepared_run(folder: Path) -> subprocess.Popen:

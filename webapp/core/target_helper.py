@@ -21,7 +21,7 @@ Request (JSON object):
                ``revision``, ``sql`` (bool)
   plan:        ``command``, ``revision`` → current heads, steps, heads
                after, offline SQL from the *current* state, file checksums
-  run:         ``command``, ``revision``, ``lock_name``, ``progress_path``
+  run:         ``command``, ``revision``, ``lock_name``, ``expect_current``
                → runs online while holding the target lock; reports
                before/after heads, applied and failed revisions
 
@@ -181,6 +181,13 @@ def _steps(script, command_name: str, revision: str, heads):
     raise ValueError(f"unsupported command {command_name!r}")
 
 
+def _file_sha256(path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _step_id(step) -> str:
     """The revision a step applies or removes ("a,b" for a stamp, "base" for none)."""
     if hasattr(step, "revision") and not getattr(step, "is_stamp", False):
@@ -190,19 +197,14 @@ def _step_id(step) -> str:
 
 def _describe(script, step) -> dict:
     """One step as JSON: revision, direction, down revisions, message, file."""
-    import hashlib
-
     if hasattr(step, "revision") and not getattr(step, "is_stamp", False):
         script_rev = step.revision
-        direction = "upgrade" if step.is_upgrade else "downgrade"
-        path = str(script_rev.path)
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        return {"revision": script_rev.revision, "direction": direction,
+        return {"revision": script_rev.revision,
+                "direction": "upgrade" if step.is_upgrade else "downgrade",
                 "down_revisions": list(script_rev._versioned_down_revisions),
-                "message": script_rev.doc, "path": path, "sha256": digest}
-    to = list(getattr(step, "to_", ()) or ())
-    return {"revision": ",".join(to) or "base", "direction": "stamp",
+                "message": script_rev.doc, "path": str(script_rev.path),
+                "sha256": _file_sha256(script_rev.path)}
+    return {"revision": _step_id(step), "direction": "stamp",
             "down_revisions": list(getattr(step, "from_", ()) or ()),
             "message": "stamp (version table only; no migration runs)", "path": None,
             "sha256": None}
@@ -244,11 +246,10 @@ def plan(request: dict) -> dict:
             sql = ("-- Offline SQL is not available for this plan: Alembic cannot render\n"
                    "-- SQLite batch operations offline, and a Flask-Migrate app's own\n"
                    "-- database cannot be swapped for a scratch copy to rehearse them.\n")
-            return {"current": current, "steps": [_describe(script, s) for s in steps],
-                    "heads_after": heads_after[-1], "sql": sql, "rehearsal": False}
-        heads_after[:] = [list(current)]
-        sql = _sqlite_rehearsal_copy(request, path, fn, revision)
-        rehearsal = True
+        else:
+            del heads_after[1:]  # the failed offline pass may have reported some
+            sql = _sqlite_rehearsal_copy(request, path, fn, revision)
+            rehearsal = True
     return {"current": current, "steps": [_describe(script, s) for s in steps],
             "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsal}
 
@@ -410,7 +411,7 @@ def run(request: dict) -> dict:
         return {"ok": False, "busy": True, "error": {"type": "TargetBusy", "message": str(exc),
                                                      "traceback": []}}
     applied: list[str] = []
-    progress = open(request["progress_path"], "a", encoding="utf-8")  # noqa: SIM115
+    applied_steps: list[dict] = []
 
     def on_apply(info, heads):
         # ``info`` is Alembic's MigrationInfo for the step just applied
@@ -423,19 +424,12 @@ def run(request: dict) -> dict:
         step_info = {"revision": revision, "direction": direction, "path": None,
                      "sha256": None}
         if direction == "upgrade" and info.up_revision is not None:
-            import hashlib
-
-            with open(info.up_revision.path, "rb") as f:
-                step_info.update(path=str(info.up_revision.path),
-                                 sha256=hashlib.sha256(f.read()).hexdigest())
+            step_info.update(path=str(info.up_revision.path),
+                             sha256=_file_sha256(info.up_revision.path))
         applied_steps.append(step_info)
-        progress.write(json.dumps({"event": "applied", "revision": revision,
-                                   "direction": direction, "heads": sorted(heads)}) + "\n")
-        progress.flush()
         print(f"[dashboard] {direction} {revision} done; "
               f"heads now: {', '.join(sorted(heads)) or 'base'}", flush=True)
 
-    applied_steps: list[dict] = []
     result: dict = {"applied": applied, "applied_steps": applied_steps}
     try:
         before = current_heads(url, version_table)
@@ -471,7 +465,6 @@ def run(request: dict) -> dict:
         if len(applied) < len(planned_ids):
             result["failed_revision"] = planned_ids[len(applied)]
     finally:
-        progress.close()
         try:
             result["after"] = current_heads(url, version_table)
         except Exception as exc:  # database gone: say so, keep the rest

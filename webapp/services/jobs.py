@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,9 +38,10 @@ from ..models import JOB_ACTIVE, Job, TargetGuard, User, utcnow
 from . import audit
 from .catalog import Catalog
 
-HEARTBEAT_INTERVAL = 2.0  # seconds between heartbeats of a running job
 HEARTBEAT_TIMEOUT = timedelta(seconds=15)  # no heartbeat for this long → abandoned
-LOG_FLUSH_INTERVAL = 0.5  # seconds; the job page is at most this (+ its poll) behind
+# seconds between writes of the output, each also a heartbeat: the job page is
+# at most this (+ its poll) behind
+LOG_FLUSH_INTERVAL = 0.5
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
 
@@ -87,6 +87,12 @@ def authorize(user: User, target: Target, command: str) -> None:
                          "downgrades (allow_downgrade = false).")
 
 
+def _unreachable(exc: Exception) -> JobRefused:
+    """503 for a database (or its URL, or the app that knows it) out of reach."""
+    detail = f"{exc.error_class}: {exc}" if isinstance(exc, DatabaseUnavailable) else str(exc)
+    return JobRefused(503, "unreachable", f"The database cannot be reached: {detail}")
+
+
 def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
     """Validate the revision against the target's history and compute the plan.
 
@@ -113,13 +119,10 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
                history.fingerprint, hashlib.sha256(url.encode()).hexdigest())
         return catalog.plans.get_or_compute(key, lambda: compute_plan(
             target, request.command, request.revision, url=url, heads=history.heads))
-    except DatabaseUnavailable as exc:
-        raise JobRefused(503, "unreachable", f"The database cannot be reached: "
-                         f"{exc.error_class}: {exc}")
+    except (DatabaseUnavailable, TargetUrlMissing) as exc:
+        raise _unreachable(exc)
     except PlanError as exc:
         raise JobRefused(400, "plan_error", f"Alembic cannot plan this: {exc}")
-    except TargetUrlMissing as exc:
-        raise JobRefused(503, "unreachable", str(exc))
     except TargetProcessError as exc:
         if exc.error_type in _UNREACHABLE_ERRORS:
             raise JobRefused(503, "unreachable", f"The database cannot be reached: "
@@ -141,8 +144,9 @@ def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
 
     :raises JobRefused: 503 when the database cannot be read.
     """
+    from sqlalchemy.engine import make_url
+
     from ..core.plan import PlanStep
-    from ..core.targets import TargetUrlMissing
     from .checks import file_sha256
 
     target = request.target
@@ -154,11 +158,8 @@ def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
         current = _current_or_base(catalog, target, url)
     except HistoryError:
         return None
-    except DatabaseUnavailable as exc:
-        raise JobRefused(503, "unreachable", f"The database cannot be reached: "
-                         f"{exc.error_class}: {exc}")
-    except (TargetUrlMissing, TargetProcessError) as exc:
-        raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
+    except (DatabaseUnavailable, TargetUrlMissing, TargetProcessError) as exc:
+        raise _unreachable(exc)
     if request.revision not in ("head", "heads") and request.revision not in history.by_id:
         return None
     if any(r not in history.by_id for r in current):
@@ -168,14 +169,12 @@ def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
             request.revision, current, implicit_base=True))
     except Exception:  # MultipleHeads, not an ancestor...: the full plan explains it
         return None
-    steps = [PlanStep(revision=r.revision, direction="upgrade",
-                      down_revisions=list(history.by_id[r.revision].down_revisions),
-                      message=history.by_id[r.revision].message,
-                      path=str(history.by_id[r.revision].path),
-                      sha256=file_sha256(str(history.by_id[r.revision].path)))
-             for r in reversed(revisions)]
-    from sqlalchemy.engine import make_url
-
+    steps = []
+    for rev in reversed(revisions):
+        info = history.by_id[rev.revision]
+        steps.append(PlanStep(revision=info.revision, direction="upgrade",
+                              down_revisions=list(info.down_revisions), message=info.message,
+                              path=str(info.path), sha256=file_sha256(str(info.path))))
     return Plan(target=target.name, command="upgrade", revision=request.revision,
                 current=list(current), heads_after=[], steps=steps,
                 sql="-- offline SQL not rendered for API jobs (GET /targets/<name>/pending.sql)",
@@ -275,10 +274,11 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     # The plan was computed before the guard was ours: another job may have
     # moved the database in between. Holding the guard now, check it still holds.
     try:
-        now_current = _current_or_base(catalog, target, catalog.database_url(target))
+        url = catalog.database_url(target)
+        now_current = _current_or_base(catalog, target, url)
     except (DatabaseUnavailable, TargetUrlMissing) as exc:
         _drop(job)
-        raise JobRefused(503, "unreachable", f"The database cannot be reached: {exc}")
+        raise _unreachable(exc)
     if sorted(now_current) != sorted(plan.current):
         _drop(job)
         raise JobRefused(409, "plan_changed", "The plan changed since it was computed: the "
@@ -287,7 +287,7 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
                  steps=[s.revision for s in plan.steps], request=approved_request)
-    launch_worker(job, target, catalog.database_url(target))
+    launch_worker(job, target, url)
     return job
 
 
@@ -444,11 +444,8 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
                 log=scrub_secrets(text, url), heartbeat_at=utcnow()))
 
     def beat() -> None:
-        last_flush = 0.0
         while not done.wait(LOG_FLUSH_INTERVAL):
-            if time.monotonic() - last_flush >= LOG_FLUSH_INTERVAL:
-                flush()
-                last_flush = time.monotonic()
+            flush()
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
