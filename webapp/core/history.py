@@ -452,14 +452,32 @@ class HistoryCache:
     def __init__(self, loader_for: Callable[[Target], IdentifierLoader] | None = None) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, History] = {}
+        self._paths: dict[str, tuple] = {}
         self._loader_for = loader_for
+
+    def _paths_for(self, target: Target) -> tuple[Path, tuple[Path, ...], bool]:
+        """:func:`script_directory_paths`, re-read only when the ini file changes
+        (it is asked on every page view)."""
+        try:
+            st = target.alembic_ini.stat() if target.alembic_ini else None
+            stamp = (st.st_mtime_ns, st.st_size) if st else None
+        except OSError:
+            stamp = None
+        with self._lock:
+            cached = self._paths.get(target.name)
+        if cached is not None and stamp is not None and cached[0] == stamp:
+            return cached[1]
+        paths = script_directory_paths(target)
+        with self._lock:
+            self._paths[target.name] = (stamp, paths)
+        return paths
 
     def get(self, target: Target) -> History:
         """Return the target's history, re-reading files only when they changed.
 
         :raises HistoryError: see :func:`build_history`, :func:`script_directory_paths`.
         """
-        location, version_locations, recursive = script_directory_paths(target)
+        location, version_locations, recursive = self._paths_for(target)
         fp = fingerprint(version_locations, recursive)
         with self._lock:
             cached = self._entries.get(target.name)
