@@ -180,46 +180,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def gunicorn_server(instance_path, tmp_path):
-    """Start real gunicorn on a free port: ``start(env_overrides) -> base_url``.
+def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None = None,
+                   workers: int = 2, secret: str = "gunicorn-test-secret"):
+    """Run `flask init` (schema, demo databases, admin with PASSWORD), then real
+    gunicorn on a free port. Return (process, base URL, environment).
 
-    Runs `flask init` first (schema, demo databases, admin with PASSWORD).
+    :raises RuntimeError: gunicorn exited or did not listen within 30 s (its log).
     """
-    procs = []
-
-    def start(extra_env: dict | None = None, workers: int = 2) -> str:
-        port = free_port()
-        env = {**os.environ, "DASHBOARD_INSTANCE_PATH": str(instance_path),
-               "DASHBOARD_SECRET_KEY": "gunicorn-test-secret",
-               "DASHBOARD_ADMIN_PASSWORD": PASSWORD, "PORT": str(port),
-               "WEB_CONCURRENCY": str(workers), **(extra_env or {})}
-        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
-                       env=env, check=True, capture_output=True)
-        log = open(tmp_path / f"gunicorn-{port}.log", "w")  # noqa: SIM115
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DASHBOARD_TARGETS",
+                                                            "DASHBOARD_ENV")}
+    env.update({"DASHBOARD_INSTANCE_PATH": str(instance_path), "DASHBOARD_SECRET_KEY": secret,
+                "DASHBOARD_ADMIN_PASSWORD": PASSWORD, "PORT": str(port),
+                "WEB_CONCURRENCY": str(workers), **(extra_env or {})})
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
+                   env=env, check=True, capture_output=True)
+    with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                                  "wsgi:app"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
-        procs.append((proc, log))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, f"http://127.0.0.1:{port}", env
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(log_path.read_text()) from None
+            time.sleep(0.1)
+    stop_gunicorn(proc)
+    raise RuntimeError("gunicorn did not start")
+
+
+def stop_gunicorn(proc: subprocess.Popen) -> None:
+    """Stop a server started by :func:`start_gunicorn`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def gunicorn_server(instance_path, tmp_path):
+    """Start real gunicorn: ``start(env_overrides, workers) -> base_url``; the
+    environment it runs with is ``start.env`` afterwards."""
+    procs = []
+
+    def start(extra_env: dict | None = None, workers: int = 2) -> str:
+        log_path = tmp_path / f"gunicorn-{len(procs)}.log"
+        proc, base, env = start_gunicorn(instance_path, log_path, extra_env, workers)
+        procs.append(proc)
         start.env = env
-        start.log_path = tmp_path / f"gunicorn-{port}.log"
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return base
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError((tmp_path / f"gunicorn-{port}.log").read_text())
-                time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start")
+        start.log_path = log_path
+        return base
 
     yield start
-    for proc, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    for proc in procs:
+        stop_gunicorn(proc)

@@ -43,5 +43,5 @@ def test_htmx_from_cdn_with_sri_of_the_vendored_copy(logged_in):
     assert tag and f'integrity="{sri}"' in tag.group(0)
     assert 'crossorigin="anonymous"' in tag.group(0)
     assert "/static/vendor/htmx-2.0.11.min.js" in page  # fallback
-    assert b'version:"2.0.11"' in vendored or b"2.0.11" in vendored
+    assert b'version:"2.0.11"' in vendored
     assert 'X-CSRFToken' in page  # every htmx request carries the token

@@ -108,7 +108,6 @@ def test_pages_on_every_dialect(make_app, tmp_path, monkeypatch, any_db_url):
     assert 'id="rev-6f1b8c5e3a75" class="pending"' in history  # other side of the branch
     sql = text(client.get("/targets/shop/revisions/1f3a9c2e7b10/sql",
                           headers={"HX-Request": "true"}))
-    assert "CREATE TABLE users" in sql.replace("<span", "\n<span") or "users" in sql
     dialect = any_db_url.split(":")[0]
     plain = re.sub(r"<[^>]+>", "", sql)
     if dialect.startswith("mysql"):

@@ -11,14 +11,10 @@ The fixture names deliberately avoid pytest-playwright's (``browser``,
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, PASSWORD, ROOT, free_port
+from conftest import IN_CI, PASSWORD, ROOT, start_gunicorn, stop_gunicorn
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
@@ -40,40 +36,11 @@ def live_server(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("e2e")
     instance = tmp / "instance"
     instance.mkdir()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DASHBOARD_TARGETS", "DASHBOARD_ENV")}
-    env.update({"DASHBOARD_INSTANCE_PATH": str(instance),
-                "DASHBOARD_SECRET_KEY": "e2e-test-secret",
-                "DASHBOARD_ADMIN_PASSWORD": PASSWORD, "PORT": str(port),
-                "WEB_CONCURRENCY": "2"})
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
-                   env=env, check=True, capture_output=True)
-    log_path = tmp / "gunicorn.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                 "wsgi:app"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    if proc.poll() is not None:
-                        raise RuntimeError(log_path.read_text()) from None
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("gunicorn did not start") from None
-                    time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    proc, base, _env = start_gunicorn(instance, tmp / "gunicorn.log", secret="e2e-test-secret")
+    try:
+        yield base
+    finally:
+        stop_gunicorn(proc)
 
 
 @pytest.fixture(scope="session")
