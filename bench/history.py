@@ -54,7 +54,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import PASSWORD, csrf_from, logged_in_client, make_app, ms, percentile  # noqa: E402
 from envtools import Rev, make_env, write_targets_file  # noqa: E402
 
 TOTAL = 1000
@@ -65,7 +67,6 @@ CURRENT_AT = 900  # the database is upgraded to the main-line revision nearest t
 EXTRA_CURRENT_AT = 25  # ... and to this revision of the extra branch
 DEPENDS_AT = 300  # this main-line revision depends_on extra[10]
 URL_ENV = "BENCH_HISTORY_DB_URL"
-PASSWORD = "bench horse battery staple"
 PAGE = "/targets/bench/history"
 GOAL_RATIO = 25.0
 GOAL_MS = 30.0
@@ -181,38 +182,6 @@ def upgrade_target(ini: Path, graph: Graph) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- dashboard
 
-def make_app(tmp: Path, targets_file: Path, dashboard_url: str):
-    from webapp import create_app
-    from webapp.cli import upgrade_dashboard_db
-    from webapp.services import accounts
-
-    app = create_app({"SECRET_KEY": "bench-secret", "SQLALCHEMY_DATABASE_URI": dashboard_url,
-                      "TARGETS_FILE": str(targets_file)})
-    upgrade_dashboard_db(dashboard_url)
-    with app.app_context():
-        if accounts.user_count() == 0:
-            accounts.create_user("bench", "admin", PASSWORD)
-    return app
-
-
-def csrf_from(html: str) -> str:
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or \
-        re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
-    if not match:
-        raise SystemExit("no csrf_token on /login")
-    return match.group(1)
-
-
-def logged_in_client(app):
-    client = app.test_client()
-    token = csrf_from(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", data={"username": "bench", "password": PASSWORD,
-                                           "csrf_token": token})
-    if response.status_code != 302:
-        raise SystemExit(f"login failed: HTTP {response.status_code}")
-    return client
-
-
 def check_page(status: int, html: str, graph: Graph, current: tuple[str, ...]) -> list[str]:
     """Abort if the page is an error page; return warnings about its content."""
     rows = html.count("data-revision=")
@@ -229,17 +198,6 @@ def check_page(status: int, html: str, graph: Graph, current: tuple[str, ...]) -
     if found != expected:
         warnings.append(f"row states on the page {found} != expected {expected}")
     return warnings
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def time_requests(client, n: int) -> list[float]:
@@ -508,7 +466,7 @@ def run(tmp: Path, args) -> int:
     targets_file = write_targets_file(tmp / "targets.toml", {"bench": {
         "label": "Benchmark (1,000 revisions)", "tier": "development",
         "alembic_ini": str(ini), "url_env": URL_ENV}})
-    app = make_app(tmp, targets_file, dashboard_url)
+    app = make_app(targets_file, dashboard_url)
     client = logged_in_client(app)
 
     t0 = time.perf_counter()
@@ -578,7 +536,7 @@ def run(tmp: Path, args) -> int:
         print()
         print(profile_requests(client, 20, "warm"))
         # A fresh app has empty caches: profile its cold first request too.
-        cold_app = make_app(tmp, targets_file, dashboard_url)
+        cold_app = make_app(targets_file, dashboard_url)
         cold_client = logged_in_client(cold_app)
         print()
         print(profile_requests(cold_client, 1, "cold"))

@@ -50,7 +50,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import logged_in_client, make_app, ms, percentile  # noqa: E402
 from envtools import write_targets_file  # noqa: E402
 from targetenv import set_sqlalchemy_url, shop_project, target_bin, target_venv  # noqa: E402
 
@@ -58,7 +60,6 @@ FIXTURE_REVISIONS = ("s1a000000001", "s1a000000002", "s1a000000003", "s1a0000000
 EXTRA = 300  # revisions appended after the fixture's head
 CURRENT_AT = 250  # the database is upgraded to this extra revision (1-based)
 URL_ENV = "BENCH_SHOP_DB_URL"
-PASSWORD = "bench horse battery staple"
 TARGET = "shop"
 PAGE = f"/targets/{TARGET}/history"
 CARD = f"/targets/{TARGET}/card"
@@ -134,38 +135,6 @@ def run_alembic(ini: Path, *args: str) -> subprocess.CompletedProcess:
 
 # --------------------------------------------------------------------------- dashboard
 
-def make_app(targets_file: Path, dashboard_url: str):
-    from webapp import create_app
-    from webapp.cli import upgrade_dashboard_db
-    from webapp.services import accounts
-
-    app = create_app({"SECRET_KEY": "bench-secret", "SQLALCHEMY_DATABASE_URI": dashboard_url,
-                      "TARGETS_FILE": str(targets_file)})
-    upgrade_dashboard_db(dashboard_url)
-    with app.app_context():
-        if accounts.user_count() == 0:
-            accounts.create_user("bench", "admin", PASSWORD)
-    return app
-
-
-def csrf_from(html: str) -> str:
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or \
-        re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
-    if not match:
-        raise SystemExit("no csrf_token on /login")
-    return match.group(1)
-
-
-def logged_in_client(app):
-    client = app.test_client()
-    token = csrf_from(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", data={"username": "bench", "password": PASSWORD,
-                                           "csrf_token": token})
-    if response.status_code != 302:
-        raise SystemExit(f"login failed: HTTP {response.status_code}")
-    return client
-
-
 def check_page(status: int, html: str, ids: list[str], current: str) -> list[str]:
     """Abort if the history page is an error page; return warnings about its content."""
     rows = html.count("data-revision=")
@@ -196,17 +165,6 @@ def check_card(status: int, html: str, current: str) -> list[str]:
     if 'class="error' in html:
         warnings.append("the card shows an error")
     return warnings
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def timed_get(client, path: str):
