@@ -66,10 +66,8 @@ def history_rows(history: History, status: TargetStatus, limit: int | None = Non
     return rows
 
 
-def _status_and_history(target: Target) -> tuple[TargetStatus, History]:
+def _status_and_history(target: Target) -> tuple[TargetStatus, History | None]:
     status = get_catalog().status(target)
-    if status.history is None:
-        return status, None  # type: ignore[return-value]
     return status, status.history
 
 
