@@ -328,3 +328,10 @@ def test_plan_page_shows_lint_findings(make_app, tmp_path, monkeypatch):
     app, client = authoring_app(make_app, tmp_path, monkeypatch, ini, url)
     page = client.get("/targets/shop/plan?command=upgrade&revision=head").get_data(as_text=True)
     assert "drop table" in page and "rule-drop_table" in page
+
+
+def test_preview_of_a_database_behind_head_says_what_to_do(logged_in):
+    html = logged_in.get("/targets/demo-staging/preview/result",
+                         headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "Target database is not up to date" in html
+    assert "Hint:" in html and "upgrade the target to its head(s) first" in html

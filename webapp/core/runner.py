@@ -48,6 +48,9 @@ class TargetProcessError(Exception):
         if "requires a length on dialect mysql" in text:
             return ("MySQL/MariaDB needs a length for every VARCHAR: use "
                     "String(255) instead of String() in the models.")
+        if "Target database is not up to date" in text:
+            return ("Autogenerate compares the models with a database at head: upgrade "
+                    "the target to its head(s) first (see its pending revisions).")
         if "Unknown database" in text or ("database" in text and "does not exist" in text):
             return ("The database does not exist yet. Create it (CREATE DATABASE ...) "
                     "before running migrations or autogenerate.")
