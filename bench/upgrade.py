@@ -439,7 +439,7 @@ def time_cmd(cmd: list[str], env: dict | None = None, repeat: int = 3) -> float:
 
 
 def helper_payload(ini: Path, url: str, op: str, tmp: Path) -> dict:
-    """The request runner.py sends to target_helper.py for ``op``."""
+    """The request runner.py sends to the agent for ``op``."""
     from webapp.core.runner import with_connect_timeout
 
     payload = {"op": op, "alembic_ini": str(ini), "ini_section": "alembic",
@@ -453,9 +453,9 @@ def helper_payload(ini: Path, url: str, op: str, tmp: Path) -> dict:
 
 def time_helper(ini: Path, url: str, op: str, tmp: Path,
                 profile: Path | None = None) -> tuple[float, dict]:
-    """Run target_helper.py's ``op`` directly like runner.py does (same
+    """Run the agent's ``op`` directly like runner.py does (same
     interpreter, environment and flags); return wall time and its result."""
-    from webapp.core.runner import HELPER
+    from webapp.agent import AGENT_DIR
 
     work = Path(tempfile.mkdtemp(dir=tmp, prefix=f"helper-{op}-"))
     request, result = work / "request.json", work / "result.json"
@@ -463,7 +463,7 @@ def time_helper(ini: Path, url: str, op: str, tmp: Path,
     cmd = [str(PYTHON)]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
-    cmd += [str(HELPER), str(request), str(result)]
+    cmd += [str(AGENT_DIR), str(request), str(result)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ini.parent, env=env, capture_output=True)
@@ -521,7 +521,7 @@ def profile_worker(tmp: Path, server: Server, target: str, url: str) -> str:
     rows = [
         ("whole process (wall, incl. interpreter start)", elapsed, 1),
         ("create_app (webapp/__init__.py)", *cum("create_app", "webapp/__init__.py")),
-        ("jobs.execute", *cum("execute", "services/jobs.py")),
+        ("job_process.execute", *cum("execute", "services/job_process.py")),
         ("  _run_streaming (helper process lifetime)", *cum("_run_streaming", "jobs.py")),
         ("  flush (log UPDATE + heartbeat, beat thread)", *cum("flush", "services/jobs.py")),
         ("  _finish", *cum("_finish", "services/jobs.py")),

@@ -73,8 +73,9 @@ def pg_url():
 
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])
 def any_db_url(request, tmp_path):
-    """A fresh database URL on each of the three dialects."""
+    """A fresh, empty, existing database on each of the three dialects."""
     if request.param == "sqlite":
+        (tmp_path / "target.db").touch()  # an empty file is an empty SQLite database
         yield f"sqlite:///{tmp_path / 'target.db'}"
     elif request.param == "mysql":
         yield from _server_database(MYSQL_SERVER, "MariaDB", "`")

@@ -242,3 +242,11 @@ def _toml(value) -> str:
     if isinstance(value, int):
         return str(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sqlite_url(path: Path) -> str:
+    """URL of an empty SQLite database at ``path`` (the file is created: the
+    dashboard refuses to run jobs on a SQLite file that does not exist)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return f"sqlite:///{path}"

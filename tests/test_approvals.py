@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import add_user, csrf_from, login
-from envtools import linear, make_env, write_targets_file
+from envtools import linear, make_env, sqlite_url, write_targets_file
 from jobtools import token_headers, version_table, wait_job
 
 from webapp.models import AuditEvent, Job
@@ -20,7 +20,7 @@ from webapp.models import AuditEvent, Job
 
 def protected_app(make_app, tmp_path, monkeypatch, *, required=1, run_on_approval=True,
                   webhook_url=None, revs=None, **config):
-    url = f"sqlite:///{tmp_path / 'prod.db'}"
+    url = sqlite_url(tmp_path / 'prod.db')
     monkeypatch.setenv("PROD_URL", url)
     ini = make_env(tmp_path / "env", revs or linear(3))
     spec = {"tier": "production", "alembic_ini": str(ini), "url_env": "PROD_URL",
@@ -212,7 +212,7 @@ def test_expiry_and_withdraw(make_app, tmp_path, monkeypatch):
 
 
 def test_checksum_warning_after_editing_an_applied_revision(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+    url = sqlite_url(tmp_path / 'c.db')
     monkeypatch.setenv("CK_URL", url)
     root = tmp_path / "env"
     ini = make_env(root, linear(3))

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from conftest import add_user, csrf_from, login
-from envtools import Rev, linear, make_env, write_targets_file
+from envtools import Rev, linear, make_env, sqlite_url, write_targets_file
 from jobtools import version_table
 
 from webapp.core.demo import DEMO_TARGETS_FILE
@@ -126,7 +126,7 @@ def test_preview_matches_alembic_revision_autogenerate(make_app, tmp_path, monke
 
 def test_create_revision_then_upgrade_brings_preview_to_no_changes(make_app, tmp_path,
                                                                      monkeypatch):
-    url = f"sqlite:///{tmp_path / 'a.db'}"
+    url = sqlite_url(tmp_path / 'a.db')
     root, _ = demo_copy(tmp_path, url)
     change_models_and_database(root, url)
     app, client = authoring_app(make_app, tmp_path, monkeypatch, root / "alembic.ini", url)
@@ -152,7 +152,7 @@ def test_create_revision_then_upgrade_brings_preview_to_no_changes(make_app, tmp
 
 
 def test_empty_revision_and_merge_heads(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'm.db'}"
+    url = sqlite_url(tmp_path / 'm.db')
     root, _ = demo_copy(tmp_path, url)
     app, client = authoring_app(make_app, tmp_path, monkeypatch, root / "alembic.ini", url)
     config = Config(str(root / "alembic.ini"))
@@ -183,7 +183,7 @@ def test_empty_revision_and_merge_heads(make_app, tmp_path, monkeypatch):
 
 
 def test_authoring_needs_policy_and_operator(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'p.db'}"
+    url = sqlite_url(tmp_path / 'p.db')
     ini = make_env(tmp_path / "env", linear(2))
     app, client = authoring_app(make_app, tmp_path, monkeypatch, ini, url,
                                 allow_revision_authoring=False)
@@ -269,7 +269,7 @@ def test_env_errors_are_readable(make_app, tmp_path, monkeypatch, pg_url, mysql_
 
 
 def test_drift_badge(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'd.db'}"
+    url = sqlite_url(tmp_path / 'd.db')
     root, config = demo_copy(tmp_path, url)
     app, client = authoring_app(make_app, tmp_path, monkeypatch, root / "alembic.ini", url)
     assert "in sync" in client.get("/targets/shop/drift").get_data(as_text=True)
@@ -320,7 +320,7 @@ def test_lint_ignores_the_version_table_and_names_revisions():
 
 
 def test_plan_page_shows_lint_findings(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'l.db'}"
+    url = sqlite_url(tmp_path / 'l.db')
     revs = linear(2)
     revs[1].upgrade = 'op.drop_table("t_r000")'
     revs[1].downgrade = "pass"

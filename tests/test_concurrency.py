@@ -72,7 +72,7 @@ def test_twenty_simultaneous_posts_start_exactly_one_job(gunicorn_server, tmp_pa
     # for a plan computed before the job moved the database, "plan changed"
     assert len(busy) == 19, results
     for body in busy:
-        assert body["error"] in ("busy", "plan_changed", "plan_error"), body
+        assert body["error"] in ("busy", "plan_changed", "nothing_to_do"), body
         if body["error"] == "busy":
             assert body["job"] == job_id
     assert sum(body["error"] == "busy" for body in busy) >= 1

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from conftest import add_user, csrf_from, login
-from envtools import linear, make_env, write_targets_file
+from envtools import linear, make_env, sqlite_url, write_targets_file
 from jobtools import token_headers, version_table, wait_job
 
 from webapp.core.demo import DEMO_TARGETS_FILE
@@ -72,7 +72,7 @@ def test_upgrade_downgrade_stamp_through_the_web(make_app, tmp_path, monkeypatch
 
 
 def test_api_run_and_job_shape(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
+    url = sqlite_url(tmp_path / 'api.db')
     app = make_target_app(make_app, tmp_path, monkeypatch, make_env(tmp_path / "e", linear(4)),
                           url)
     headers = token_headers(app, "pipeline", "operator")
@@ -91,7 +91,7 @@ def test_api_run_and_job_shape(make_app, tmp_path, monkeypatch):
     assert version_table(url) == {"r003"}
     again = client.post("/api/v1/targets/shop/jobs", json={"command": "upgrade",
                                                            "revision": "head"}, headers=headers)
-    assert again.status_code == 409 and "nothing to do" in again.json["detail"]
+    assert again.status_code == 409 and again.json["error"] == "nothing_to_do"
     assert client.get("/api/v1/jobs/99999", headers=headers).status_code == 404
 
 
@@ -107,7 +107,7 @@ ROLE_CASES = [
 @pytest.mark.parametrize(("role", "command", "revision", "policy", "status"), ROLE_CASES)
 def test_roles_and_policy_are_enforced_on_the_server(make_app, tmp_path, monkeypatch, role,
                                                       command, revision, policy, status):
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+    url = sqlite_url(tmp_path / 'r.db')
     ini = make_env(tmp_path / "e", linear(3))
     app = make_target_app(make_app, tmp_path, monkeypatch, ini, url, **policy)
     headers = token_headers(app, "someone", role)
@@ -138,7 +138,7 @@ def test_roles_and_policy_are_enforced_on_the_server(make_app, tmp_path, monkeyp
     ("a" * 10_000, 400), ("", 400), ("head; rm -rf /", 400),
 ])
 def test_bad_revision_strings_create_no_job(make_app, tmp_path, monkeypatch, revision, status):
-    url = f"sqlite:///{tmp_path / 'b.db'}"
+    url = sqlite_url(tmp_path / 'b.db')
     app = make_target_app(make_app, tmp_path, monkeypatch, make_env(tmp_path / "e", linear(2)),
                           url)
     headers = token_headers(app, "op", "operator")
@@ -163,7 +163,7 @@ def test_bad_revision_strings_create_no_job(make_app, tmp_path, monkeypatch, rev
 
 
 def test_plan_changed_since_shown_is_refused(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'p.db'}"
+    url = sqlite_url(tmp_path / 'p.db')
     root = tmp_path / "e"
     app = make_target_app(make_app, tmp_path, monkeypatch, make_env(root, linear(3)), url)
     add_user(app, "op", "operator")
@@ -183,7 +183,7 @@ def test_plan_changed_since_shown_is_refused(make_app, tmp_path, monkeypatch):
 
 
 def test_busy_target_gets_409_naming_the_running_job(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 's.db'}"
+    url = sqlite_url(tmp_path / 's.db')
     revs = linear(3)
     revs[1].upgrade = "import time; time.sleep(0 if op.get_context().as_sql else 4)"
     app = make_target_app(make_app, tmp_path, monkeypatch, make_env(tmp_path / "e", revs), url)
@@ -214,7 +214,7 @@ def test_busy_target_gets_409_naming_the_running_job(make_app, tmp_path, monkeyp
 
 
 def test_failing_migration_reports_the_failed_revision(make_app, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'f.db'}"
+    url = sqlite_url(tmp_path / 'f.db')
     revs = linear(3)
     revs[2].upgrade = ('if not op.get_context().as_sql: '
                        'raise RuntimeError("disk on fire")')

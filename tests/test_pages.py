@@ -6,7 +6,7 @@ import re
 
 import pytest
 from conftest import add_user, login
-from envtools import Rev, branched, linear, make_env, write_targets_file
+from envtools import Rev, branched, linear, make_env, sqlite_url, write_targets_file
 
 from webapp.core.demo import DEMO_START, DEMO_TARGETS_FILE
 from webapp.core.runner import run_command
@@ -185,9 +185,9 @@ def test_unreachable_card_is_fast_and_does_not_slow_the_others(make_app, tmp_pat
     port = silent.getsockname()[1]
     ini = make_env(tmp_path / "env", linear(2))
     monkeypatch.setenv("DOWN_DB_URL", f"postgresql+psycopg://app:pw-sEcReT-1@127.0.0.1:{port}/x")
-    monkeypatch.setenv("UP_DB_URL", f"sqlite:///{tmp_path / 'up.db'}")
+    monkeypatch.setenv("UP_DB_URL", sqlite_url(tmp_path / 'up.db'))
     import sqlalchemy as sa
-    sa.create_engine(f"sqlite:///{tmp_path / 'up.db'}").connect().close()
+    sa.create_engine(sqlite_url(tmp_path / 'up.db')).connect().close()
     targets = write_targets_file(tmp_path / "targets.toml", {
         "down": {"tier": "production", "alembic_ini": str(ini), "url_env": "DOWN_DB_URL"},
         "up": {"tier": "staging", "alembic_ini": str(ini), "url_env": "UP_DB_URL"}})

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 from conftest import add_user, login
-from envtools import write_targets_file
+from envtools import sqlite_url, write_targets_file
 from jobtools import token_headers, version_table, wait_job
 from targetenv import (
     set_sqlalchemy_url,
@@ -55,7 +55,7 @@ def plain_app(make_app, tmp_path, monkeypatch, venv_python, url):
 @pytest.mark.parametrize("dialect", ["sqlite", "mysql"])
 def test_plain_project_in_its_own_venv(make_app, tmp_path, monkeypatch, venv_python, dialect,
                                        request):
-    url = (f"sqlite:///{tmp_path / 'shop.db'}" if dialect == "sqlite"
+    url = (sqlite_url(tmp_path / 'shop.db') if dialect == "sqlite"
            else request.getfixturevalue("mysql_url"))
     app, project = plain_app(make_app, tmp_path, monkeypatch, venv_python, url)
     headers = token_headers(app, "op", "admin")
@@ -111,7 +111,7 @@ def flask_cli(project, url, *args) -> str:
 @pytest.mark.parametrize("dialect", ["sqlite", "mysql"])
 def test_flask_migrate_app_equals_flask_db(make_app, tmp_path, monkeypatch, venv_python,
                                            dialect, request):
-    url = (f"sqlite:///{tmp_path / 'shopapp.db'}" if dialect == "sqlite"
+    url = (sqlite_url(tmp_path / 'shopapp.db') if dialect == "sqlite"
            else request.getfixturevalue("mysql_url"))
     project = shopapp_project(tmp_path)
     targets = write_targets_file(tmp_path / "targets.toml", {"shopapp": {
@@ -154,9 +154,9 @@ def test_errors_are_shown_and_other_targets_keep_working(make_app, tmp_path, mon
     project = shop_project(tmp_path / "a")
     app_project = shopapp_project(tmp_path / "b")
     good = shop_project(tmp_path / "c")
-    monkeypatch.setenv("SHOP_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setenv("SHOP_URL", sqlite_url(tmp_path / 'x.db'))
     import sqlalchemy as sa
-    sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}").connect().close()  # an empty database
+    sa.create_engine(sqlite_url(tmp_path / 'x.db')).connect().close()  # an empty database
     targets = write_targets_file(tmp_path / "targets.toml", {
         "no-python": {"tier": "staging", "alembic_ini": str(project / "alembic.ini"),
                       "python": "/nonexistent/bin/python", "cwd": str(project),
@@ -200,7 +200,7 @@ def test_preview_of_a_project_in_its_own_venv(make_app, tmp_path, monkeypatch, v
                                               dialect, request):
     import sqlalchemy as sa
 
-    url = (f"sqlite:///{tmp_path / 'shop.db'}" if dialect == "sqlite"
+    url = (sqlite_url(tmp_path / 'shop.db') if dialect == "sqlite"
            else request.getfixturevalue("mysql_url"))
     app, project = plain_app(make_app, tmp_path, monkeypatch, venv_python, url)
     from webapp.core.runner import run_command
@@ -229,7 +229,7 @@ def test_flask_migrate_revision_equals_flask_db_migrate(make_app, tmp_path, monk
     projects, urls = [], []
     for name in ("dash", "cli"):
         project = shopapp_project(tmp_path / name)
-        url = f"sqlite:///{tmp_path / name / 'shopapp.db'}"
+        url = sqlite_url(tmp_path / name / 'shopapp.db')
         flask_cli(project, url, "upgrade")
         engine = sa.create_engine(url)
         with engine.begin() as conn:  # the database lost a column the models have

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from envtools import linear, make_env
+from envtools import linear, make_env, sqlite_url
 
 from webapp.core.demo import DEMO_TARGETS_FILE
 from webapp.core.history import HistoryCache
@@ -63,7 +63,7 @@ def test_status_follows_real_upgrades(any_db_url, monkeypatch):
 
 
 def test_custom_version_table(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'v.db'}"
+    url = sqlite_url(tmp_path / 'v.db')
     ini = make_env(tmp_path / "env", linear(3))
     monkeypatch.setenv("VT_URL", url)
     target = Target(name="vt", label="vt", tier="development", alembic_ini=ini,
@@ -129,7 +129,7 @@ def test_database_that_does_not_exist_on_postgresql(pg_url, monkeypatch):
 
 
 def test_failing_command_reports_error_and_output(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'f.db'}"
+    url = sqlite_url(tmp_path / 'f.db')
     revs = linear(2)
     revs[1].upgrade = 'raise RuntimeError("boom in upgrade")'
     ini = make_env(tmp_path / "env", revs)

@@ -16,10 +16,15 @@ from .models import User
 from .services import accounts
 
 PUBLIC_ENDPOINTS = {"auth.login", "main.healthz", "static"}
+# GET downloads a pipeline fetches with its token, like the API
+TOKEN_ENDPOINTS = {"authoring.pending_sql", "authoring.range_sql"}
 
 
 def _is_api() -> bool:
-    return request.path.startswith("/api/")
+    """True for requests that accept a bearer token: the API, and the SQL
+    downloads (GET) of :data:`TOKEN_ENDPOINTS`."""
+    return request.path.startswith("/api/") or (
+        request.method == "GET" and request.endpoint in TOKEN_ENDPOINTS)
 
 
 def bearer_token() -> str | None:
@@ -43,13 +48,15 @@ def init_app(app: Flask) -> None:
     @login_manager.request_loader
     def load_user_from_token(req) -> User | None:
         if not _is_api():
-            return None  # bearer tokens are for the API only
+            return None  # bearer tokens are for the API (and its downloads) only
         token = bearer_token()
         return accounts.user_for_token(token) if token else None
 
     @login_manager.unauthorized_handler
     def unauthorized():
-        if _is_api():
+        # a download fetched by a browser (no bearer header) goes to the login
+        # page like any page; a pipeline (or the API) gets a JSON 401
+        if request.path.startswith("/api/") or (_is_api() and bearer_token()):
             response = jsonify(error="authentication required",
                                detail="send Authorization: Bearer <token> or log in")
             response.status_code = 401

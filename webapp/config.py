@@ -69,6 +69,9 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
             # several gunicorn workers and job processes write to one file
             {"connect_args": {"timeout": 30}} if database_url.startswith("sqlite") else {})},
         "TARGETS_FILE": environ.get("DASHBOARD_TARGETS") or None,
+        # Celery broker (redis://...): jobs go to workers beside the databases;
+        # unset, each job runs in a local process
+        "BROKER_URL": environ.get("DASHBOARD_BROKER_URL") or None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": cookie_secure,

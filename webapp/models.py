@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey, String, Text
@@ -76,8 +77,18 @@ class ApiToken(db.Model):
         return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "abandoned")
-JOB_ACTIVE = ("queued", "running")
+class JobStatus(StrEnum):
+    """A job's state: queued → running → succeeded | failed | abandoned.
+    A finished state never changes again."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+JOB_ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Job(db.Model):
@@ -97,7 +108,7 @@ class Job(db.Model):
     revision: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     plan_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
     from_revisions: Mapped[str] = mapped_column(String(1000), default="")
     to_revisions: Mapped[str | None] = mapped_column(String(1000))
     planned_revisions: Mapped[str] = mapped_column(Text, default="")
@@ -113,6 +124,8 @@ class Job(db.Model):
     heartbeat_at: Mapped[datetime | None]
     worker_pid: Mapped[int | None]
     worker_host: Mapped[str | None] = mapped_column(String(255))
+    # which process worker_pid is: "<boot id>:<start time in clock ticks>" (Linux)
+    worker_start: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User | None] = relationship()
 
@@ -166,7 +179,19 @@ class AuditEvent(db.Model):
     details: Mapped[str] = mapped_column(Text, default="{}")
 
 
-REQUEST_STATUSES = ("open", "approved", "rejected", "withdrawn", "expired", "executed")
+class RequestStatus(StrEnum):
+    """An approval request's state: open → approved → executed, or rejected,
+    withdrawn, expired."""
+
+    OPEN = "open"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
+    EXECUTED = "executed"
+
+
+REQUEST_PENDING = (RequestStatus.OPEN, RequestStatus.APPROVED)  # not yet run or ended
 
 
 class ApprovalRequest(db.Model):
@@ -187,7 +212,7 @@ class ApprovalRequest(db.Model):
     requester_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"))
     reason: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RequestStatus.OPEN, index=True)
     plan_hash: Mapped[str] = mapped_column(String(64))
     plan: Mapped[str] = mapped_column(Text().with_variant(LONGTEXT(), "mysql", "mariadb"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -236,3 +261,4 @@ class AppliedRevision(db.Model):
     path: Mapped[str] = mapped_column(String(1000))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+

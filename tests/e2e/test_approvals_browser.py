@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import PASSWORD, ROOT
-from envtools import linear, make_env, write_targets_file
+from envtools import linear, make_env, sqlite_url, write_targets_file
 from playwright.sync_api import expect
 
 from .conftest import VIEWPORT, log_in
@@ -30,7 +30,7 @@ def test_operator_requests_approver_approves_job_runs(chromium, gunicorn_server,
         "label": "Shop (production)", "tier": "production", "alembic_ini": str(ini),
         "url_env": "E2E_PROD_URL", "policy": {"approvals_required": 1}}})
     base = gunicorn_server({"DASHBOARD_TARGETS": str(targets),
-                            "E2E_PROD_URL": f"sqlite:///{tmp_path / 'prod.db'}"})
+                            "E2E_PROD_URL": sqlite_url(tmp_path / 'prod.db')})
     create_user(gunicorn_server.env, "olga", "operator")
     create_user(gunicorn_server.env, "anna", "approver")
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from conftest import PASSWORD
-from envtools import write_targets_file
+from envtools import sqlite_url, write_targets_file
 from playwright.sync_api import expect
 
 from webapp.core.demo import DEMO_TARGETS_FILE
@@ -26,7 +26,7 @@ def test_preview_flags_destructive_change_then_write_revision(chromium, gunicorn
     root = tmp_path / "demo"
     shutil.copytree(DEMO_TARGETS_FILE.parent / "demo", root,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    url = sqlite_url(tmp_path / 'shop.db')
     config = Config(str(root / "alembic.ini"))
     config.set_main_option("sqlalchemy.url", url)
     config.attributes["configure_logger"] = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import PASSWORD
-from envtools import linear, make_env, write_targets_file
+from envtools import linear, make_env, sqlite_url, write_targets_file
 from playwright.sync_api import expect
 
 from .conftest import CHROMIUM_ARGS, VIEWPORT, log_in  # noqa: F401
@@ -21,7 +21,7 @@ def test_plan_confirm_live_output_succeeded(chromium, gunicorn_server, tmp_path,
         "label": "Shop (staging)", "tier": "staging", "alembic_ini": str(ini),
         "url_env": "E2E_SHOP_URL"}})
     base = gunicorn_server({"DASHBOARD_TARGETS": str(targets),
-                            "E2E_SHOP_URL": f"sqlite:///{tmp_path / 'shop.db'}"})
+                            "E2E_SHOP_URL": sqlite_url(tmp_path / 'shop.db')})
     context = chromium.new_context(base_url=base, viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(20_000)

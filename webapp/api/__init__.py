@@ -13,6 +13,8 @@ from ..auth_setup import bearer_token
 from ..core.history import HistoryError
 from ..extensions import csrf
 from ..services.catalog import get_catalog
+from ..services.refusals import Reason, Refused
+from ..views.refusals import http_status
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -127,34 +129,23 @@ def create_job(name: str):
     target = catalog.get(name)
     try:
         if target is None:
-            raise jobs.JobRefused(404, "not_found", f"no target called {name[:80]!r}")
+            raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
         if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
                 or not isinstance(payload.get("revision"), str):
-            raise jobs.JobRefused(400, "bad_input", 'send JSON {"command": "upgrade" | '
+            raise Refused(Reason.BAD_INPUT, 'send JSON {"command": "upgrade" | '
                                   '"downgrade" | "stamp", "revision": "<rev>"}')
         command, revision = payload["command"].strip(), payload["revision"].strip()
         if len(command) > 32 or len(revision) > 200:
-            raise jobs.JobRefused(400, "bad_input", "command or revision is too long")
-        req = jobs.JobRequest(target, command, revision)
-        jobs.authorize(current_user, target, command)
-        plan = None
-        if not target.policy.is_protected:  # approvers must see the SQL
-            plan = jobs.quick_upgrade_plan(catalog, req)
-        if plan is None:
-            plan = jobs.plan_job(catalog, req)
-        if plan.is_empty:
-            raise jobs.JobRefused(409, "plan_error", "nothing to do: the database is already "
-                                  f"at {', '.join(plan.current) or 'base'}")
-        if target.policy.is_protected:
-            from ..services import approvals
-
-            reason = payload.get("reason") if isinstance(payload.get("reason"), str) else ""
-            created = approvals.create_request(
-                catalog, current_user, req, plan, reason or "requested through the API",
-                _api_actor())
-            return jsonify({"request": created.id, "status": created.status}), 202
-        job = jobs.start_job(catalog, current_user, req, plan, _api_actor())
-    except jobs.JobRefused as exc:
+            raise Refused(Reason.BAD_INPUT, "command or revision is too long")
+        reason = payload.get("reason") if isinstance(payload.get("reason"), str) else ""
+        submitted = jobs.submit(catalog, current_user, jobs.JobRequest(target, command, revision),
+                                _api_actor(), reason=reason or "requested through the API",
+                                fast_plan=True)
+        if submitted.request is not None:
+            return jsonify({"request": submitted.request.id,
+                            "status": submitted.request.status}), 202
+        job = submitted.job
+    except Refused as exc:
         details = payload if isinstance(payload, dict) else {}
         audit.record(_api_actor(), "job.request", "denied", target=name[:64],
                      reason=exc.reason, message=str(exc), via="api",
@@ -163,7 +154,7 @@ def create_job(name: str):
         body = {"error": exc.reason, "detail": str(exc)}
         if exc.job_id is not None:
             body["job"] = exc.job_id
-        return jsonify(body), exc.status
+        return jsonify(body), http_status(exc)
     return jsonify({"job": job.id, "status": job.status}), 202
 
 
@@ -177,6 +168,23 @@ def job(job_id: int):
     found = jobs.get_job(job_id)
     if found is None:
         abort(404, description=f"no job {job_id}")
+    return jsonify(job_json(found))
+
+
+@bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
+def job_cancel(job_id: int):
+    """Cancel a job still waiting for a queue worker: the job's JSON, or
+    ``{"error", "detail"}`` with 403/404/409."""
+    from flask_login import current_user
+
+    from ..services import audit, jobs
+
+    try:
+        found = jobs.cancel_queued(job_id, current_user, _api_actor())
+    except Refused as exc:
+        audit.record(_api_actor(), "job.cancel", "denied", job_id=job_id, reason=exc.reason,
+                     message=str(exc), via="api")
+        return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
     return jsonify(job_json(found))
 
 
@@ -225,19 +233,19 @@ def request_decide(request_id: int, decision: str):
     from flask import request
     from flask_login import current_user
 
-    from ..services import approvals, audit, jobs
+    from ..services import approvals, audit
 
     payload = request.get_json(silent=True)
     comment = payload.get("comment", "") if isinstance(payload, dict) else ""
     try:
         if not isinstance(comment, str):
-            raise jobs.JobRefused(400, "bad_input", 'send JSON {"comment": "..."}')
+            raise Refused(Reason.BAD_INPUT, 'send JSON {"comment": "..."}')
         found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
                                       comment, _api_actor())
-    except jobs.JobRefused as exc:
+    except Refused as exc:
         audit.record(_api_actor(), "request.decide", "denied", request=request_id,
                      reason=exc.reason, message=str(exc), via="api")
-        return jsonify({"error": exc.reason, "detail": str(exc)}), exc.status
+        return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
     body = {"request": found.id, "status": found.status}
     if job is not None:
         body["job"] = job.id

@@ -164,6 +164,8 @@ def script_directory_paths(target: Target) -> tuple[Path, tuple[Path, ...], bool
     else:
         assert target.directory is not None
         script_location, version_locations, recursive = str(target.directory), None, False
+    if any(_is_package_resource(p) for p in [script_location, *(version_locations or ())]):
+        return _paths_from_target_process(target)
     location = Path(script_location)
     if not location.is_absolute():
         location = (target.working_directory / location).resolve()
@@ -172,6 +174,32 @@ def script_directory_paths(target: Target) -> tuple[Path, tuple[Path, ...], bool
     script = ScriptDirectory(str(location), version_locations=version_locations,
                              recursive_version_locations=recursive)
     return location, tuple(Path(p) for p in script._version_locations), bool(recursive)
+
+
+def _is_package_resource(location: str) -> bool:
+    """``package:path`` (Alembic's package-resource form), not a file path."""
+    return not os.path.isabs(location) and ":" in location
+
+
+def _paths_from_target_process(target: Target) -> tuple[Path, tuple[Path, ...], bool]:
+    """Resolve ``package:path`` locations the way Alembic does, in the target's
+    own Python (where the package is importable): the agent's
+    ``script_directory`` operation.
+
+    :raises HistoryError: the package cannot be imported or has no such folder.
+    """
+    from .runner import TargetProcessError, run_agent
+
+    try:
+        data = run_agent(target, {"op": "script_directory"}, url=None).data
+    except TargetProcessError as exc:
+        raise HistoryError(f"cannot resolve the script location of {target.name} in its "
+                           f"own Python: {exc.error_type}: {exc}") from None
+    location = Path(data["script_location"])
+    if not location.is_dir():
+        raise HistoryError(f"script directory not found: {location}")
+    return (location, tuple(Path(p) for p in data["version_locations"]),
+            bool(data["recursive"]))
 
 
 def fingerprint(locations: Iterable[Path], recursive: bool) -> tuple:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import make_url
 
 from .lint import lint_sql
-from .runner import run_target_helper
+from .runner import run_agent
 from .targets import Target
 
 COMMANDS = ("upgrade", "downgrade", "stamp")
@@ -142,7 +142,7 @@ def compute_plan(target: Target, command: str, revision: str, *, url: str,
     from .runner import TargetProcessError
 
     try:
-        data = run_target_helper(target, {"op": "plan", "command": command,
+        data = run_agent(target, {"op": "plan", "command": command,
                                           "revision": revision}, url=url).data
     except TargetProcessError as exc:
         if exc.error_type in ("CommandError", "RevisionError", "MultipleHeads",

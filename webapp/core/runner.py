@@ -2,8 +2,9 @@
 
 The target's ``env.py`` may reconfigure logging and import the target's
 code; running it in a child process keeps both out of the dashboard. The
-child is :mod:`webapp.core.target_helper`, executed by path, so the target's
-interpreter needs only alembic and SQLAlchemy.
+child is the agent package (``python webapp/agent``, see
+:mod:`webapp.agent.alembic_dashboard_agent`), so the target's interpreter
+needs only alembic and SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..agent import AGENT_DIR
+from ..agent.alembic_dashboard_agent.launch import spawn_prepared_run
 from .targets import Target, scrub_secrets
 
-HELPER = Path(__file__).with_name("target_helper.py")
+__all__ = ["spawn_prepared_run"]  # re-exported: the one way to start a prepared run
+
 DEFAULT_TIMEOUT = 60.0  # seconds
 
 
@@ -27,12 +31,15 @@ class TargetProcessError(Exception):
 
     ``error_type`` is the exception class raised there (e.g.
     ``ModuleNotFoundError``), ``traceback`` its last lines, ``output`` what it
-    printed; all scrubbed of the database URL and password.
+    printed; all scrubbed of the database URL and password. ``phase`` is
+    where it failed when the agent knows: "offline" or "rehearsal".
     """
 
     def __init__(self, message: str, error_type: str = "Error",
-                 traceback: list[str] | None = None, output: str = "") -> None:
+                 traceback: list[str] | None = None, output: str = "",
+                 phase: str | None = None) -> None:
         self.error_type = error_type
+        self.phase = phase
         self.traceback = traceback or []
         self.output = output
         super().__init__(message)
@@ -120,11 +127,11 @@ class HelperResult:
     output: str = ""
 
 
-def run_target_helper(target: Target, request: dict, *, url: str | None,
+def run_agent(target: Target, request: dict, *, url: str | None,
                       timeout: float = DEFAULT_TIMEOUT) -> HelperResult:
-    """Run one operation of :mod:`target_helper` for ``target``.
+    """Run one operation of the agent for ``target``.
 
-    :param request: operation fields (see target_helper's docstring); the
+    :param request: operation fields (see the agent's docstrings); the
         ini, section, URL and version table are added here.
     :param url: the database URL (kept out of argv: passed in a 0600 file).
     :param timeout: seconds before the process is killed.
@@ -138,7 +145,7 @@ def run_target_helper(target: Target, request: dict, *, url: str | None,
         _write_private_json(request_path, _helper_request(target, url, request))
         try:
             proc = subprocess.run(
-                [python, str(HELPER), str(request_path), str(result_path)],
+                [python, str(AGENT_DIR), str(request_path), str(result_path)],
                 cwd=target.working_directory, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
                 check=False)
@@ -163,7 +170,7 @@ def run_target_helper(target: Target, request: dict, *, url: str | None,
             scrub_secrets(error.get("message", "unknown error"), url),
             error.get("type", "Error"),
             [scrub_secrets(line, url) for line in error.get("traceback", [])],
-            output)
+            output, error.get("phase"))
     result.pop("ok", None)
     return HelperResult(data=result, output=output)
 
@@ -176,7 +183,7 @@ def offline_sql(target: Target, revision: str, direction: str, *, url: str | Non
     :return: SQL text in the dialect of ``url``.
     :raises TargetProcessError: env.py or the migration failed.
     """
-    result = run_target_helper(target, {"op": "offline_sql", "revision": revision,
+    result = run_agent(target, {"op": "offline_sql", "revision": revision,
                                         "direction": direction}, url=url)
     return result.data["sql"]
 
@@ -187,7 +194,7 @@ def run_command(target: Target, command: str, revision: str, *, url: str | None,
 
     :raises TargetProcessError: the command failed (output included).
     """
-    return run_target_helper(target, {"op": "command", "command": command,
+    return run_agent(target, {"op": "command", "command": command,
                                       "revision": revision, "sql": sql},
                              url=url, timeout=timeout)
 
@@ -205,26 +212,9 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
         "op": "run", "command": command, "revision": revision, "lock_name": lock_name,
         **(extra or {})}))
     _write_private_json(folder / "launch.json", {
-        "argv": [target.python or sys.executable, str(HELPER), str(folder / "request.json"),
+        "argv": [target.python or sys.executable, str(AGENT_DIR), str(folder / "request.json"),
                  str(folder / "result.json")],
         "cwd": str(target.working_directory), "env": _environment_overrides(target)})
-
-
-def spawn_prepared_run(folder: Path) -> subprocess.Popen:
-    """Start the run prepared in ``folder`` (standard library only).
-
-    The child holds the target's database lock for the whole run and dies
-    with its parent (Linux ``PR_SET_PDEATHSIG``), so killing the job's
-    process never leaves a migration running unattended. Its output (stdout
-    and stderr merged) is readable line by line from ``proc.stdout``; the
-    JSON result lands in ``folder/result.json`` (see target_helper's ``run``).
-    """
-    with open(Path(folder) / "launch.json", encoding="utf-8") as f:
-        launch = json.load(f)
-    return subprocess.Popen(launch["argv"], cwd=launch["cwd"],
-                            env={**os.environ, **launch["env"]}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent)
 
 
 def start_run_process(target: Target, command: str, revision: str, *, url: str,
@@ -236,23 +226,12 @@ def start_run_process(target: Target, command: str, revision: str, *, url: str,
     return spawn_prepared_run(folder)
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the parent (the job's process) dies."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the heartbeat still marks the job abandoned
-
-
 def app_database_url(target: Target) -> str:
     """The database URL a ``flask_app`` target's own config gives (target-side).
 
     :raises TargetProcessError: the app cannot be imported or created.
     """
-    return run_target_helper(target, {"op": "database_url"}, url=None).data["url"]
+    return run_agent(target, {"op": "database_url"}, url=None).data["url"]
 
 
 def load_identifiers(target: Target, paths: list[Path], *, url: str | None = None
@@ -262,5 +241,5 @@ def load_identifiers(target: Target, paths: list[Path], *, url: str | None = Non
 
     :raises TargetProcessError: a file failed to import.
     """
-    return run_target_helper(target, {"op": "identifiers", "paths": [str(p) for p in paths]},
+    return run_agent(target, {"op": "identifiers", "paths": [str(p) for p in paths]},
                              url=url).data["identifiers"]

@@ -83,6 +83,16 @@ class EngineCache:
                     raise DatabaseUnavailable(
                         f"invalid database URL {redact_url(url)}: "
                         f"{scrub_secrets(str(exc), url)}", type(exc).__name__) from None
+                except ImportError as exc:  # the URL names a driver we do not have
+                    raise DatabaseUnavailable(
+                        f"the database driver of {redact_url(url)} is not installed in the "
+                        f"dashboard's environment ({exc}); install it there (the target's "
+                        "own python may have it, but the dashboard reads the version table "
+                        "itself)", type(exc).__name__) from None
+                except Exception as exc:  # any other dialect refusal: this target only
+                    raise DatabaseUnavailable(
+                        f"cannot use database URL {redact_url(url)}: "
+                        f"{scrub_secrets(str(exc), url)}", type(exc).__name__) from None
                 self._engines[url] = engine
             return engine
 

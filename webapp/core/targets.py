@@ -36,6 +36,7 @@ _TARGET_KEYS = {
     "env",
     "policy",
     "webhook_url",
+    "queue",
 }
 _POLICY_DEFAULTS: dict[str, int | bool] = {
     "approvals_required": 0,
@@ -109,6 +110,7 @@ class Target:
     env: Mapping[str, str] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
     webhook_url: str | None = None
+    queue: str | None = None  # the Celery queue whose workers run this target's jobs
     url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
@@ -312,9 +314,13 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
     webhook_url = get_str("webhook_url")
     if webhook_url is not None and not re.match(r"^https?://[^\s]+$", webhook_url):
         raise fail("must be an http:// or https:// URL", "webhook_url")
+    queue = get_str("queue")
+    if queue is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", queue):
+        raise fail("must be a queue name (letters, digits, '.', '_', '-'; 1-64)", "queue")
     return Target(
         name=name,
         webhook_url=webhook_url,
+        queue=queue,
         label=get_str("label", name) or name,
         tier=tier,
         alembic_ini=alembic_ini,

@@ -19,10 +19,19 @@ from flask import current_app
 
 from ..core.plan import Plan, PlanStep
 from ..extensions import db
-from ..models import Approval, ApprovalRequest, Job, User, utcnow
+from ..models import (
+    REQUEST_PENDING,
+    Approval,
+    ApprovalRequest,
+    Job,
+    RequestStatus,
+    User,
+    utcnow,
+)
 from . import audit, notify
 from .catalog import Catalog
-from .jobs import JobRefused, JobRequest, plan_job, start_job
+from .jobs import JobRequest, plan_job, start_job
+from .refusals import Reason, Refused
 
 MAX_REASON = 2000
 MAX_COMMENT = 2000
@@ -55,10 +64,10 @@ def expire_requests() -> list[int]:
     """Mark open or approved-but-not-run requests past their expiry as expired."""
     now = utcnow()
     stale = list(db.session.execute(db.select(ApprovalRequest).where(
-        ApprovalRequest.status.in_(("open", "approved")),
+        ApprovalRequest.status.in_(REQUEST_PENDING),
         ApprovalRequest.expires_at < now)).scalars())
     for request in stale:
-        request.status, request.decided_at = "expired", now
+        request.status, request.decided_at = RequestStatus.EXPIRED, now
         audit.record(audit.SYSTEM, "request.expire", "expired", target=request.target,
                      commit=False, request=request.id)
     db.session.commit()
@@ -78,7 +87,7 @@ def list_requests(*, open_only: bool = False, limit: int = 100) -> list[Approval
     expire_requests()
     stmt = db.select(ApprovalRequest).order_by(ApprovalRequest.id.desc()).limit(limit)
     if open_only:
-        stmt = stmt.where(ApprovalRequest.status.in_(("open", "approved")))
+        stmt = stmt.where(ApprovalRequest.status.in_(REQUEST_PENDING))
     return list(db.session.execute(stmt).scalars())
 
 
@@ -87,17 +96,17 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
                    ) -> ApprovalRequest:
     """Store a plan as a request awaiting approval.
 
-    :raises JobRefused: 400 bad reason, 409 plan changed since shown.
+    :raises Refused: 400 bad reason, 409 plan changed since shown.
     """
     reason = (reason or "").strip()
     if not 1 <= len(reason) <= MAX_REASON:
-        raise JobRefused(400, "bad_input", f"Give a reason (1-{MAX_REASON} characters) for "
+        raise Refused(Reason.BAD_INPUT, f"Give a reason (1-{MAX_REASON} characters) for "
                          "the approvers.")
     if confirmed_hash is not None and confirmed_hash != plan.hash:
-        raise JobRefused(409, "plan_changed", "The plan changed since it was shown: review "
+        raise Refused(Reason.PLAN_CHANGED, "The plan changed since it was shown: review "
                          "it again.")
     if plan.is_empty:
-        raise JobRefused(409, "plan_error", "Nothing to do: the database is already there.")
+        raise Refused(Reason.NOTHING_TO_DO, "Nothing to do: the database is already there.")
     request = ApprovalRequest(target=req.target.name, command=req.command,
                               revision=req.revision, requester_id=user.id, reason=reason,
                               plan_hash=plan.hash, plan=plan_to_json(plan),
@@ -118,15 +127,15 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
 
 def _open_for_decision(request: ApprovalRequest | None, user: User) -> ApprovalRequest:
     if request is None:
-        raise JobRefused(404, "not_found", "There is no such request.")
+        raise Refused(Reason.NOT_FOUND, "There is no such request.")
     if not user.has_role("approver"):
-        raise JobRefused(403, "role", f"Approving needs the approver role; you are a "
+        raise Refused(Reason.ROLE, f"Approving needs the approver role; you are a "
                          f"{user.role}.")
     if request.requester_id == user.id:
-        raise JobRefused(403, "self_approval", "You cannot approve or reject your own "
+        raise Refused(Reason.SELF_APPROVAL, "You cannot approve or reject your own "
                          "request: another approver must decide.")
-    if request.status != "open":
-        raise JobRefused(409, "not_open", f"Request {request.id} is {request.status}, "
+    if request.status != RequestStatus.OPEN:
+        raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not open.")
     return request
 
@@ -138,21 +147,21 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
 
     :param decision: "approve" or "reject".
     :return: the request and, when it started, the job.
-    :raises JobRefused: 403 role / self-approval, 404 unknown, 409 not open,
+    :raises Refused: 403 role / self-approval, 404 unknown, 409 not open,
         already decided, or plan changed since approval (request back to review).
     """
     comment = (comment or "").strip()[:MAX_COMMENT]
     if decision not in ("approve", "reject"):
-        raise JobRefused(400, "bad_input", "decision must be approve or reject")
+        raise Refused(Reason.BAD_INPUT, "decision must be approve or reject")
     request = _open_for_decision(get_request(request_id), user)
     if any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
            for a in request.approvals):
-        raise JobRefused(409, "already_decided", "You have already decided on this request.")
+        raise Refused(Reason.ALREADY_DECIDED, "You have already decided on this request.")
     db.session.add(Approval(request=request, approver_id=user.id, decision=decision,
                             comment=comment, plan_hash=request.plan_hash))
     target = catalog.get(request.target)
     if decision == "reject":
-        request.status, request.decided_at = "rejected", utcnow()
+        request.status, request.decided_at = RequestStatus.REJECTED, utcnow()
         audit.record(actor, "request.reject", "ok", target=request.target, commit=False,
                      request=request.id, comment=comment)
         db.session.commit()
@@ -167,7 +176,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
     required = target.policy.approvals_required if target else 1
     approvers = {a.approver_id for a in approvals_for_current_plan(request)}
     if len(approvers) >= required:
-        request.status, request.decided_at = "approved", utcnow()
+        request.status, request.decided_at = RequestStatus.APPROVED, utcnow()
     db.session.commit()
     notify.send("request.approved", request.target, request=request.id,
                 approver=user.username, comment=comment, approvals=len(approvers),
@@ -175,7 +184,8 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
                 text=f"{user.username} approved request {request.id} on {request.target} "
                      f"({len(approvers)}/{required})")
     job = None
-    if request.status == "approved" and target is not None and target.policy.run_on_approval:
+    if request.status == RequestStatus.APPROVED and target is not None \
+            and target.policy.run_on_approval:
         job = run_approved(catalog, request, actor)
     return request, job
 
@@ -183,31 +193,31 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
 def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor) -> Job:
     """Start the job of an approved request after checking its plan again.
 
-    :raises JobRefused: 409 plan changed since approval (the approvals are
+    :raises Refused: 409 plan changed since approval (the approvals are
         void and the request is open again), 409 busy, 403/503 as start_job.
     """
     target = catalog.get(request.target)
     if target is None:
-        raise JobRefused(404, "not_found", f"Target {request.target} is no longer configured.")
-    if request.status != "approved":
-        raise JobRefused(409, "not_open", f"Request {request.id} is {request.status}, "
+        raise Refused(Reason.NOT_FOUND, f"Target {request.target} is no longer configured.")
+    if request.status != RequestStatus.APPROVED:
+        raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not approved.")
     req = JobRequest(target, request.command, request.revision)
     try:
         plan = plan_job(catalog, req)
-    except JobRefused as exc:
-        if exc.status == 503:
+    except Refused as exc:
+        if exc.reason in (Reason.UNREACHABLE, Reason.DATABASE_MISSING):
             raise
         plan = None
     if plan is None or plan.hash != request.plan_hash:
         back_to_review(request, "the plan changed since approval (the database's current "
                        "revision, a revision file or the SQL differ)", actor, plan)
-        raise JobRefused(409, "plan_changed", "Plan changed since approval: the approvals "
+        raise Refused(Reason.PLAN_CHANGED, "Plan changed since approval: the approvals "
                          f"are void and request {request.id} is back to review.")
     requester = request.requester or db.session.get(User, request.requester_id)
     job = start_job(catalog, requester, req, plan, actor, confirmed_hash=request.plan_hash,
                     approved_request=request.id)
-    request.status, request.job_id = "executed", job.id
+    request.status, request.job_id = RequestStatus.EXECUTED, job.id
     db.session.commit()
     return job
 
@@ -220,7 +230,7 @@ def back_to_review(request: ApprovalRequest, why: str, actor: audit.Actor,
         approval.void = True
     if new_plan is not None:
         request.plan, request.plan_hash = plan_to_json(new_plan), new_plan.hash
-    request.status, request.decided_at = "open", None
+    request.status, request.decided_at = RequestStatus.OPEN, None
     request.note = f"Back to review: {why}."
     audit.record(actor, "request.plan_changed", "refused", target=request.target,
                  commit=False, request=request.id, why=why)
@@ -230,16 +240,16 @@ def back_to_review(request: ApprovalRequest, why: str, actor: audit.Actor,
 def withdraw(request_id: int, user: User, actor: audit.Actor) -> ApprovalRequest:
     """The requester takes back an open or approved request.
 
-    :raises JobRefused: 404, 403 not the requester, 409 not open.
+    :raises Refused: 404, 403 not the requester, 409 not open.
     """
     request = get_request(request_id)
     if request is None:
-        raise JobRefused(404, "not_found", "There is no such request.")
+        raise Refused(Reason.NOT_FOUND, "There is no such request.")
     if request.requester_id != user.id:
-        raise JobRefused(403, "role", "Only the requester can withdraw a request.")
-    if request.status not in ("open", "approved"):
-        raise JobRefused(409, "not_open", f"Request {request.id} is {request.status}.")
-    request.status, request.decided_at = "withdrawn", utcnow()
+        raise Refused(Reason.ROLE, "Only the requester can withdraw a request.")
+    if request.status not in REQUEST_PENDING:
+        raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}.")
+    request.status, request.decided_at = RequestStatus.WITHDRAWN, utcnow()
     audit.record(actor, "request.withdraw", "ok", target=request.target, commit=False,
                  request=request.id)
     db.session.commit()

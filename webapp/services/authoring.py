@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 
 from ..core.history import HistoryError
 from ..core.lint import lint_sql
-from ..core.runner import TargetProcessError, run_target_helper
+from ..core.runner import TargetProcessError, run_agent
 from ..core.targets import Target, TargetUrlMissing
 from ..models import User
 from . import audit
 from .catalog import Catalog
-from .jobs import JobRefused
+from .refusals import Reason, Refused
 
 MESSAGE_MAX = 200
 BRANCH_LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
@@ -33,7 +33,9 @@ class Preview:
     """An autogenerate comparison: ``changes`` are dicts (kind, text,
     destructive, why); ``upgrade``/``downgrade`` the rendered bodies exactly
     as ``alembic revision --autogenerate`` writes them; ``sql`` the upgrade's
-    SQL in the target's dialect; ``findings`` its lint. ``error`` is a
+    SQL in the target's dialect; ``sql_notes`` the operations whose SQL
+    could not be rendered offline (SQLite constraint changes), shown instead
+    of failing the whole preview; ``findings`` its lint. ``error`` is a
     :class:`TargetProcessError` when the comparison failed."""
 
     target: str
@@ -42,6 +44,7 @@ class Preview:
     downgrade: str = ""
     imports: str = ""
     sql: str = ""
+    sql_notes: list[str] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
     error: TargetProcessError | None = None
     computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -60,7 +63,7 @@ def preview(catalog: Catalog, target: Target) -> Preview:
     result = Preview(target.name)
     try:
         url = catalog.database_url(target)
-        data = run_target_helper(target, {"op": "autogenerate"}, url=url).data
+        data = run_agent(target, {"op": "autogenerate"}, url=url).data
     except TargetProcessError as exc:
         result.error = exc
         return result
@@ -68,6 +71,7 @@ def preview(catalog: Catalog, target: Target) -> Preview:
         result.error = TargetProcessError(str(exc), "ConfigurationError")
         return result
     result.changes, result.sql = data["changes"], data["sql"]
+    result.sql_notes = data.get("sql_notes", [])
     result.upgrade, result.downgrade, result.imports = (data["upgrade"], data["downgrade"],
                                                         data["imports"])
     dialect = url.split(":", 1)[0].split("+", 1)[0]
@@ -127,47 +131,47 @@ def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, 
     merge heads -m).
 
     :return: the new revision id (made by Alembic).
-    :raises JobRefused: 403 role/policy, 400 bad input, 409 not possible now,
+    :raises Refused: 403 role/policy, 400 bad input, 409 not possible now,
         422 Alembic or env.py failed.
     """
     if not user.has_role("operator"):
-        raise JobRefused(403, "role", "Writing revisions needs the operator role.")
+        raise Refused(Reason.ROLE, "Writing revisions needs the operator role.")
     if not target.policy.allow_revision_authoring:
-        raise JobRefused(403, "policy", f"The policy of {target.name} does not allow writing "
+        raise Refused(Reason.POLICY, f"The policy of {target.name} does not allow writing "
                          "revision files (allow_revision_authoring = false).")
     if kind not in ("autogenerate", "empty", "merge"):
-        raise JobRefused(400, "bad_input", "kind must be autogenerate, empty or merge")
+        raise Refused(Reason.BAD_INPUT, "kind must be autogenerate, empty or merge")
     message = (message or "").strip()
     if not 1 <= len(message) <= MESSAGE_MAX or "\n" in message:
-        raise JobRefused(400, "bad_input", f"The message must be 1-{MESSAGE_MAX} characters "
+        raise Refused(Reason.BAD_INPUT, f"The message must be 1-{MESSAGE_MAX} characters "
                          "on one line.")
     branch_label = (branch_label or "").strip() or None
     if branch_label is not None and not BRANCH_LABEL_RE.match(branch_label):
-        raise JobRefused(400, "bad_input", "A branch label is a letter then letters, digits "
+        raise Refused(Reason.BAD_INPUT, "A branch label is a letter then letters, digits "
                          "or _ (up to 40).")
     try:
         history = catalog.history(target)
     except HistoryError as exc:
-        raise JobRefused(409, "plan_error", f"The script directory cannot be read: {exc}")
+        raise Refused(Reason.SCRIPT_DIRECTORY, f"The script directory cannot be read: {exc}")
     head = (head or "").strip() or None
     if kind == "merge":
         if len(history.heads) < 2:
-            raise JobRefused(409, "plan_error", "There is only one head: nothing to merge.")
+            raise Refused(Reason.NOTHING_TO_DO, "There is only one head: nothing to merge.")
         branch_label = head = None
     elif len(history.heads) > 1:
         if head not in history.heads:
-            raise JobRefused(400, "bad_input", "There are several heads: choose the head the "
+            raise Refused(Reason.BAD_INPUT, "There are several heads: choose the head the "
                              "new revision builds on.")
     else:
         head = None
     request = {"op": "revision", "kind": kind, "message": message,
                "branch_label": branch_label, "head": head}
     try:
-        data = run_target_helper(target, request, url=catalog.database_url(target)).data
+        data = run_agent(target, request, url=catalog.database_url(target)).data
     except TargetProcessError as exc:
         audit.record(actor, "revision.create", "failed", target=target.name, kind=kind,
                      error=f"{exc.error_type}: {exc}"[:500])
-        raise JobRefused(422, "plan_error", f"Alembic could not write the revision: "
+        raise Refused(Reason.PLAN_FAILED, f"Alembic could not write the revision: "
                          f"{exc.error_type}: {exc}")
     audit.record(actor, "revision.create", "ok", target=target.name, kind=kind,
                  revision=data["revision"], message=message, branch_label=branch_label,
@@ -182,7 +186,7 @@ def range_sql(catalog: Catalog, target: Target, start: str | None, end: str) -> 
 
     :raises TargetProcessError: env.py or a migration failed offline.
     """
-    return run_target_helper(target, {"op": "range_sql", "start": start, "end": end},
+    return run_agent(target, {"op": "range_sql", "start": start, "end": end},
                              url=catalog.database_url(target)).data["sql"]
 
 

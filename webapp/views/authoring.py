@@ -9,7 +9,9 @@ from ..core.history import HistoryError
 from ..core.runner import TargetProcessError
 from ..services import authoring, jobs
 from ..services.catalog import get_catalog
+from ..services.refusals import Refused
 from .jobs import _refused, actor
+from .refusals import http_status
 from .targets import PYGMENTS_CSS, get_target_or_404, highlight_sql
 
 bp = Blueprint("authoring", __name__, url_prefix="/targets/<name>")
@@ -65,7 +67,7 @@ def create_revision(name: str):
             get_catalog(), current_user, target, kind=form.get("kind", "")[:20],
             message=form.get("message", "")[:1000], branch_label=form.get("branch_label"),
             head=form.get("head"), actor=actor())
-    except jobs.JobRefused as exc:
+    except Refused as exc:
         return _refused(exc, name, form)
     return redirect(url_for("targets.revision", name=name, revision=revision), code=303)
 
@@ -117,7 +119,7 @@ def pending_sql(name: str):
     catalog = get_catalog()
     try:
         plan = jobs.plan_job(catalog, jobs.JobRequest(target, "upgrade", "heads"))
-    except jobs.JobRefused as exc:
-        abort(exc.status, description=str(exc))
+    except Refused as exc:
+        abort(http_status(exc), description=str(exc))
     start = ",".join(plan.current) or None
     return _download(target, start, "heads", plan.sql)

@@ -11,6 +11,8 @@ from flask_login import current_user
 
 from ..services import audit, jobs
 from ..services.catalog import get_catalog
+from ..services.refusals import Reason, Refused
+from .refusals import http_status
 from .targets import PYGMENTS_CSS, get_target_or_404, highlight_sql
 
 bp = Blueprint("jobs", __name__)
@@ -28,17 +30,17 @@ def _job_request(name: str, source) -> jobs.JobRequest:
     command = (source.get("command") or "").strip()
     revision = (source.get("revision") or "").strip()
     if len(command) > MAX_FIELD or len(revision) > MAX_FIELD:
-        raise jobs.JobRefused(400, "bad_input", "command or revision is too long")
+        raise Refused(Reason.BAD_INPUT, "command or revision is too long")
     return jobs.JobRequest(target, command, revision)
 
 
-def _refused(exc: jobs.JobRefused, name: str, source):
+def _refused(exc: Refused, name: str, source):
     audit.record(actor(), "job.request", "denied", target=name, reason=exc.reason,
                  message=str(exc), command=str(source.get("command", ""))[:32],
                  revision=str(source.get("revision", ""))[:64], running_job=exc.job_id)
     running = jobs.get_job(exc.job_id) if exc.job_id else None
     return render_template("jobs/refused.html", target=get_catalog().get(name), error=exc,
-                           running=running), exc.status
+                           running=running), http_status(exc)
 
 
 @bp.route("/targets/<name>/plan")
@@ -48,7 +50,7 @@ def plan(name: str):
         req = _job_request(name, request.args)
         jobs.authorize(current_user, req.target, req.command)
         plan = jobs.plan_job(get_catalog(), req)
-    except jobs.JobRefused as exc:
+    except Refused as exc:
         return _refused(exc, name, request.args)
     running = jobs.running_job(name)
     return render_template("jobs/plan.html", target=req.target, plan=plan,
@@ -58,14 +60,17 @@ def plan(name: str):
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])
 def create(name: str):
-    """Confirm a plan: re-plan, compare hashes, start the job (POST + CSRF)."""
+    """Confirm a plan: re-plan, compare hashes, start the job (POST + CSRF);
+    protected targets go through the request form instead."""
     try:
         req = _job_request(name, request.form)
-        jobs.authorize(current_user, req.target, req.command)
-        plan = jobs.plan_job(get_catalog(), req)
-        job = jobs.start_job(get_catalog(), current_user, req, plan, actor(),
-                             confirmed_hash=request.form.get("plan_hash", ""))
-    except jobs.JobRefused as exc:
+        if req.target.policy.is_protected:  # the request form asks for approval
+            raise Refused(Reason.POLICY, f"{name} is protected: its jobs need "
+                          f"{req.target.policy.approvals_required} approval(s). Request "
+                          "approval from the plan page.")
+        job = jobs.submit(get_catalog(), current_user, req, actor(),
+                          confirmed_hash=request.form.get("plan_hash", "")).job
+    except Refused as exc:
         return _refused(exc, name, request.form)
     return redirect(url_for("jobs.show", job_id=job.id), code=303)
 
@@ -94,3 +99,15 @@ def status(job_id: int):
                            target=get_catalog().get(job.target))
     code = 200 if job.is_active or request.headers.get("HX-Request") != "true" else 286
     return html, code, {"Vary": "HX-Request", "Cache-Control": "no-store"}
+
+
+@bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
+def cancel(job_id: int):
+    """Cancel a job still waiting for a queue worker (POST + CSRF)."""
+    try:
+        jobs.cancel_queued(job_id, current_user, actor())
+    except Refused as exc:
+        audit.record(actor(), "job.cancel", "denied", job_id=job_id, reason=exc.reason,
+                     message=str(exc))
+        abort(http_status(exc), description=str(exc))
+    return redirect(url_for("jobs.show", job_id=job_id), code=303)

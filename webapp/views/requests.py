@@ -5,9 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from ..models import REQUEST_PENDING, RequestStatus
 from ..services import approvals, audit, jobs
 from ..services.catalog import get_catalog
+from ..services.refusals import Reason, Refused
 from .jobs import _job_request, _refused, actor
+from .refusals import http_status
 from .targets import PYGMENTS_CSS, highlight_sql
 
 bp = Blueprint("requests", __name__)
@@ -18,12 +21,12 @@ def create(name: str):
     """Turn the confirmed plan into a request (protected targets; POST + CSRF)."""
     try:
         req = _job_request(name, request.form)
-        jobs.authorize(current_user, req.target, req.command)
-        plan = jobs.plan_job(get_catalog(), req)
-        created = approvals.create_request(get_catalog(), current_user, req, plan,
-                                           request.form.get("reason", ""), actor(),
-                                           confirmed_hash=request.form.get("plan_hash", ""))
-    except jobs.JobRefused as exc:
+        if not req.target.policy.is_protected:
+            raise Refused(Reason.POLICY, f"{name} is not protected: run the plan directly.")
+        created = jobs.submit(get_catalog(), current_user, req, actor(),
+                              confirmed_hash=request.form.get("plan_hash", ""),
+                              reason=request.form.get("reason", "")).request
+    except Refused as exc:
         return _refused(exc, name, request.form)
     flash(f"Request {created.id} created: an approver must approve it before it runs.", "info")
     return redirect(url_for("requests.show", request_id=created.id), code=303)
@@ -35,7 +38,7 @@ def index():
     return render_template("requests/index.html",
                            open_requests=approvals.list_requests(open_only=True),
                            recent=[r for r in approvals.list_requests(limit=50)
-                                   if r.status not in ("open", "approved")])
+                                   if r.status not in REQUEST_PENDING])
 
 
 def _request_or_404(request_id: int):
@@ -56,19 +59,19 @@ def show(request_id: int):
         "requests/show.html", req=found, plan=plan, target=target, required=required,
         approved=len({a.approver_id for a in approvals.approvals_for_current_plan(found)}),
         sql_html=highlight_sql(plan.sql), pygments_css=PYGMENTS_CSS,
-        can_decide=(found.status == "open" and current_user.has_role("approver")
+        can_decide=(found.status == RequestStatus.OPEN and current_user.has_role("approver")
                     and found.requester_id != current_user.id
                     and not any(a.approver_id == current_user.id and not a.void
                                 and a.plan_hash == found.plan_hash for a in found.approvals)),
         is_requester=found.requester_id == current_user.id)
 
 
-def _refused_request(exc: jobs.JobRefused, request_id: int):
+def _refused_request(exc: Refused, request_id: int):
     found = approvals.get_request(request_id)
     audit.record(actor(), "request.decide", "denied", target=found.target if found else None,
                  request=request_id, reason=exc.reason, message=str(exc))
     return render_template("jobs/refused.html", target=None, error=exc, running=None,
-                           back=url_for("requests.show", request_id=request_id)), exc.status
+                           back=url_for("requests.show", request_id=request_id)), http_status(exc)
 
 
 @bp.route("/requests/<int:request_id>/<any(approve, reject):decision>", methods=["POST"])
@@ -77,7 +80,7 @@ def decide(request_id: int, decision: str):
     try:
         found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
                                       request.form.get("comment", ""), actor())
-    except jobs.JobRefused as exc:
+    except Refused as exc:
         return _refused_request(exc, request_id)
     if job is not None:
         return redirect(url_for("jobs.show", job_id=job.id), code=303)
@@ -90,7 +93,7 @@ def withdraw(request_id: int):
     """The requester takes the request back."""
     try:
         approvals.withdraw(request_id, current_user, actor())
-    except jobs.JobRefused as exc:
+    except Refused as exc:
         return _refused_request(exc, request_id)
     flash(f"Request {request_id} withdrawn.", "info")
     return redirect(url_for("requests.show", request_id=request_id), code=303)
@@ -102,8 +105,8 @@ def run(request_id: int):
     found = _request_or_404(request_id)
     try:
         if found.requester_id != current_user.id:
-            raise jobs.JobRefused(403, "role", "Only the requester runs an approved request.")
+            raise Refused(Reason.ROLE, "Only the requester runs an approved request.")
         job = approvals.run_approved(get_catalog(), found, actor())
-    except jobs.JobRefused as exc:
+    except Refused as exc:
         return _refused_request(exc, request_id)
     return redirect(url_for("jobs.show", job_id=job.id), code=303)

@@ -1,0 +1,196 @@
+"""A job is abandoned only when its process is provably gone: a starved or
+paused job process is never declared dead, a killed one is found quickly,
+and a finished job never changes state again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import add_user, login
+from envtools import Rev, make_env, sqlite_url, write_targets_file
+from jobtools import token_headers, version_table
+
+from webapp.agent.alembic_dashboard_agent.locks import TargetLock
+from webapp.core.target_locks import migration_lock_held
+
+SLEEPY = "import time; time.sleep({seconds})"
+
+
+def sleepy_env(root, seconds: float):
+    """r000 creates a table, r001 takes ``seconds`` to run."""
+    return make_env(root, [Rev("r000", None),
+                           Rev("r001", "r000", upgrade=SLEEPY.format(seconds=seconds),
+                               downgrade="pass")])
+
+
+def worker_pid(app, job_id: int) -> int:
+    from webapp.extensions import db
+    from webapp.models import Job
+
+    with app.app_context():
+        return db.session.get(Job, job_id).worker_pid
+
+
+def poll_statuses(client, job_id: int, headers: dict, timeout: float) -> list[str]:
+    """Every status seen (each poll also runs the reaper) until the job ends."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json["status"]
+        seen.append(status)
+        if status not in ("queued", "running"):
+            return seen
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout} s")
+
+
+@pytest.fixture
+def sleepy_app(make_app, tmp_path, monkeypatch):
+    """App with target "slow" (SQLite): upgrade heads takes ~40 s."""
+    ini = sleepy_env(tmp_path / "env", 40)
+    url = sqlite_url(tmp_path / "slow.db")
+    monkeypatch.setenv("SLOW_URL", url)
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {"slow": {
+        "tier": "staging", "alembic_ini": str(ini), "url_env": "SLOW_URL"}}))
+    add_user(app, "alice", "admin")
+    client = app.test_client()
+    login(client, "alice")
+    return app, client, url
+
+
+def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(sleepy_app):
+    """Both cores busy for the whole job (~60 s) and the job's process paused
+    (SIGSTOP) for 20 s — longer than the heartbeat timeout — mid-run: the
+    job is never declared abandoned and ends succeeded."""
+    app, client, url = sleepy_app
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+               for _ in range(os.cpu_count() or 2)]
+    try:
+        headers = token_headers(app, "pipeline", "operator")
+        posted = client.post("/api/v1/targets/slow/jobs",
+                             json={"command": "upgrade", "revision": "heads"}, headers=headers)
+        assert posted.status_code == 202, posted.json
+        job_id = posted.json["job"]
+        pid = worker_pid(app, job_id)
+        time.sleep(3)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            paused = poll_statuses_for(client, job_id, headers, 20)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        seen = paused + poll_statuses(client, job_id, headers, 90)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert "abandoned" not in seen, seen
+    assert seen[-1] == "succeeded"
+    assert version_table(url) == {"r001"}
+
+
+def poll_statuses_for(client, job_id: int, headers: dict, seconds: float) -> list[str]:
+    """Statuses seen while polling once a second for ``seconds``."""
+    seen, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        seen.append(client.get(f"/api/v1/jobs/{job_id}", headers=headers).json["status"])
+        time.sleep(1)
+    return seen
+
+
+def test_killed_job_process_is_abandoned_quickly_and_stays_so(sleepy_app):
+    app, client, url = sleepy_app
+    headers = token_headers(app, "pipeline", "operator")
+    posted = client.post("/api/v1/targets/slow/jobs",
+                         json={"command": "upgrade", "revision": "heads"}, headers=headers)
+    job_id = posted.json["job"]
+    time.sleep(3)
+    os.kill(worker_pid(app, job_id), signal.SIGKILL)
+    killed_at = time.monotonic()
+    seen = poll_statuses(client, job_id, headers, 30)
+    assert seen[-1] == "abandoned" and time.monotonic() - killed_at < 30
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json
+    assert "gone" in job["error"]
+    time.sleep(2)
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=headers).json["status"] == "abandoned"
+
+
+def test_other_host_job_lives_while_its_lock_is_held(sleepy_app, monkeypatch):
+    """For a job run on another host the reaper cannot see the process: a
+    silent heartbeat alone is not enough, the target's migration lock must be
+    free too."""
+    from webapp.extensions import db
+    from webapp.models import Job
+    from webapp.services import liveness
+
+    app, client, url = sleepy_app
+    monkeypatch.setattr(liveness, "HEARTBEAT_TIMEOUT", liveness.timedelta(seconds=3))
+    headers = token_headers(app, "pipeline", "operator")
+    posted = client.post("/api/v1/targets/slow/jobs",
+                         json={"command": "upgrade", "revision": "heads"}, headers=headers)
+    job_id = posted.json["job"]
+    pid = worker_pid(app, job_id)
+    with app.app_context():
+        db.session.get(Job, job_id).worker_host = "another-host"
+        db.session.commit()
+    deadline = time.monotonic() + 20
+    while "Running upgrade r000 -> r001" not in client.get(
+            f"/api/v1/jobs/{job_id}", headers=headers).json["log"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    os.kill(pid, signal.SIGSTOP)  # no more heartbeats; the migration holds the lock
+    try:
+        seen = poll_statuses_for(client, job_id, headers, 8)
+        assert set(seen) == {"running"}, seen
+    finally:
+        os.kill(pid, signal.SIGKILL)  # the migration dies with it: the lock is freed
+    seen = poll_statuses(client, job_id, headers, 20)
+    assert seen[-1] == "abandoned"
+    assert "lock is free" in client.get(f"/api/v1/jobs/{job_id}", headers=headers).json["error"]
+    assert version_table(url) == {"r000"}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "mysql", "postgresql"])
+def test_migration_lock_held_reads_the_agents_lock(dialect, tmp_path, request):
+    import sqlalchemy as sa
+
+    url = sqlite_url(tmp_path / "l.db") if dialect == "sqlite" else \
+        request.getfixturevalue("mysql_url" if dialect == "mysql" else "pg_url")
+    engine = sa.create_engine(url)
+    try:
+        assert migration_lock_held(engine, "shop") is False
+        lock = TargetLock(url, "shop")
+        lock.acquire()
+        try:
+            assert migration_lock_held(engine, "shop") is True
+            if dialect != "sqlite":  # SQLite locks the file, whatever the target's name
+                assert migration_lock_held(engine, "other-target") is False
+        finally:
+            lock.release()
+        assert migration_lock_held(engine, "shop") is False
+    finally:
+        engine.dispose()
+
+
+def test_finished_job_never_changes_state(sleepy_app):
+    """A late outcome (the process ends after the job was declared abandoned)
+    goes to the log; the status stays."""
+    from webapp.extensions import db
+    from webapp.models import Job, JobStatus
+    from webapp.services import job_process
+
+    app, client, url = sleepy_app
+    with app.app_context():
+        job = Job(target="slow", command="upgrade", revision="heads", plan_hash="x",
+                  status=JobStatus.ABANDONED)
+        db.session.add(job)
+        db.session.commit()
+        status = job_process._finish(job.id, {"ok": True, "applied": ["r000"],
+                                              "after": ["r000"]}, "late output\n", url)
+        db.session.commit()
+        db.session.refresh(job)
+        assert status == job.status == "abandoned"
+        assert "declared finished" in job.log and job.applied_revisions == ""

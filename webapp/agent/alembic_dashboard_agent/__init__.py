@@ -1,0 +1,47 @@
+"""The dashboard's agent inside a target's own process.
+
+Executed as ``python webapp/agent REQUEST.json RESULT.json`` by the target's
+interpreter, in the target's working directory and environment. It imports
+only what a project that uses Alembic already has: the standard library,
+``alembic`` and ``sqlalchemy`` (plus Flask and Flask-Migrate for
+``flask_app`` targets); never the dashboard. Results come back as JSON
+(:mod:`.protocol`); everything Alembic prints and env.py logs goes to this
+process's stdout/stderr, which the dashboard captures as the log.
+
+One module per kind of work: :mod:`.config` (the Alembic Config, the
+Flask-Migrate app, the script directory), :mod:`.offline` (plans and
+offline SQL), :mod:`.rehearsal` (scratch-copy runs), :mod:`.run` (the locked online run), :mod:`.autogen`
+and :mod:`.authoring`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import authoring, autogen, config, offline, run
+from .protocol import error_result, read_request, write_result
+
+OPERATIONS = {
+    "offline_sql": offline.offline_sql, "command": offline.command, "plan": offline.plan,
+    "range_sql": offline.range_sql, "run": run.run, "database_url": config.database_url,
+    "identifiers": config.identifiers, "script_directory": config.script_directory,
+    "autogenerate": autogen.autogenerate, "revision": authoring.revision,
+}
+
+
+def main(argv: list[str]) -> int:
+    """``argv``: [program, REQUEST.json, RESULT.json]. Exit status 0 when the
+    result is ok, 1 otherwise; the result file is always written."""
+    import traceback
+
+    request_path, result_path = argv[1], argv[2]
+    try:
+        request = read_request(request_path)
+        config.patch_configure(request.get("version_table"))
+        data = OPERATIONS[request["op"]](request)
+        result = data if "ok" in data else {"ok": True, **data}
+    except BaseException as exc:  # report everything, including SystemExit from env.py
+        result = error_result(exc)
+        traceback.print_exc(file=sys.stdout)
+    write_result(result_path, result)
+    return 0 if result["ok"] else 1

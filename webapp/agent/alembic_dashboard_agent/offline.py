@@ -1,0 +1,150 @@
+"""Offline mode (``--sql``): plans, one revision's SQL, ranges, plain commands.
+
+Where Alembic cannot render SQLite batch operations offline, the SQL is
+captured from a rehearsal on a scratch copy (:mod:`.rehearsal`).
+"""
+
+from __future__ import annotations
+
+import io
+
+from . import rehearsal
+from .config import VERSION_APPLY_HOOKS, alembic_config
+from .database import current_heads, sqlite_path
+from .protocol import mark_phase
+from .steps import describe, steps_for
+
+FLASK_SQLITE_NO_SQL = (
+    "-- Offline SQL is not available for this plan: Alembic cannot render\n"
+    "-- SQLite batch operations offline, and a Flask-Migrate app's own\n"
+    "-- database cannot be swapped for a scratch copy to rehearse them.\n")
+
+
+def _offline(config, script, fn, **kwargs) -> None:
+    """Run env.py in offline mode with ``fn`` choosing the steps."""
+    from alembic.runtime.environment import EnvironmentContext
+
+    try:
+        with EnvironmentContext(config, script, fn=fn, as_sql=True, **kwargs):
+            script.run_env()
+    except BaseException as exc:
+        raise mark_phase(exc, "offline")
+
+
+def plan(request: dict) -> dict:
+    """Op ``plan`` (``command``, ``revision``): the plan from the database's
+    current state — ``{"current", "steps", "heads_after", "sql", "rehearsal"}``."""
+    from alembic.script import ScriptDirectory
+
+    version_table = request.get("version_table") or "alembic_version"
+    current = current_heads(request["url"], version_table)
+    buffer = io.StringIO()
+    config = alembic_config(request, buffer)
+    script = ScriptDirectory.from_config(config)
+    command_name, revision = request["command"], request["revision"]
+    steps = steps_for(script, command_name, revision, current)
+    heads_after: list = [list(current)]
+    VERSION_APPLY_HOOKS.append(lambda step, heads: heads_after.append(sorted(heads)))
+
+    def fn(heads, context):
+        return steps_for(script, command_name, revision, heads)
+
+    rehearsed = False
+    try:
+        _offline(config, script, fn, starting_rev=list(current) or None,
+                 destination_rev=revision)
+        sql = buffer.getvalue()
+    except Exception as exc:
+        if "requires a live database connection" in str(exc) and request.get("flask_app"):
+            sql = FLASK_SQLITE_NO_SQL
+        elif rehearsal.needs_rehearsal(exc, request):
+            del heads_after[1:]  # the failed offline pass may have reported some
+            sql = rehearsal.on_copy(request, sqlite_path(request["url"]), fn, revision)
+            rehearsed = True
+        else:
+            raise
+    return {"current": current, "steps": [describe(s) for s in steps],
+            "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsed}
+
+
+def offline_sql(request: dict) -> dict:
+    """Op ``offline_sql`` (``revision``, ``direction``): offline SQL of one
+    revision's upgrade (from its down revisions) or downgrade —
+    ``{"sql", "rehearsal"}``."""
+    from alembic.runtime.migration import MigrationStep
+    from alembic.script import ScriptDirectory
+
+    buffer = io.StringIO()
+    config = alembic_config(request, buffer)
+    script = ScriptDirectory.from_config(config)
+    revision = script.get_revision(request["revision"])
+    if revision is None:
+        raise LookupError(f"no such revision: {request['revision']}")
+    if request["direction"] == "upgrade":
+        step = MigrationStep.upgrade_from_script(script.revision_map, revision)
+        starting = list(revision._versioned_down_revisions) or None
+        destination = revision.revision
+        prepare = list(revision._versioned_down_revisions) + list(
+            revision._resolved_dependencies)
+    else:
+        step = MigrationStep.downgrade_from_script(script.revision_map, revision)
+        starting = [revision.revision]
+        destination = ",".join(revision._versioned_down_revisions) or "base"
+        prepare = [revision.revision]
+
+    def steps(heads, context):
+        return [step]
+
+    try:
+        _offline(config, script, steps, starting_rev=starting, destination_rev=destination)
+    except Exception as exc:
+        if not rehearsal.needs_rehearsal(exc, request):
+            raise
+        return {"sql": rehearsal.from_empty(request, prepare, steps, destination),
+                "rehearsal": True}
+    return {"sql": buffer.getvalue(), "rehearsal": False}
+
+
+def range_sql(request: dict) -> dict:
+    """Op ``range_sql`` (``start``, ``end``, ``direction``): offline SQL of
+    ``upgrade START:END`` (or downgrade), like ``--sql``; for SQLite batch
+    operations of an upgrade, captured from a rehearsal from an empty
+    scratch database brought to START — ``{"sql", "rehearsal"}``."""
+    from alembic import command as alembic_command
+    from alembic.script import ScriptDirectory
+
+    buffer = io.StringIO()
+    config = alembic_config(request, buffer)
+    start, end = request["start"], request["end"]
+    name = request.get("direction", "upgrade")
+    try:
+        try:
+            getattr(alembic_command, name)(config, f"{start}:{end}" if start else end,
+                                           sql=True)
+        except BaseException as exc:
+            raise mark_phase(exc, "offline")
+    except Exception as exc:
+        if name != "upgrade" or not rehearsal.needs_rehearsal(exc, request):
+            raise
+        script = ScriptDirectory.from_config(config)
+
+        def fn(heads, context):
+            return steps_for(script, "upgrade", end, heads)
+
+        prepare = [start] if start and start != "base" else []
+        return {"sql": rehearsal.from_empty(request, prepare, fn, end), "rehearsal": True}
+    return {"sql": buffer.getvalue(), "rehearsal": False}
+
+
+def command(request: dict) -> dict:
+    """Op ``command`` (``command``, ``revision``, ``sql``): run ``alembic
+    upgrade|downgrade|stamp REVISION [--sql]`` — ``{"sql"}`` (None online)."""
+    from alembic import command as alembic_command
+
+    buffer = io.StringIO()
+    config = alembic_config(request, buffer)
+    name = request["command"]
+    if name not in ("upgrade", "downgrade", "stamp"):
+        raise ValueError(f"unsupported command {name!r}")
+    getattr(alembic_command, name)(config, request["revision"], sql=bool(request.get("sql")))
+    return {"sql": buffer.getvalue() if request.get("sql") else None}

@@ -1,0 +1,168 @@
+"""Rehearsals: run migrations on a scratch SQLite copy to capture their SQL.
+
+Alembic cannot render batch operations as offline SQL on SQLite (they reflect
+the table), so the statements are captured from a run on a scratch file.
+The real database must never be touched: :func:`scratch_only` refuses, before
+the driver connects, any connection that is not to the scratch file — also
+those that an ``env.py`` makes with a URL of its own choosing — and it is in
+force from the first statement of a rehearsal to its last.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import tempfile
+from contextlib import contextmanager
+
+from .config import alembic_config
+from .protocol import mark_phase
+
+
+class RehearsalRefused(Exception):
+    """A rehearsal would have touched a database other than its scratch copy."""
+
+
+REFUSED = ("env.py connected to a database other than the rehearsal's scratch copy (it "
+           "chooses its own URL instead of reading sqlalchemy.url), so the rehearsal was "
+           "stopped before connecting; nothing was run on {where}. Rehearsals (and the SQL "
+           "of SQLite batch operations) are not available for this target.")
+
+
+def _sqlite_file(dialect, cargs, cparams) -> str | None:
+    """The file a SQLite connect() is about to open, or None (another dialect)."""
+    if dialect.name != "sqlite":
+        return None
+    database = cargs[0] if cargs else cparams.get("database", "")
+    if database.startswith("file:"):  # URI form
+        database = database[5:].split("?", 1)[0]
+    return database
+
+
+@contextmanager
+def scratch_only(scratch_path: str):
+    """Within this block every SQLAlchemy connection must go to ``scratch_path``.
+
+    Checked twice: when a driver connection is about to be opened
+    (``do_connect``, before a file is created or a server contacted), and
+    before every statement (for a connection opened earlier).
+
+    :raises RehearsalRefused: from the connect or execute that would escape.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    allowed = os.path.realpath(scratch_path)
+
+    def check_connect(dialect, conn_rec, cargs, cparams):
+        database = _sqlite_file(dialect, cargs, cparams)
+        if database is None or os.path.realpath(database) != allowed:
+            where = "it" if database is None else database
+            raise RehearsalRefused(REFUSED.format(where=where))
+
+    def check_execute(conn, cursor, statement, parameters, context, executemany):
+        url = conn.engine.url
+        if url.get_backend_name() != "sqlite" or \
+                os.path.realpath(url.database or "") != allowed:
+            raise RehearsalRefused(REFUSED.format(where=url.database or "it"))
+
+    event.listen(Engine, "do_connect", check_connect)
+    event.listen(Engine, "before_cursor_execute", check_execute)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", check_execute)
+        event.remove(Engine, "do_connect", check_connect)
+
+
+def _capture(config, fn, destination) -> str:
+    """Run ``fn``'s steps online (through env.py) and return every statement
+    they sent, except reads, as an SQL script. Call inside :func:`scratch_only`."""
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    captured: list[str] = []
+    recording = False
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+        if recording and head not in ("SELECT", "PRAGMA"):
+            text = statement.strip()
+            if parameters:
+                text += f"\n-- parameters: {parameters!r}"
+            captured.append(text + ";")
+
+    script = ScriptDirectory.from_config(config)
+
+    def steps(heads, context):
+        nonlocal recording
+        recording = True
+        return fn(heads, context)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        with EnvironmentContext(config, script, fn=steps, destination_rev=destination):
+            script.run_env()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    header = ("-- Alembic cannot render batch operations as offline SQL on SQLite;\n"
+              "-- these statements were captured from a rehearsal on a scratch copy.\n")
+    return header + "\n\n".join(captured) + "\n"
+
+
+def on_copy(request: dict, real_path: str, fn, destination) -> str:
+    """Rehearse ``fn``'s steps on a copy of the target's SQLite file
+    (``real_path``, opened read-only; sqlite3 backup API).
+
+    :raises RehearsalRefused: env.py reached for another database.
+    """
+    with tempfile.TemporaryDirectory(prefix="alembic-rehearsal-") as tmp:
+        copy = os.path.join(tmp, "rehearsal.db")
+        if os.path.exists(real_path):
+            source = sqlite3.connect(f"file:{real_path}?mode=ro", uri=True)
+            target = sqlite3.connect(copy)
+            with target:
+                source.backup(target)
+            source.close()
+            target.close()
+        config = alembic_config(dict(request, url="sqlite:///" + copy), io.StringIO())
+        try:
+            with scratch_only(copy):
+                return _capture(config, fn, destination)
+        except BaseException as exc:
+            raise mark_phase(exc, "rehearsal")
+
+
+def from_empty(request: dict, prepare: list[str], fn, destination) -> str:
+    """Rehearse ``fn``'s steps on an empty scratch SQLite file first upgraded
+    to the ``prepare`` revisions (the target's own database is not read).
+
+    :raises RehearsalRefused: env.py reached for another database — checked
+        before the preparing upgrades as well.
+    """
+    from alembic import command as alembic_command
+
+    with tempfile.TemporaryDirectory(prefix="alembic-rehearsal-") as tmp:
+        path = os.path.join(tmp, "scratch.db")
+        config = alembic_config(dict(request, url="sqlite:///" + path), io.StringIO())
+        try:
+            with scratch_only(path):
+                for rev in prepare:
+                    alembic_command.upgrade(config, rev)
+                return _capture(config, fn, destination)
+        except BaseException as exc:
+            raise mark_phase(exc, "rehearsal")
+
+
+def needs_rehearsal(exc: BaseException, request: dict) -> bool:
+    """True when offline mode failed only because SQLite batch operations
+    need a live connection, and a rehearsal can stand in (not for a
+    Flask-Migrate app, whose engine cannot be pointed at a scratch copy)."""
+    from .database import sqlite_path
+
+    return ("requires a live database connection" in str(exc)
+            and bool(request.get("url")) and sqlite_path(request["url"]) is not None
+            and not request.get("flask_app"))

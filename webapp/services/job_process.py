@@ -1,0 +1,237 @@
+"""The job's own process: follow a migration to its end and record it.
+
+Called by ``webapp/worker.py`` after it has started the migration (the
+agent's locked ``run``). Streams the output into the job row, records
+from/to/applied/failed revisions and the checksums of applied files, frees
+the target's guard and tells the webhooks. A job in a finished state is
+never changed again (:data:`webapp.models.JOB_ACTIVE` guards every update).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import delete, update
+
+from ..core.history import HistoryError
+from ..core.runner import spawn_prepared_run, write_run_request
+from ..core.targets import scrub_secrets
+from ..extensions import db
+from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
+from . import audit
+from .catalog import Catalog
+from .liveness import process_start_token
+
+# seconds between writes of the output, each also a heartbeat: the job page is
+# at most this (+ its poll) behind
+LOG_FLUSH_INTERVAL = 0.5
+
+
+def run_queued(job_id: int, catalog: Catalog) -> None:
+    """Run a job taken from the Celery queue, in this worker process.
+
+    Records which process runs it (the liveness proof), prepares the agent's
+    run with this host's database URL, starts it and follows it with
+    :func:`execute`. A job that is no longer queued is left alone.
+    """
+    started = time.time()
+    claimed = db.session.execute(update(Job).where(
+        Job.id == job_id, Job.status == JobStatus.QUEUED, Job.worker_pid.is_(None)).values(
+        worker_pid=os.getpid(), worker_host=socket.gethostname()[:255],
+        worker_start=process_start_token(os.getpid()), heartbeat_at=utcnow())).rowcount
+    db.session.commit()
+    if not claimed:
+        return
+    job = db.session.get(Job, job_id)
+    target = catalog.get(job.target)
+    folder = Path(tempfile.mkdtemp(prefix=f"alembic-job-{job_id}-"))
+    try:
+        if target is None:
+            raise RuntimeError(f"target {job.target} is not configured on this worker")
+        write_run_request(target, job.command, job.revision, url=catalog.database_url(target),
+                          lock_name=target.name, folder=folder,
+                          extra={"expect_current": Job.split(job.from_revisions)})
+        proc = spawn_prepared_run(folder)
+    except Exception as exc:  # this worker cannot run it: the job fails, never hangs
+        shutil.rmtree(folder, ignore_errors=True)
+        _finish(job_id, {"ok": False, "error": {"type": type(exc).__name__,
+                                                 "message": str(exc)}},
+                f"[dashboard] {type(exc).__name__}: {exc}\n", None)
+        db.session.commit()
+        return
+    execute(job_id, catalog, proc=proc, folder=folder, started=started)
+
+
+def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Path,
+            started: float | None = None) -> None:
+    """Follow a queued job's migration to its end (called by ``webapp/worker.py``).
+
+    :param proc: the target-side process already started from ``folder``.
+    :param started: UNIX time the job process started (recorded as started_at).
+
+    Streams output to ``job.log`` every :data:`LOG_FLUSH_INTERVAL`, sends
+    heartbeats, records from/to/applied/failed revisions and frees the
+    target's guard. Never raises for a failing migration.
+    """
+    started_at = datetime.fromtimestamp(started, UTC).replace(tzinfo=None) \
+        if started else utcnow()
+    moved = db.session.execute(update(Job).where(
+        Job.id == job_id, Job.status == JobStatus.QUEUED).values(
+        status=JobStatus.RUNNING, heartbeat_at=utcnow(), started_at=started_at)).rowcount
+    db.session.commit()
+    job = db.session.get(Job, job_id)
+    if job is None or not moved:  # unknown, or no longer queued: never run it
+        proc.kill()
+        return
+    target = catalog.get(job.target)
+    username = job.user.username if job.user else None
+    actor = audit.Actor(username, "job-process")
+    audit.record(actor, "job.start", "ok", target=job.target, job_id=job.id,
+                 command=job.command, revision=job.revision)
+    lines: list[str] = [f"$ alembic {job.command} {job.revision}    "
+                        f"# target {job.target}, job {job.id}\n"]
+    outcome: dict = {}
+    url = None
+    try:
+        if target is None:
+            proc.kill()
+            raise RuntimeError(f"target {job.target} is no longer configured")
+        url = catalog.database_url(target)
+        outcome = _run_streaming(job.id, proc, folder, url, lines)
+    except Exception as exc:  # configuration problems: the job fails, it never hangs
+        outcome = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+        lines.append(f"[dashboard] {type(exc).__name__}: {exc}\n")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    status = _finish(job.id, outcome, "".join(lines), url)
+    if outcome.get("applied_steps") and outcome.get("after") is not None and target:
+        try:
+            in_database = catalog.history(target).applied(outcome["after"])
+        except HistoryError:
+            in_database = set()
+        record_applied_checksums(job, outcome["applied_steps"], in_database)
+    after = outcome.get("after")
+    audit.record(actor, "job.end", status, target=job.target, job_id=job.id, commit=False,
+                 to=" ".join(after) if after is not None else None,
+                 failed_revision=outcome.get("failed_revision"))
+    db.session.commit()  # the outcome, the checksums and the audit event together
+    db.session.refresh(job)
+    from . import notify
+
+    notify.send("job.finished", job.target, job=job.id, status=job.status,
+                command=job.command, revision=job.revision,
+                to=Job.split(job.to_revisions), failed_revision=job.failed_revision,
+                text=f"Job {job.id} `alembic {job.command} {job.revision}` on {job.target}: "
+                     f"{job.status}" + (f" (now at {job.to_revisions or 'base'})"
+                                        if job.to_revisions is not None else ""))
+    notify.wait_all()
+
+
+def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
+                   lines: list[str]) -> dict:
+    engine = db.engine
+    done = threading.Event()
+    guard = threading.Lock()
+
+    def flush() -> None:
+        with guard:
+            text = "".join(lines)
+        with engine.begin() as conn:
+            conn.execute(update(Job).where(Job.id == job_id).values(
+                log=scrub_secrets(text, url), heartbeat_at=utcnow()))
+
+    def beat() -> None:
+        while not done.wait(LOG_FLUSH_INTERVAL):
+            flush()
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        with guard:
+            lines.append(raw.decode("utf-8", "replace"))
+    returncode = proc.wait()
+    done.set()
+    thread.join()
+    try:
+        return json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        killed = returncode < 0
+        lines.append(f"[dashboard] the migration process ended with status {returncode} "
+                     "and no result\n")
+        return {"ok": False, "killed": killed, "error": {
+            "type": "ProcessKilled" if killed else "ProcessError",
+            "message": f"the migration process exited with status {returncode}"}}
+
+
+def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
+    """Record the outcome of the agent's run (not committed); a job already in
+    a finished state (declared abandoned) keeps its status: the late outcome
+    goes to its log. Returns the job's final status."""
+    error = outcome.get("error") or {}
+    if outcome.get("ok"):
+        status = JobStatus.SUCCEEDED
+    elif outcome.get("killed"):
+        status = JobStatus.ABANDONED
+    else:
+        status = JobStatus.FAILED
+    message = None
+    if error:
+        message = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+        if outcome.get("busy"):
+            message = ("The target database's migration lock is held by another process "
+                       f"(another dashboard host or a CLI run): {error.get('message')}")
+        elif outcome.get("failed_phase") == "env":
+            message = f"env.py failed before any migration ran (no revision started): {message}"
+        message = scrub_secrets(message, url)
+    after = outcome.get("after")
+    values = dict(status=status, finished_at=utcnow(), heartbeat_at=utcnow(),
+                  log=scrub_secrets(log, url), error=message,
+                  applied_revisions=" ".join(outcome.get("applied", [])),
+                  failed_revision=outcome.get("failed_revision"),
+                  to_revisions=" ".join(after) if after is not None else None)
+    if outcome.get("before") is not None:
+        values["from_revisions"] = " ".join(outcome["before"])
+    done = db.session.execute(update(Job).where(
+        Job.id == job_id, Job.status.in_(JOB_ACTIVE)).values(**values)).rowcount
+    if not done:
+        late = (f"\n[dashboard] the migration process ended ({status}) after this job had "
+                "been declared finished; its status stays as it was.\n")
+        db.session.execute(update(Job).where(Job.id == job_id).values(
+            log=scrub_secrets(log + late, url)))
+        status = db.session.execute(db.select(Job.status).where(Job.id == job_id)).scalar()
+    db.session.execute(delete(TargetGuard).where(TargetGuard.job_id == job_id))
+    return status
+
+
+def record_applied_checksums(job: Job, steps: list[dict], in_database: set[str]) -> None:
+    """Remember the SHA-256 of each revision file a job applied (upgrade) and
+    forget the revisions it took away (downgrade).
+
+    :param in_database: revisions applied in the database after the job (the
+        ancestors of its current heads): a step rolled back with a failed
+        transaction is not recorded. The caller commits.
+    """
+    from ..models import AppliedRevision
+
+    for step in steps:
+        revision = step["revision"]
+        if step["direction"] == "upgrade" and step.get("sha256") and revision in in_database:
+            row = db.session.get(AppliedRevision, (job.target, revision))
+            if row is None:
+                row = AppliedRevision(target=job.target, revision=revision)
+                db.session.add(row)
+            row.sha256, row.path, row.job_id = step["sha256"], step["path"], job.id
+            row.applied_at = utcnow()
+        elif step["direction"] == "downgrade" and revision not in in_database:
+            db.session.execute(delete(AppliedRevision).where(
+                AppliedRevision.target == job.target, AppliedRevision.revision == revision))

@@ -1,0 +1,40 @@
+"""Typed refusals: why the dashboard will not do what was asked.
+
+Services raise :class:`Refused` with a :class:`Reason`; only the web layer
+(:mod:`webapp.views.refusals`) turns a reason into an HTTP status. The
+reason's value is the ``error`` field of the API's JSON answer.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why something was refused (the API's ``error`` string)."""
+
+    ROLE = "role"                          # the user's role is too low
+    POLICY = "policy"                      # the target's policy forbids it
+    SELF_APPROVAL = "self_approval"        # requesters never approve their own request
+    BAD_INPUT = "bad_input"                # malformed or out-of-range input
+    NOT_FOUND = "not_found"                # no such target, job or request
+    UNKNOWN_REVISION = "unknown_revision"  # not a revision of this target
+    BUSY = "busy"                          # another job holds the target
+    PLAN_CHANGED = "plan_changed"          # the database or files moved since the plan
+    NOTHING_TO_DO = "nothing_to_do"        # the database is already there
+    NOT_OPEN = "not_open"                  # the request is no longer open
+    ALREADY_DECIDED = "already_decided"    # this approver decided already
+    SCRIPT_DIRECTORY = "script_directory"  # the revision files cannot be read
+    PLAN_ERROR = "plan_error"              # Alembic refuses the command (e.g. multiple heads)
+    PLAN_FAILED = "plan_failed"            # env.py or a revision failed while planning
+    DATABASE_MISSING = "database_missing"  # a SQLite file that does not exist
+    UNREACHABLE = "unreachable"            # the database cannot be reached
+
+
+class Refused(Exception):
+    """A refusal: ``reason`` (a :class:`Reason`), a message for a person, and
+    ``job_id`` naming the running job when ``reason`` is :attr:`Reason.BUSY`."""
+
+    def __init__(self, reason: Reason, message: str, job_id: int | None = None) -> None:
+        self.reason, self.job_id = reason, job_id
+        super().__init__(message)
