@@ -45,15 +45,17 @@ def migration_lock_held(engine: Engine, target_name: str) -> bool | None:
                 return False
         with engine.connect() as connection:
             if dialect in ("mysql", "mariadb"):
-                holder = connection.execute(text("SELECT IS_USED_LOCK(:k)"),
-                                            {"k": mysql_lock_key(target_name)}).scalar()
+                key = mysql_lock_key(target_name, engine.url.database)
+                holder = connection.execute(text("SELECT IS_USED_LOCK(:k)"), {"k": key}).scalar()
                 return holder is not None
             if dialect == "postgresql":
                 key = postgresql_lock_key(target_name) & 0xFFFFFFFFFFFFFFFF
                 count = connection.execute(text(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
                     "AND classid = CAST(:hi AS oid) AND objid = CAST(:lo AS oid) "
-                    "AND objsubid = 1"), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
+                    "AND objsubid = 1 AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"),
+                    {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
                 return bool(count)
     except Exception:  # unreachable or refused: we cannot tell
         return None

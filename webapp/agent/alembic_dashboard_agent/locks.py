@@ -16,9 +16,13 @@ class TargetBusy(Exception):
     """Another process holds this target's migration lock."""
 
 
-def mysql_lock_key(name: str) -> str:
-    """The ``GET_LOCK`` name for target ``name`` (at most 64 characters)."""
-    return "alembic-dashboard:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+def mysql_lock_key(name: str, database: str | None) -> str:
+    """The ``GET_LOCK`` name for target ``name`` on schema ``database`` (at
+    most 64 characters). ``GET_LOCK`` names are server-wide, so the schema
+    is part of the key: two targets of the same name on different schemas
+    of one server (two dashboards, two test runs) never block each other."""
+    key = f"{database or ''}\0{name}"
+    return "alembic-dashboard:" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def postgresql_lock_key(name: str) -> int:
@@ -73,8 +77,8 @@ class TargetLock:
         self.connection = self.engine.connect()
         dialect = self.engine.dialect.name
         if dialect in ("mysql", "mariadb"):
-            got = self.connection.execute(text("SELECT GET_LOCK(:k, 0)"),
-                                          {"k": mysql_lock_key(self.name)}).scalar()
+            key = mysql_lock_key(self.name, self.engine.url.database)
+            got = self.connection.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": key}).scalar()
         elif dialect == "postgresql":
             got = self.connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
                                           {"k": postgresql_lock_key(self.name)}).scalar()
