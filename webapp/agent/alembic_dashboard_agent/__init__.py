@@ -10,8 +10,8 @@ process's stdout/stderr, which the dashboard captures as the log.
 
 One module per kind of work: :mod:`.config` (the Alembic Config, the
 Flask-Migrate app, the script directory), :mod:`.offline` (plans and
-offline SQL), :mod:`.rehearsal` (scratch-copy runs), :mod:`.run` (the locked online run), :mod:`.autogen`
-and :mod:`.authoring`.
+offline SQL), :mod:`.rehearsal` (scratch-copy runs), :mod:`.run` (the
+locked online run), :mod:`.autogen` and :mod:`.authoring`.
 """
 
 from __future__ import annotations
