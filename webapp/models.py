@@ -262,3 +262,33 @@ class AppliedRevision(db.Model):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     applied_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+
+class Rehearsal(db.Model):
+    """A dry run of a plan on a scratch copy of the target's schema.
+
+    ``plan_hash`` ties it to the plan it rehearsed (shown on that plan and on
+    requests for it); ``result`` is the agent's JSON: ``passed``, ``steps``
+    (revision, seconds), ``seconds``, ``failed_revision``,
+    ``failing_statement``, ``error``, ``copy`` (what the copy was).
+    """
+
+    __tablename__ = "rehearsals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), index=True)
+    command: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[str] = mapped_column(String(64))
+    plan_hash: Mapped[str] = mapped_column(String(64), index=True)
+    passed: Mapped[bool]
+    result: Mapped[str] = mapped_column(Text().with_variant(LONGTEXT(), "mysql", "mariadb"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User | None] = relationship()
+
+    @property
+    def details(self) -> dict:
+        """``result`` decoded."""
+        import json
+
+        return json.loads(self.result)

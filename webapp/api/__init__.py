@@ -158,6 +158,43 @@ def create_job(name: str):
     return jsonify({"job": job.id, "status": job.status}), 202
 
 
+@bp.route("/targets/<name>/rehearsals", methods=["POST"])
+def create_rehearsal(name: str):
+    """Rehearse ``{"command", "revision"}`` on a scratch copy of the target's
+    schema (synchronous; the real database is only read).
+
+    201 ``{"rehearsal": id, "passed", "plan_hash", "steps": [{"revision",
+    "seconds"}], "seconds", "failed_revision", "failing_statement", "error",
+    "copy", "started_at"}``; refusals as for jobs (403, 400/404, 409, 422, 503).
+    """
+    from flask import request
+    from flask_login import current_user
+
+    from ..services import audit, jobs, rehearsals
+
+    catalog = get_catalog()
+    payload = request.get_json(silent=True)
+    target = catalog.get(name)
+    try:
+        if target is None:
+            raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
+        if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
+                or not isinstance(payload.get("revision"), str):
+            raise Refused(Reason.BAD_INPUT, 'send JSON {"command": "upgrade" | '
+                                  '"downgrade" | "stamp", "revision": "<rev>"}')
+        command, revision = payload["command"].strip(), payload["revision"].strip()
+        if len(command) > 32 or len(revision) > 200:
+            raise Refused(Reason.BAD_INPUT, "command or revision is too long")
+        row = rehearsals.rehearse(catalog, current_user,
+                                  jobs.JobRequest(target, command, revision), _api_actor())
+    except Refused as exc:
+        audit.record(_api_actor(), "rehearsal", "denied", target=name[:64], reason=exc.reason,
+                     message=str(exc), via="api")
+        return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
+    return jsonify({"rehearsal": row.id, "passed": row.passed, "plan_hash": row.plan_hash,
+                    **row.details}), 201
+
+
 @bp.route("/jobs/<int:job_id>")
 def job(job_id: int):
     """``{"id", "target", "command", "revision", "status", "from", "to", "log",

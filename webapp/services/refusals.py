@@ -29,6 +29,7 @@ class Reason(StrEnum):
     PLAN_FAILED = "plan_failed"            # env.py or a revision failed while planning
     DATABASE_MISSING = "database_missing"  # a SQLite file that does not exist
     UNREACHABLE = "unreachable"            # the database cannot be reached
+    UNSUPPORTED = "unsupported"            # the target cannot do this (e.g. rehearse a Flask app)
 
 
 class Refused(Exception):

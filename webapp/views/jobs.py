@@ -52,10 +52,13 @@ def plan(name: str):
         plan = jobs.plan_job(get_catalog(), req)
     except Refused as exc:
         return _refused(exc, name, request.args)
+    from ..services import rehearsals
+
     running = jobs.running_job(name)
     return render_template("jobs/plan.html", target=req.target, plan=plan,
                            sql_html=highlight_sql(plan.sql), pygments_css=PYGMENTS_CSS,
-                           running=running if running and running.is_active else None)
+                           running=running if running and running.is_active else None,
+                           rehearsal=rehearsals.latest_for(name, plan))
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])
@@ -111,3 +114,25 @@ def cancel(job_id: int):
                      message=str(exc))
         abort(http_status(exc), description=str(exc))
     return redirect(url_for("jobs.show", job_id=job_id), code=303)
+
+
+@bp.route("/targets/<name>/rehearsals", methods=["POST"])
+def rehearse(name: str):
+    """Rehearse the plan of the form's command/revision on a scratch copy
+    (POST + CSRF), then show the plan again with the result."""
+    from ..services import rehearsals
+
+    try:
+        req = _job_request(name, request.form)
+        rehearsals.rehearse(get_catalog(), current_user, req, actor(),
+                            plan_hash=request.form.get("plan_hash", ""))
+    except Refused as exc:
+        audit.record(actor(), "rehearsal", "denied", target=name, reason=exc.reason,
+                     message=str(exc))
+        return _refused(exc, name, request.form)
+    request_id = request.form.get("request_id", "")
+    if request_id.isdigit() and len(request_id) < 10:  # rehearsed from a request's page
+        return redirect(url_for("requests.show", request_id=int(request_id)) + "#rehearsal",
+                        code=303)
+    return redirect(url_for("jobs.plan", name=name, command=req.command,
+                            revision=req.revision) + "#rehearsal", code=303)

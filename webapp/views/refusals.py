@@ -11,7 +11,7 @@ HTTP_STATUS: dict[Reason, int] = {
     Reason.BUSY: 409, Reason.PLAN_CHANGED: 409, Reason.NOTHING_TO_DO: 409,
     Reason.NOT_OPEN: 409, Reason.ALREADY_DECIDED: 409, Reason.SCRIPT_DIRECTORY: 409,
     Reason.DATABASE_MISSING: 409,
-    Reason.PLAN_FAILED: 422,
+    Reason.PLAN_FAILED: 422, Reason.UNSUPPORTED: 422,
     Reason.UNREACHABLE: 503,
 }
 

@@ -55,8 +55,11 @@ def show(request_id: int):
     plan = approvals.plan_from_json(found.plan)
     target = get_catalog().get(found.target)
     required = target.policy.approvals_required if target else 1
+    from ..services import rehearsals
+
     return render_template(
         "requests/show.html", req=found, plan=plan, target=target, required=required,
+        rehearsal=rehearsals.latest_for(found.target, found.plan_hash),
         approved=len({a.approver_id for a in approvals.approvals_for_current_plan(found)}),
         sql_html=highlight_sql(plan.sql), pygments_css=PYGMENTS_CSS,
         can_decide=(found.status == RequestStatus.OPEN and current_user.has_role("approver")

@@ -166,3 +166,38 @@ def needs_rehearsal(exc: BaseException, request: dict) -> bool:
     return ("requires a live database connection" in str(exc)
             and bool(request.get("url")) and sqlite_path(request["url"]) is not None
             and not request.get("flask_app"))
+
+
+@contextmanager
+def only_database(backend: str, database: str):
+    """Within this block every SQLAlchemy connection must go to database
+    ``database`` of a ``backend`` ("postgresql", "mysql") server — the
+    scratch copy of a dry run. Checked before the driver connects and before
+    every statement, like :func:`scratch_only`.
+
+    :raises RehearsalRefused: from the connect or execute that would escape.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    family = {"mariadb": "mysql"}.get(backend, backend)
+
+    def name_of(dialect) -> str:
+        return {"mariadb": "mysql"}.get(dialect.name, dialect.name)
+
+    def check_connect(dialect, conn_rec, cargs, cparams):
+        target = cparams.get("dbname") or cparams.get("database") or cparams.get("db")
+        if name_of(dialect) != family or target != database:
+            raise RehearsalRefused(REFUSED.format(where=target or "it"))
+
+    def check_execute(conn, cursor, statement, parameters, context, executemany):
+        if name_of(conn.dialect) != family or conn.engine.url.database != database:
+            raise RehearsalRefused(REFUSED.format(where=conn.engine.url.database or "it"))
+
+    event.listen(Engine, "do_connect", check_connect)
+    event.listen(Engine, "before_cursor_execute", check_execute)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", check_execute)
+        event.remove(Engine, "do_connect", check_connect)

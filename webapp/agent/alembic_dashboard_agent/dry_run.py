@@ -1,0 +1,224 @@
+"""Op ``dry_run``: run a job's migrations on a scratch copy of the target's schema.
+
+The copy: SQLite, a copy of the file (sqlite3 backup API, source opened
+read-only); MariaDB/MySQL, a new schema built from ``SHOW CREATE TABLE``;
+PostgreSQL, a new database built from ``pg_dump --schema-only`` (``pg_dump``
+and ``psql`` on this host's PATH). The version table's rows are copied, so
+the run starts where the real database is. Only the schema is copied, not
+the rows. The scratch copy is dropped afterwards, whatever happened. From the
+first migration statement to the last, every connection must go to the copy
+(:func:`rehearsal.only_database`): an env.py that picks its own URL is stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import sqlite3
+import subprocess
+import tempfile
+import time
+
+from . import rehearsal
+from .config import VERSION_APPLY_HOOKS, alembic_config
+from .database import current_heads, engine, read_current, sqlite_path
+from .steps import step_id, steps_for
+
+
+def _scratch_name(database: str) -> str:
+    """A fresh database/schema name beside ``database`` (at most 63 characters)."""
+    return f"{database[:40]}_rehearsal_{secrets.token_hex(4)}"
+
+
+def _copy_version_rows(source_url: str, scratch_url: str, version_table: str) -> list[str]:
+    """Put the real database's current revisions into the scratch copy;
+    return them."""
+    from alembic.runtime.migration import MigrationContext
+
+    real = engine(source_url)
+    try:
+        with real.connect() as conn:
+            current = read_current(conn, version_table)
+    finally:
+        real.dispose()
+    scratch = engine(scratch_url)
+    try:
+        with scratch.begin() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": version_table})
+            context._ensure_version_table()
+            for revision in current:
+                context.impl._exec(context._version.insert().values(version_num=revision))
+    finally:
+        scratch.dispose()
+    return sorted(current)
+
+
+def _mysql_copy(url, scratch: str) -> None:
+    from sqlalchemy import text
+
+    real = engine(url.render_as_string(hide_password=False))
+    try:
+        with real.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE `{scratch}`"))
+            tables = [row[0] for row in conn.execute(text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                "DATABASE() AND table_type = 'BASE TABLE'"))]
+            ddl = [conn.execute(text(f"SHOW CREATE TABLE `{name}`")).one()[1] for name in tables]
+    finally:
+        real.dispose()
+    copy = engine(url.set(database=scratch).render_as_string(hide_password=False))
+    try:
+        with copy.begin() as conn:
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+            for statement in ddl:
+                conn.execute(text(statement))
+    finally:
+        copy.dispose()
+
+
+def _pg_env(url) -> dict[str, str]:
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    return env
+
+
+def _pg_args(url, database: str) -> list[str]:
+    args = ["-d", database]
+    if url.host:
+        args += ["-h", url.host]
+    if url.port:
+        args += ["-p", str(url.port)]
+    if url.username:
+        args += ["-U", url.username]
+    return args
+
+
+def _postgresql_copy(url, scratch: str) -> None:
+    from sqlalchemy import text
+
+    real = engine(url.render_as_string(hide_password=False)).execution_options(
+        isolation_level="AUTOCOMMIT")
+    try:
+        with real.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{scratch}"'))
+    finally:
+        real.dispose()
+    dump = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "--no-privileges",
+                           *_pg_args(url, url.database)], env=_pg_env(url),
+                          capture_output=True, check=True, timeout=300)
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", *_pg_args(url, scratch)],
+                   input=dump.stdout, env=_pg_env(url), capture_output=True, check=True,
+                   timeout=300)
+
+
+def _drop(url, scratch: str) -> None:
+    from sqlalchemy import text
+
+    quote = "`" if url.get_backend_name() in ("mysql", "mariadb") else '"'
+    server = engine(url.render_as_string(hide_password=False)).execution_options(
+        isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quote}{scratch}{quote}"))
+    finally:
+        server.dispose()
+
+
+def _run(request: dict, scratch_url: str, check) -> dict:
+    """Run the migrations on the copy; time each step; keep the failing statement.
+
+    A revision is blamed only when its migration had started (Alembic pulls
+    each step just before running it); a failure before that is env.py's.
+    """
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    config = alembic_config(dict(request, url=scratch_url), io.StringIO())
+    script = ScriptDirectory.from_config(config)
+    command_name, revision = request["command"], request["revision"]
+    timings: list[dict] = []
+    started: list[str] = []
+    last = {"statement": None, "mark": time.monotonic()}
+
+    def remember(conn, cursor, statement, parameters, context, executemany):
+        last["statement"] = statement
+
+    def on_apply(step, heads):
+        now = time.monotonic()
+        timings.append({"revision": started[-1] if started else "?",
+                        "seconds": round(now - last["mark"], 4)})
+        last["mark"] = now
+
+    def fn(heads, context):
+        for step in steps_for(script, command_name, revision, heads):
+            started.append(step_id(step))
+            last["mark"] = time.monotonic()
+            yield step
+
+    began = time.monotonic()
+    VERSION_APPLY_HOOKS.append(on_apply)
+    event.listen(Engine, "before_cursor_execute", remember)
+    try:
+        with check:
+            destination = tuple(revision.split(",")) if command_name == "stamp" else revision
+            with EnvironmentContext(config, script, fn=fn, destination_rev=destination):
+                script.run_env()
+        return {"passed": True, "steps": timings, "seconds": round(time.monotonic() - began, 4)}
+    except Exception as exc:
+        failed = started[-1] if len(started) > len(timings) else None
+        print(f"[dashboard] rehearsal failed: {type(exc).__name__}: {exc}", flush=True)
+        return {"passed": False, "steps": timings, "failed_revision": failed,
+                "failed_phase": None if failed else "env",
+                "failing_statement": last["statement"] if failed else None,
+                "error": f"{type(exc).__name__}: {exc}",
+                "seconds": round(time.monotonic() - began, 4)}
+    finally:
+        event.remove(Engine, "before_cursor_execute", remember)
+        VERSION_APPLY_HOOKS.remove(on_apply)
+
+
+def dry_run(request: dict) -> dict:
+    """Op ``dry_run`` (``command``, ``revision``): the job's migrations on a
+    scratch copy — ``{"passed", "steps": [{"revision", "seconds"}],
+    "seconds", "failed_revision", "failed_phase", "failing_statement",
+    "error", "copy", "started_at"}``; ``started_at`` lists the real
+    database's revisions the copy started from. Setting up the copy may raise
+    (e.g. no right to create a database); the copy is dropped in every case."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(request["url"])
+    version_table = request.get("version_table") or "alembic_version"
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        real_path = sqlite_path(request["url"])
+        with tempfile.TemporaryDirectory(prefix="alembic-dry-run-") as tmp:
+            copy = os.path.join(tmp, "rehearsal.db")
+            source = sqlite3.connect(f"file:{real_path}?mode=ro", uri=True)
+            target = sqlite3.connect(copy)
+            with target:
+                source.backup(target)
+            source.close()
+            target.close()
+            started_at = current_heads("sqlite:///" + copy, version_table)
+            result = _run(request, "sqlite:///" + copy, rehearsal.scratch_only(copy))
+            return {**result, "copy": "a copy of the SQLite file", "started_at": started_at}
+    if backend not in ("mysql", "mariadb", "postgresql"):
+        raise ValueError(f"no rehearsal for dialect {backend}")
+    scratch = _scratch_name(url.database or "db")
+    scratch_url = url.set(database=scratch).render_as_string(hide_password=False)
+    try:
+        if backend == "postgresql":
+            _postgresql_copy(url, scratch)
+            what = "a new PostgreSQL database built with pg_dump --schema-only"
+        else:
+            _mysql_copy(url, scratch)
+            what = "a scratch schema built from SHOW CREATE TABLE"
+        started_at = _copy_version_rows(request["url"], scratch_url, version_table)
+        result = _run(request, scratch_url, rehearsal.only_database(backend, scratch))
+        return {**result, "copy": what, "started_at": started_at}
+    finally:
+        _drop(url, scratch)

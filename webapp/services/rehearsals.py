@@ -1,0 +1,95 @@
+"""Rehearsals (dry runs): a job's migrations on a scratch copy of the target's schema.
+
+A rehearsal never touches the real database beyond reading its schema and
+version table: the agent (op ``dry_run``) builds the copy — SQLite: a copy
+of the file; MariaDB/MySQL: a scratch schema from ``SHOW CREATE TABLE``;
+PostgreSQL: a new database from ``pg_dump --schema-only`` — runs the plan
+there with every connection checked to go to the copy, and drops it. The
+result is stored as a :class:`~webapp.models.Rehearsal` tied to the plan's
+hash, so the plan page and the approval request for that exact plan show
+"rehearsed OK on <time>" (or the failing revision and statement).
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from ..core.plan import Plan
+from ..core.runner import TargetProcessError, run_agent
+from ..core.targets import TargetUrlMissing, scrub_secrets
+from ..extensions import db
+from ..models import Rehearsal, User
+from . import audit, jobs
+from .catalog import Catalog
+from .refusals import Reason, Refused
+
+TIMEOUT = 600.0  # seconds for copying the schema, running the plan and dropping the copy
+
+
+def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audit.Actor, *,
+             plan_hash: str | None = None) -> Rehearsal:
+    """Rehearse ``alembic command revision`` of ``request`` on a scratch copy.
+
+    Runs synchronously in the target's own Python (up to :data:`TIMEOUT`
+    seconds) and stores the outcome; a failed migration is a stored result
+    (``passed`` False), not an exception.
+
+    :param plan_hash: the plan the person saw; a different plan now is
+        refused (:attr:`Reason.PLAN_CHANGED`).
+    :raises Refused: role/policy (as for running the job), bad input,
+        nothing to do, plan changed, unreachable database, or a Flask-Migrate
+        app (its engine cannot be pointed at a copy: :attr:`Reason.UNSUPPORTED`).
+    """
+    target = request.target
+    jobs.authorize(user, target, request.command)
+    if target.flask_app:
+        raise Refused(Reason.UNSUPPORTED, f"{target.name} is a Flask-Migrate app: its env.py "
+                      "connects with the app's own engine, which cannot be pointed at a "
+                      "scratch copy, so it cannot be rehearsed.")
+    plan = jobs.plan_job(catalog, request)
+    if plan.is_empty:
+        raise Refused(Reason.NOTHING_TO_DO, "Nothing to rehearse: the database is already at "
+                      f"{', '.join(plan.current) or 'base'}.")
+    if plan_hash and plan_hash != plan.hash:
+        raise Refused(Reason.PLAN_CHANGED, "The plan changed since you saw it (the database "
+                      "or the revision files moved). Look at the new plan first.")
+    try:
+        url = catalog.database_url(target)
+    except TargetUrlMissing as exc:
+        raise Refused(Reason.UNREACHABLE, f"The database cannot be reached: {exc}")
+    try:
+        data = run_agent(target, {"op": "dry_run", "command": request.command,
+                                  "revision": request.revision}, url=url,
+                         timeout=TIMEOUT).data
+    except TargetProcessError as exc:
+        data = {"passed": False, "steps": [], "setup_failed": True,
+                "error": f"{exc.error_type}: {exc}"}
+    for key in ("error", "failing_statement"):
+        if data.get(key):
+            data[key] = scrub_secrets(str(data[key]), url)[:20_000]
+    row = Rehearsal(target=target.name, command=request.command, revision=request.revision,
+                    plan_hash=plan.hash, passed=bool(data.get("passed")),
+                    result=json.dumps(data), user_id=user.id)
+    db.session.add(row)
+    audit.record(actor, "rehearsal", "passed" if row.passed else "failed", target=target.name,
+                 command=request.command, revision=request.revision, plan_hash=plan.hash,
+                 failed_revision=data.get("failed_revision"), commit=False)
+    db.session.commit()
+    return row
+
+
+def latest_for(target_name: str, plan: Plan | str) -> Rehearsal | None:
+    """The newest rehearsal of exactly this plan (a :class:`Plan` or its hash)
+    on ``target_name``, or None."""
+    plan_hash = plan if isinstance(plan, str) else plan.hash
+    return db.session.scalars(
+        select(Rehearsal).where(Rehearsal.target == target_name,
+                                Rehearsal.plan_hash == plan_hash)
+        .order_by(Rehearsal.id.desc()).limit(1)).first()
+
+
+def get(rehearsal_id: int) -> Rehearsal | None:
+    """The rehearsal ``rehearsal_id``, or None."""
+    return db.session.get(Rehearsal, rehearsal_id)
