@@ -2,7 +2,8 @@
 
 Run from the project root::
 
-    .venv/bin/python bench/upgrade.py [--n 3] [--backends sqlite,mysql] [--no-breakdown]
+    .venv/bin/python bench/upgrade.py [--n 5] [--backends sqlite,mysql] [--modes local,celery]
+                                      [--no-breakdown]
                                       [--profile] [--keep]
 
 What it does:
@@ -32,7 +33,13 @@ What it does:
    After every run the database's version table must be exactly the last
    revision and all 300 tables must exist (correctness guard); a dashboard
    job must end "succeeded".
-3. Prints a table per backend: medians, ratios vs the CLI and PASS/FAIL for
+   Each backend runs in each ``--modes``: ``local`` (every job is a new
+   local process, ``webapp/worker.py``, which starts the target's agent) and
+   ``celery`` (``DASHBOARD_BROKER_URL`` set: jobs go through Redis at
+   ``BENCH_BROKER_URL``, default ``redis://127.0.0.1:6379/0``, to one warm
+   ``celery -A webapp.tasks worker`` on a queue of its own, which saves the
+   job process's Python start-up and imports).
+3. Prints a table per backend and mode: medians, ratios vs the CLI and PASS/FAIL for
    the goal "within 1.10x of the CLI", on the job-only figure and on the
    end-to-end figure; and the machine's load average.
 4. Unless ``--no-breakdown``: where the dashboard's extra time goes -- the
@@ -79,6 +86,7 @@ MYSQL_SERVER = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1
 PASSWORD = "bench horse battery staple"
 POLL = 0.05  # seconds between GET /api/v1/jobs/<id> (--poll)
 GOAL = 1.10  # the dashboard must be within this factor of the CLI
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
 JOB_TIMEOUT = 600.0
 TERMINAL = ("succeeded", "failed", "abandoned")
 ALEMBIC = ROOT / ".venv" / "bin" / "alembic"
@@ -250,6 +258,7 @@ class Server:
     instance: Path
     log_path: Path
     api: Api
+    worker: subprocess.Popen | None = None  # the Celery worker (mode "celery")
 
     @property
     def dashboard_db(self) -> Path:
@@ -257,6 +266,12 @@ class Server:
 
     def stop(self) -> None:
         self.api.close()
+        if self.worker is not None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=15)
@@ -270,31 +285,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp: Path, backend: Backend, ini: Path, urls: dict[str, str]) -> Server:
+def start_server(tmp: Path, backend: Backend, ini: Path, urls: dict[str, str],
+                 mode: str = "local") -> Server:
     """One gunicorn (2 workers, like `make run`) serving targets ``urls``
-    (name -> URL), each through its own url_env variable."""
-    instance = tmp / f"instance-{backend.name}"
+    (name -> URL), each through its own url_env variable. Mode "local": each
+    job is a new local process; "celery": jobs go through Redis
+    (``BENCH_BROKER_URL``, default redis://127.0.0.1:6379/0) to one warm
+    ``celery -A webapp.tasks worker`` (prefork, concurrency 1) on a queue of
+    this run's own."""
+    instance = tmp / f"instance-{backend.name}-{mode}"
     instance.mkdir()
+    queue = f"bench-{secrets.token_hex(4)}"
     spec, url_vars = {}, {}
     for i, (name, url) in enumerate(urls.items()):
         var = f"BENCH_URL_{i}"
         spec[name] = {"label": f"Benchmark {name} ({backend.label})", "tier": "development",
                       "alembic_ini": str(ini), "url_env": var}
+        if mode == "celery":
+            spec[name]["queue"] = queue
         url_vars[var] = url
-    targets_file = write_targets_file(tmp / f"targets-{backend.name}.toml", spec)
+    targets_file = write_targets_file(tmp / f"targets-{backend.name}-{mode}.toml", spec)
     port = free_port()
     env = {**os.environ, "DASHBOARD_INSTANCE_PATH": str(instance),
            "DASHBOARD_SECRET_KEY": "bench-upgrade-secret", "DASHBOARD_ADMIN_PASSWORD": PASSWORD,
            "DASHBOARD_TARGETS": str(targets_file), "PORT": str(port), "WEB_CONCURRENCY": "2",
            **url_vars}
-    for var in ("DASHBOARD_ENV", "DASHBOARD_DATABASE_URL", "GUNICORN_CMD_ARGS"):
+    for var in ("DASHBOARD_ENV", "DASHBOARD_DATABASE_URL", "GUNICORN_CMD_ARGS",
+                "DASHBOARD_BROKER_URL"):
         env.pop(var, None)
+    if mode == "celery":
+        env["DASHBOARD_BROKER_URL"] = BROKER_URL
     flask = [str(PYTHON), "-m", "flask", "--app", "wsgi"]
     subprocess.run([*flask, "init"], cwd=ROOT, env=env, check=True, capture_output=True)
     out = subprocess.run([*flask, "create-token", "admin", "--label", "bench"], cwd=ROOT,
                          env=env, check=True, capture_output=True, text=True).stdout
     token = [line for line in out.splitlines() if line.strip()][-1].strip()
-    log_path = tmp / f"gunicorn-{backend.name}.log"
+    worker = None
+    if mode == "celery":
+        worker_log = tmp / f"celery-{backend.name}.log"
+        with open(worker_log, "w") as log:
+            worker = subprocess.Popen(
+                [str(ROOT / ".venv" / "bin" / "celery"), "-A", "webapp.tasks", "worker",
+                 "-Q", queue, "--concurrency", "1", "--pool", "prefork", "--loglevel",
+                 "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = tmp / f"gunicorn-{backend.name}-{mode}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([str(PYTHON), "-m", "gunicorn", "-c", "gunicorn.conf.py",
                                  "wsgi:app"], cwd=ROOT, env=env, stdout=log,
@@ -309,7 +344,7 @@ def start_server(tmp: Path, backend: Backend, ini: Path, urls: dict[str, str]) -
                 proc.kill()
                 raise SystemExit("gunicorn did not start:\n" + log_path.read_text()[-2000:])
             time.sleep(0.1)
-    return Server(proc, port, env, instance, log_path, Api(port, token))
+    return Server(proc, port, env, instance, log_path, Api(port, token), worker)
 
 
 def warm_server(server: Server, names: list[str]) -> None:
@@ -607,6 +642,7 @@ def breakdown(tmp: Path, ini: Path, backend: Backend, server: Server, runs: list
 @dataclass
 class Results:
     backend: Backend
+    mode: str = "local"
     cli: list[float] = field(default_factory=list)
     dash: list[DashRun] = field(default_factory=list)
     warm_cli: float | None = None
@@ -614,12 +650,13 @@ class Results:
     note: str = ""
 
 
-def bench_backend(tmp: Path, ini: Path, backend: Backend, n: int, args) -> Results:
-    res = Results(backend)
+def bench_backend(tmp: Path, ini: Path, backend: Backend, n: int, args,
+                  mode: str = "local") -> Results:
+    res = Results(backend, mode)
     names = [f"bench-{i}" for i in range(n + 1)]  # bench-0: warm-up
-    dash_urls = {name: backend.new_url(f"dash{i}") for i, name in enumerate(names)}
-    cli_urls = [backend.new_url(f"cli{i}") for i in range(n + 1)]
-    server = start_server(tmp, backend, ini, dash_urls)
+    dash_urls = {name: backend.new_url(f"{mode}_dash{i}") for i, name in enumerate(names)}
+    cli_urls = [backend.new_url(f"{mode}_cli{i}") for i in range(n + 1)]
+    server = start_server(tmp, backend, ini, dash_urls, mode)
     try:
         warm_server(server, names)
         # untimed warm-up pair: page cache, gunicorn workers' caches
@@ -631,11 +668,11 @@ def bench_backend(tmp: Path, ini: Path, backend: Backend, n: int, args) -> Resul
             check_database(cli_urls[i])
             run = time_dashboard(server, names[i], dash_urls[names[i]], args.poll)
             res.dash.append(run)
-            print(f"  {backend.label} run {i}/{n}: CLI {res.cli[-1]:.3f} s | dashboard "
+            print(f"  {backend.label} [{mode}] run {i}/{n}: CLI {res.cli[-1]:.3f} s | dashboard "
                   f"end-to-end {run.e2e:.3f} s, job {fmt_s(run.run, 0)} s, "
                   f"POST {run.post:.3f} s   (load {os.getloadavg()[0]:.2f})", flush=True)
         print_table(res)
-        if not args.no_breakdown:
+        if not args.no_breakdown and mode == "local":
             breakdown(tmp, ini, backend, server, res.dash, statistics.median(res.cli),
                       args.profile)
             if args.profile:
@@ -661,8 +698,10 @@ def print_table(res: Results) -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print()
     print("=" * 78)
+    how = ("jobs on Celery + Redis, one warm prefork worker" if res.mode == "celery"
+           else "each job a new local process")
     print(f"alembic upgrade head, {REVISIONS} revisions (1 table each), {b.label}, n={n} "
-          f"(interleaved)")
+          f"(interleaved)\nmode {res.mode}: {how}")
     print(f"machine: {os.cpu_count()} CPUs, load average {load} (other work skews figures)")
     print("-" * 78)
     print(f"{'':<44}{'median':>9}{'min':>9}{'max':>9}{'x CLI':>7}")
@@ -697,7 +736,11 @@ def print_table(res: Results) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=3, help="timed runs per backend (default 3)")
+    parser.add_argument("--n", type=int, default=5, help="timed runs per backend and mode "
+                        "(default 5)")
+    parser.add_argument("--modes", default="local,celery",
+                        help="comma-separated: local (a process per job), celery (a warm "
+                             "Celery worker through Redis); default both")
     parser.add_argument("--backends", default="sqlite,mysql",
                         help="comma-separated: sqlite, mysql (default both)")
     parser.add_argument("--no-breakdown", action="store_true",
@@ -737,7 +780,8 @@ def main() -> int:
             backends.append(backend)
             print(f"\n--- {backend.label} ---", flush=True)
             try:
-                bench_backend(tmp, ini, backend, args.n, args)
+                for mode in args.modes.split(","):
+                    bench_backend(tmp, ini, backend, args.n, args, mode.strip())
             except RunError as exc:
                 print(f"\n{backend.label}: WRONG RUN, figures not reported: {exc}")
                 status = 1
