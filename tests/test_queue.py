@@ -96,6 +96,31 @@ def queued_app(make_app, tmp_path, monkeypatch, broker_url, instance_path):
         workers.stop_all()
 
 
+def standbys_under(root_pid: int) -> set[int]:
+    """Pids of waiting agent processes (``--standby``) descended from ``root_pid``."""
+    parents, found = {}, set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if b"--standby" in argv:
+            found.add(int(entry.name))
+
+    def descends(pid: int) -> bool:
+        while pid in parents and pid > 1:
+            if pid == root_pid:
+                return True
+            pid = parents[pid]
+        return False
+
+    return {pid for pid in found if descends(pid)}
+
+
 def status_of(client, job_id: int, headers: dict) -> dict:
     return client.get(f"/api/v1/jobs/{job_id}", headers=headers).json
 
@@ -124,11 +149,27 @@ def test_each_queue_runs_on_its_own_worker(queued_app):
                          headers=headers)
     assert posted.status_code == 202, posted.json
     cancelled_job, west_job = west_job, posted.json["job"]
-    workers.start(west_q)
+    west = workers.start(west_q)
     job = wait_job(client, west_job, headers, timeout=60)
     assert job["status"] == "succeeded", job["log"]
     assert version_table(urls["WEST_URL"]) == {"r001"}
     assert "Running upgrade r000 -> r001" in job["log"]
+    # the warm worker has an agent waiting (past Python's start-up) for the next
+    # job like this one; that job runs in it, and a new one waits afterwards
+    deadline = time.monotonic() + 10
+    while not (standby := standbys_under(west.pid)):
+        assert time.monotonic() < deadline, "no standby agent after the first job"
+        time.sleep(0.2)
+    down = client.post("/api/v1/targets/west/jobs", json={"command": "downgrade",
+                                                           "revision": "-1"}, headers=headers)
+    assert down.status_code == 202, down.json
+    job = wait_job(client, down.json["job"], headers, timeout=60)
+    assert job["status"] == "succeeded", job["log"]
+    assert version_table(urls["WEST_URL"]) == {"r000"}
+    deadline = time.monotonic() + 10
+    while not (after := standbys_under(west.pid)) or after & standby:
+        assert time.monotonic() < deadline, (standby, after)
+        time.sleep(0.2)
     # the worker took the cancelled job's message too, and left it alone
     job = status_of(client, cancelled_job, headers)
     assert job["status"] == "abandoned" and job["log"] == "" and job["started_at"] is None

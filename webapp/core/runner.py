@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..agent import AGENT_DIR
-from ..agent.alembic_dashboard_agent.launch import spawn_prepared_run
+from ..agent.alembic_dashboard_agent.launch import Standby, read_launch, spawn_prepared_run
 from .targets import Target, scrub_secrets
 
-__all__ = ["spawn_prepared_run"]  # re-exported: the one way to start a prepared run
+# re-exported: the one way to start a prepared run (at once, or through a standby)
+__all__ = ["Standby", "read_launch", "spawn_prepared_run"]
 
 DEFAULT_TIMEOUT = 60.0  # seconds
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import delete, update
 
 from ..core.history import HistoryError
-from ..core.runner import spawn_prepared_run, write_run_request
+from ..core.runner import Standby, read_launch, write_run_request
 from ..core.targets import scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
@@ -34,6 +34,8 @@ from .liveness import process_start_token
 # seconds between writes of the output, each also a heartbeat: the job page is
 # at most this (+ its poll) behind
 LOG_FLUSH_INTERVAL = 0.5
+# A queue worker keeps an agent process started ahead of the next job
+STANDBY = Standby()
 
 
 def run_queued(job_id: int, catalog: Catalog) -> None:
@@ -60,7 +62,8 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
         write_run_request(target, job.command, job.revision, url=catalog.database_url(target),
                           lock_name=target.name, folder=folder,
                           extra={"expect_current": Job.split(job.from_revisions)})
-        proc = spawn_prepared_run(folder)
+        launch = read_launch(folder)
+        proc = STANDBY.spawn(launch)
     except Exception as exc:  # this worker cannot run it: the job fails, never hangs
         shutil.rmtree(folder, ignore_errors=True)
         _finish(job_id, {"ok": False, "error": {"type": type(exc).__name__,
@@ -68,7 +71,10 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
                 f"[dashboard] {type(exc).__name__}: {exc}\n", None)
         db.session.commit()
         return
-    execute(job_id, catalog, proc=proc, folder=folder, started=started)
+    try:
+        execute(job_id, catalog, proc=proc, folder=folder, started=started)
+    finally:
+        STANDBY.prepare(launch)  # the next job on such a target starts warm
 
 
 def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Path,

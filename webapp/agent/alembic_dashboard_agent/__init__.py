@@ -31,11 +31,39 @@ OPERATIONS = {
 }
 
 
+def standby() -> list[str]:
+    """``python webapp/agent --standby``: a process started before its job.
+
+    Imports what every run needs (Alembic, SQLAlchemy), then waits for one
+    line on stdin — a JSON list ``[REQUEST.json, RESULT.json]`` — and
+    returns the argv to run it with. A warm worker keeps one such process
+    per interpreter/working directory/environment, so a job does not wait
+    for a Python start-up (see :class:`.launch.Standby`).
+
+    :raises SystemExit: stdin closed without a request (the standby is not needed).
+    """
+    import json
+
+    import alembic.command  # noqa: F401  (warm-up imports)
+    import alembic.runtime.environment  # noqa: F401
+    import alembic.script  # noqa: F401
+    import sqlalchemy  # noqa: F401
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise SystemExit(0)
+    request_path, result_path = json.loads(line)
+    return [sys.argv[0], request_path, result_path]
+
+
 def main(argv: list[str]) -> int:
-    """``argv``: [program, REQUEST.json, RESULT.json]. Exit status 0 when the
-    result is ok, 1 otherwise; the result file is always written."""
+    """``argv``: [program, REQUEST.json, RESULT.json] (or [program,
+    "--standby"]: see :func:`standby`). Exit status 0 when the result is ok,
+    1 otherwise; the result file is always written."""
     import traceback
 
+    if argv[1:] == ["--standby"]:
+        argv = standby()
     request_path, result_path = argv[1], argv[2]
     try:
         request = read_request(request_path)

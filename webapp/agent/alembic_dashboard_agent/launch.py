@@ -20,6 +20,18 @@ def die_with_parent() -> None:
         pass  # not Linux: the reaper still finds the job's process gone
 
 
+def read_launch(folder) -> dict:
+    """``folder/launch.json``: ``{"argv", "cwd", "env"}`` of a prepared run."""
+    with open(os.path.join(folder, "launch.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _popen(launch: dict, argv: list[str], stdin) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=launch["cwd"], env={**os.environ, **launch["env"]},
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent)
+
+
 def spawn_prepared_run(folder) -> subprocess.Popen:
     """Start the run prepared in ``folder`` (its ``launch.json``: argv, cwd, env).
 
@@ -29,9 +41,55 @@ def spawn_prepared_run(folder) -> subprocess.Popen:
     line by line from ``proc.stdout``; the JSON result lands in
     ``folder/result.json``.
     """
-    with open(os.path.join(folder, "launch.json"), encoding="utf-8") as f:
-        launch = json.load(f)
-    return subprocess.Popen(launch["argv"], cwd=launch["cwd"],
-                            env={**os.environ, **launch["env"]}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent)
+    launch = read_launch(folder)
+    return _popen(launch, launch["argv"], subprocess.DEVNULL)
+
+
+class Standby:
+    """Agent processes started ahead of their jobs, for a long-lived worker
+    (a Celery worker): one per interpreter + agent + working directory +
+    environment, already past Python's start-up and Alembic's imports, so a
+    job's migration starts at once (``python webapp/agent --standby``).
+
+    Used from one thread. A standby dies with the process that started it.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, subprocess.Popen] = {}
+
+    @staticmethod
+    def _key(launch: dict) -> str:
+        return json.dumps([launch["argv"][:2], launch["cwd"], launch["env"]], sort_keys=True)
+
+    def spawn(self, launch: dict) -> subprocess.Popen:
+        """Like :func:`spawn_prepared_run` for ``launch`` (:func:`read_launch`),
+        through a waiting standby when one matches (a standby that died
+        meanwhile is replaced by a new process)."""
+        proc = self._waiting.pop(self._key(launch), None)
+        if proc is not None and proc.poll() is None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write((json.dumps(launch["argv"][2:4]) + "\n").encode())
+                proc.stdin.close()
+                return proc
+            except OSError:  # it died between poll() and the write
+                proc.kill()
+        return _popen(launch, launch["argv"], subprocess.DEVNULL)
+
+    def prepare(self, launch: dict) -> None:
+        """Start a standby for the next run like ``launch`` (call after a run
+        ended, so it never competes with a migration for the CPU)."""
+        key = self._key(launch)
+        old = self._waiting.get(key)
+        if old is not None and old.poll() is None:
+            return
+        self._waiting[key] = _popen(launch, [*launch["argv"][:2], "--standby"],
+                                    subprocess.PIPE)
+
+    def close(self) -> None:
+        """Stop every waiting standby."""
+        for proc in self._waiting.values():
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=10)
+        self._waiting.clear()
