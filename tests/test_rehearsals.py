@@ -89,6 +89,8 @@ def test_rehearsal_on_every_dialect_never_touches_the_real_database(
     assert posted.status_code == 303, text(posted)[-2000:]
     shown = text(client.get("/targets/shop/plan?command=upgrade&revision=r001"))
     assert "Rehearsed OK on" in shown and "1 step in" in shown, shown[-3000:]
+    assert ("on a copy of the SQLite file." in shown or "scratch schema built from SHOW CREATE"
+            in shown or "pg_dump --schema-only." in shown), shown[-3000:]
 
     # the failing revision and its statement, through the API
     headers = token_headers(app, "pipeline", "operator")
