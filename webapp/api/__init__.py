@@ -111,6 +111,26 @@ def job_json(job) -> dict:
     }
 
 
+def _job_request(target, name: str, payload):
+    """The :class:`~webapp.services.jobs.JobRequest` of a JSON body
+    ``{"command", "revision"}`` for ``target`` (None when ``name`` is unknown).
+
+    :raises Refused: unknown target (404), malformed body or overlong fields (400).
+    """
+    from ..services import jobs
+
+    if target is None:
+        raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
+    if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
+            or not isinstance(payload.get("revision"), str):
+        raise Refused(Reason.BAD_INPUT, 'send JSON {"command": "upgrade" | '
+                                        '"downgrade" | "stamp", "revision": "<rev>"}')
+    command, revision = payload["command"].strip(), payload["revision"].strip()
+    if len(command) > 32 or len(revision) > 200:
+        raise Refused(Reason.BAD_INPUT, "command or revision is too long")
+    return jobs.JobRequest(target, command, revision)
+
+
 @bp.route("/targets/<name>/jobs", methods=["POST"])
 def create_job(name: str):
     """Plan and start ``{"command", "revision"}`` on a target.
@@ -128,17 +148,9 @@ def create_job(name: str):
     payload = request.get_json(silent=True)
     target = catalog.get(name)
     try:
-        if target is None:
-            raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
-        if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
-                or not isinstance(payload.get("revision"), str):
-            raise Refused(Reason.BAD_INPUT, 'send JSON {"command": "upgrade" | '
-                                  '"downgrade" | "stamp", "revision": "<rev>"}')
-        command, revision = payload["command"].strip(), payload["revision"].strip()
-        if len(command) > 32 or len(revision) > 200:
-            raise Refused(Reason.BAD_INPUT, "command or revision is too long")
+        job_request = _job_request(target, name, payload)
         reason = payload.get("reason") if isinstance(payload.get("reason"), str) else ""
-        submitted = jobs.submit(catalog, current_user, jobs.JobRequest(target, command, revision),
+        submitted = jobs.submit(catalog, current_user, job_request,
                                 _api_actor(), reason=reason or "requested through the API",
                                 fast_plan=True)
         if submitted.request is not None:
@@ -170,23 +182,14 @@ def create_rehearsal(name: str):
     from flask import request
     from flask_login import current_user
 
-    from ..services import audit, jobs, rehearsals
+    from ..services import audit, rehearsals
 
     catalog = get_catalog()
     payload = request.get_json(silent=True)
     target = catalog.get(name)
     try:
-        if target is None:
-            raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
-        if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
-                or not isinstance(payload.get("revision"), str):
-            raise Refused(Reason.BAD_INPUT, 'send JSON {"command": "upgrade" | '
-                                  '"downgrade" | "stamp", "revision": "<rev>"}')
-        command, revision = payload["command"].strip(), payload["revision"].strip()
-        if len(command) > 32 or len(revision) > 200:
-            raise Refused(Reason.BAD_INPUT, "command or revision is too long")
-        row = rehearsals.rehearse(catalog, current_user,
-                                  jobs.JobRequest(target, command, revision), _api_actor())
+        row = rehearsals.rehearse(catalog, current_user, _job_request(target, name, payload),
+                                  _api_actor())
     except Refused as exc:
         audit.record(_api_actor(), "rehearsal", "denied", target=name[:64], reason=exc.reason,
                      message=str(exc), via="api")

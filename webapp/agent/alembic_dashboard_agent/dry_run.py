@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -197,12 +196,7 @@ def dry_run(request: dict) -> dict:
         real_path = sqlite_path(request["url"])
         with tempfile.TemporaryDirectory(prefix="alembic-dry-run-") as tmp:
             copy = os.path.join(tmp, "rehearsal.db")
-            source = sqlite3.connect(f"file:{real_path}?mode=ro", uri=True)
-            target = sqlite3.connect(copy)
-            with target:
-                source.backup(target)
-            source.close()
-            target.close()
+            rehearsal.copy_sqlite(real_path, copy)
             started_at = current_heads("sqlite:///" + copy, version_table)
             result = _run(request, "sqlite:///" + copy, rehearsal.scratch_only(copy))
             return {**result, "copy": "a copy of the SQLite file", "started_at": started_at}

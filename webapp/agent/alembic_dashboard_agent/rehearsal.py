@@ -50,8 +50,6 @@ def scratch_only(scratch_path: str):
 
     :raises RehearsalRefused: from the connect or execute that would escape.
     """
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
 
     allowed = os.path.realpath(scratch_path)
 
@@ -67,13 +65,8 @@ def scratch_only(scratch_path: str):
                 os.path.realpath(url.database or "") != allowed:
             raise RehearsalRefused(REFUSED.format(where=url.database or "it"))
 
-    event.listen(Engine, "do_connect", check_connect)
-    event.listen(Engine, "before_cursor_execute", check_execute)
-    try:
+    with _guarded(check_connect, check_execute):
         yield
-    finally:
-        event.remove(Engine, "before_cursor_execute", check_execute)
-        event.remove(Engine, "do_connect", check_connect)
 
 
 def _capture(config, fn, destination) -> str:
@@ -113,6 +106,34 @@ def _capture(config, fn, destination) -> str:
     return header + "\n\n".join(captured) + "\n"
 
 
+def copy_sqlite(real_path: str, copy: str) -> None:
+    """Copy the SQLite database ``real_path`` (opened read-only) to ``copy``
+    with the sqlite3 backup API (consistent even while others write)."""
+    source = sqlite3.connect(f"file:{real_path}?mode=ro", uri=True)
+    target = sqlite3.connect(copy)
+    try:
+        with target:
+            source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+@contextmanager
+def _guarded(check_connect, check_execute):
+    """Listen with both checks on every SQLAlchemy Engine for the block."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    event.listen(Engine, "do_connect", check_connect)
+    event.listen(Engine, "before_cursor_execute", check_execute)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", check_execute)
+        event.remove(Engine, "do_connect", check_connect)
+
+
 def on_copy(request: dict, real_path: str, fn, destination) -> str:
     """Rehearse ``fn``'s steps on a copy of the target's SQLite file
     (``real_path``, opened read-only; sqlite3 backup API).
@@ -122,12 +143,7 @@ def on_copy(request: dict, real_path: str, fn, destination) -> str:
     with tempfile.TemporaryDirectory(prefix="alembic-rehearsal-") as tmp:
         copy = os.path.join(tmp, "rehearsal.db")
         if os.path.exists(real_path):
-            source = sqlite3.connect(f"file:{real_path}?mode=ro", uri=True)
-            target = sqlite3.connect(copy)
-            with target:
-                source.backup(target)
-            source.close()
-            target.close()
+            copy_sqlite(real_path, copy)
         config = alembic_config(dict(request, url="sqlite:///" + copy), io.StringIO())
         try:
             with scratch_only(copy):
@@ -177,8 +193,6 @@ def only_database(backend: str, database: str):
 
     :raises RehearsalRefused: from the connect or execute that would escape.
     """
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
 
     family = {"mariadb": "mysql"}.get(backend, backend)
 
@@ -194,10 +208,5 @@ def only_database(backend: str, database: str):
         if name_of(conn.dialect) != family or conn.engine.url.database != database:
             raise RehearsalRefused(REFUSED.format(where=conn.engine.url.database or "it"))
 
-    event.listen(Engine, "do_connect", check_connect)
-    event.listen(Engine, "before_cursor_execute", check_execute)
-    try:
+    with _guarded(check_connect, check_execute):
         yield
-    finally:
-        event.remove(Engine, "before_cursor_execute", check_execute)
-        event.remove(Engine, "do_connect", check_connect)
