@@ -242,15 +242,18 @@ def test_checksum_warning_after_editing_an_applied_revision(make_app, tmp_path, 
 class Receiver:
     """A local HTTP server that records the JSON POSTs it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_first: int = 0) -> None:
         self.payloads: list[dict] = []
+        self.failures_left = fail_first  # answer 503 this many times first
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
                 length = int(self.headers["Content-Length"])
                 outer.payloads.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
+                failing = outer.failures_left > 0
+                outer.failures_left -= 1
+                self.send_response(503 if failing else 200)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -287,6 +290,24 @@ def test_webhook_payloads(make_app, tmp_path, monkeypatch):
         finished = next(p for p in receiver.payloads if p["event"] == "job.finished")
         assert finished["status"] == "succeeded" and finished["to"] == ["r002"]
         assert "sqlite" not in json.dumps(receiver.payloads)
+    finally:
+        receiver.server.shutdown()
+
+
+def test_webhook_answering_503_is_retried_then_delivered(make_app, tmp_path, monkeypatch):
+    receiver = Receiver(fail_first=2)
+    try:
+        app, url, _ = protected_app(make_app, tmp_path, monkeypatch, webhook_url=receiver.url)
+        client = app.test_client()
+        assert api_request(client, token_headers(app, "olga", "operator")).status_code == 202
+        from webapp.services import notify
+        notify.wait_all(20)
+        # two 503s, then the third attempt is taken: nothing is recorded as failed
+        assert receiver.events() == ["request.created"] * 3
+        with app.app_context():
+            from webapp.extensions import db
+            assert not db.session.execute(db.select(AuditEvent).filter_by(
+                action="webhook")).scalars().all()
     finally:
         receiver.server.shutdown()
 

@@ -109,7 +109,7 @@ def test_agent_is_not_shadowed_by_the_projects_own_modules(make_app, tmp_path, m
                                                           "revision": "heads"}, headers=headers)
     assert posted.status_code == 202, posted.json
     job = wait_job(client, posted.json["job"], headers)
-    assert job["status"] == "succeeded", job["log"]
+    assert job["status"] == "succeeded", (job["error"], job["log"])
     assert version_table(url) == {"r001"}
 
 
@@ -205,7 +205,7 @@ def test_package_resource_script_location(make_app, tmp_path, monkeypatch):
                                                             "revision": "heads"}, headers=headers)
     assert posted.status_code == 202, posted.json
     job = wait_job(client, posted.json["job"], headers)
-    assert job["status"] == "succeeded", job["log"]
+    assert job["status"] == "succeeded", (job["error"], job["log"])
     assert version_table(url) == {"r001"}
 
 

@@ -9,10 +9,11 @@ revision files are written by Alembic itself (``alembic revision`` /
 from __future__ import annotations
 
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import cachetools
 
 from ..core.history import HistoryError
 from ..core.lint import lint_sql
@@ -20,7 +21,7 @@ from ..core.runner import TargetProcessError, run_agent
 from ..core.targets import Target, TargetUrlMissing
 from ..models import User
 from . import audit
-from .catalog import Catalog
+from .catalog import Catalog, Memo
 from .refusals import Reason, Refused
 
 MESSAGE_MAX = 200
@@ -90,16 +91,15 @@ class Drift:
     checked_at: float = field(default_factory=time.time)
 
 
-_drift: dict[str, Drift] = {}
-_drift_lock = threading.Lock()
+_drift = Memo(cachetools.TTLCache(maxsize=1024, ttl=DRIFT_TTL))
 
 
 def drift(catalog: Catalog, target: Target) -> Drift:
     """Drift of the database against the models at head, cached :data:`DRIFT_TTL` s."""
-    with _drift_lock:
-        cached = _drift.get(target.name)
-    if cached is not None and time.time() - cached.checked_at < DRIFT_TTL:
-        return cached
+    return _drift.get_or_compute(target.name, lambda: _compute_drift(catalog, target))
+
+
+def _compute_drift(catalog: Catalog, target: Target) -> Drift:
     status = catalog.status(target)
     if not status.reachable or status.history is None:
         result = Drift("unknown", detail=status.error or status.history_error or "")
@@ -113,15 +113,12 @@ def drift(catalog: Catalog, target: Target) -> Drift:
             result = Drift("differences", len(found.changes))
         else:
             result = Drift("in sync")
-    with _drift_lock:
-        _drift[target.name] = result
     return result
 
 
 def forget_drift(target_name: str) -> None:
     """Drop the cached drift of a target (after a job or a new revision)."""
-    with _drift_lock:
-        _drift.pop(target_name, None)
+    _drift.forget(target_name)
 
 
 def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, message: str,

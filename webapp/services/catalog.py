@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
+import cachetools
 from flask import current_app
 
 from ..core import demo
@@ -21,25 +21,35 @@ from ..core.status import EngineCache, TargetStatus, all_statuses, target_status
 from ..core.targets import Target, load_targets
 
 
-class _LRU:
-    """A small thread-safe LRU mapping (rendered fragments, offline SQL)."""
+class Memo:
+    """A thread-safe get-or-compute over a :mod:`cachetools` cache.
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict = OrderedDict()
+    ``Memo(LRUCache(256))`` keeps the 256 most recently used values;
+    ``Memo(TTLCache(256, ttl=60))`` forgets each value 60 s after it was
+    stored. Two threads missing the same key may both compute it; the last
+    one stored wins (values are pure results, so that is harmless).
+    """
+
+    def __init__(self, cache: cachetools.Cache) -> None:
+        self._cache = cache
         self._lock = threading.Lock()
 
-    def get_or_compute(self, key, compute: Callable[[], object]):
+    def get_or_compute(self, key: Hashable, compute: Callable[[], object]):
+        """The value cached under ``key``, or ``compute()`` stored under it."""
         with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
+            try:
+                return self._cache[key]
+            except KeyError:
+                pass
         value = compute()
         with self._lock:
-            self._data[key] = value
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
+            self._cache[key] = value
         return value
+
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key`` (no error when it is not cached)."""
+        with self._lock:
+            self._cache.pop(key, None)
 
 
 class Catalog:
@@ -59,9 +69,9 @@ class Catalog:
         self._app_urls: dict[str, str] = {}
         self._app_urls_lock = threading.Lock()
         self.engines = EngineCache()
-        self._sql = _LRU(256)
-        self.fragments = _LRU(64)
-        self.plans = _LRU(64)
+        self._sql = Memo(cachetools.LRUCache(256))
+        self.fragments = Memo(cachetools.LRUCache(64))
+        self.plans = Memo(cachetools.LRUCache(64))
 
     @classmethod
     def from_config(cls, config: Mapping, instance_path: Path) -> Catalog:

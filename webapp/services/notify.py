@@ -13,14 +13,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
+from urllib.parse import urlsplit
 
+import urllib3
 from flask import Flask, current_app
 
 TIMEOUT = 3.0  # seconds per attempt
-RETRIES = 3
+RETRIES = 3  # attempts in all
 BACKOFF = 0.5  # seconds, doubled after each failed attempt
+
+# urllib3's Retry does the retrying (connection errors and 5xx/429 answers,
+# with exponential backoff); a POST is retried because receivers dedupe on
+# the event fields and a lost notification is worse than a repeated one.
+_HTTP = urllib3.PoolManager(retries=urllib3.Retry(
+    total=RETRIES - 1, backoff_factor=BACKOFF, allowed_methods=None,
+    status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False,
+    respect_retry_after_header=False))
 
 _threads: list[threading.Thread] = []
 _threads_lock = threading.Lock()
@@ -62,33 +70,32 @@ def send(event: str, target: str | None, **fields) -> None:
 
 def _deliver(app: Flask, url: str, payload: dict) -> None:
     body = json.dumps(payload, default=str).encode()
-    delay, error = BACKOFF, "unknown error"
-    for attempt in range(1, RETRIES + 1):
-        request = urllib.request.Request(url, data=body, method="POST", headers={
+    try:
+        response = _HTTP.request("POST", url, body=body, timeout=TIMEOUT, headers={
             "Content-Type": "application/json", "User-Agent": "alembic-dashboard"})
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                if 200 <= response.status < 300:
-                    return
-                error = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            error = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            error = str(getattr(exc, "reason", exc))
-        if attempt < RETRIES:
-            time.sleep(delay)
-            delay *= 2
+        if 200 <= response.status < 300:
+            return
+        error = f"HTTP {response.status}"
+    except urllib3.exceptions.MaxRetryError as exc:
+        error = str(exc.reason or exc)
+    except urllib3.exceptions.HTTPError as exc:
+        error = str(exc)
     from . import audit
 
     with app.app_context():
         audit.record(audit.SYSTEM, "webhook", "failed", target=payload.get("target"),
-                     event=payload.get("event"), url=_safe(url), attempts=RETRIES, error=error)
+                     event=payload.get("event"), url=_safe(url), attempts=RETRIES,
+                     error=_safe_error(error, url))
+
+
+def _safe_error(error: str, url: str) -> str:
+    """``error`` with the webhook URL's query string (tokens) removed."""
+    query = urlsplit(url).query
+    return error.replace(query, "…") if query else error
 
 
 def _safe(url: str) -> str:
     """The URL without any query string or credentials (tokens live there)."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}" \
            f"{parts.path}"
