@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import add_user, login
 from envtools import Rev, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table
+from jobtools import token_headers, version_table, wait_job
 
 from webapp.agent.alembic_dashboard_agent.locks import TargetLock
 from webapp.core.target_locks import migration_lock_held
@@ -194,3 +194,36 @@ def test_finished_job_never_changes_state(sleepy_app):
         db.session.refresh(job)
         assert status == job.status == "abandoned"
         assert "declared finished" in job.log and job.applied_revisions == ""
+
+
+def test_job_process_that_cannot_start_the_app_fails_the_job_not_abandons_it(
+        make_app, tmp_path, monkeypatch):
+    """The targets file is edited into an invalid one while the dashboard runs:
+    the next job's process cannot create the app. The job says so (failed,
+    with the reason), its guard is freed, and the migration was stopped."""
+    ini = sleepy_env(tmp_path / "env", 2)
+    url = sqlite_url(tmp_path / "t.db")
+    monkeypatch.setenv("T_URL", url)
+    targets = write_targets_file(tmp_path / "targets.toml", {"t": {
+        "tier": "staging", "alembic_ini": str(ini), "url_env": "T_URL"}})
+    app = make_app(targets)
+    headers = token_headers(app, "pipeline", "operator")
+    targets.write_text(targets.read_text().replace('tier = "staging"', 'tier = "prod"'))
+    client = app.test_client()
+    posted = client.post("/api/v1/targets/t/jobs", json={"command": "upgrade",
+                                                          "revision": "heads"}, headers=headers)
+    assert posted.status_code == 202, posted.json
+    job_id = posted.json["job"]
+    seen = poll_statuses(client, job_id, headers, timeout=60)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json
+    assert seen[-1] == "failed" and "abandoned" not in seen, (seen, job["error"])
+    assert "The job process failed (TargetsFileError" in job["error"]
+    assert "must be one of development, staging, production" in job["error"]
+    assert "[dashboard] The job process failed" in job["log"]
+    assert version_table(url) <= {"r000"}  # r001 never completed
+    targets.write_text(targets.read_text().replace('tier = "prod"', 'tier = "staging"'))
+    again = client.post("/api/v1/targets/t/jobs", json={"command": "upgrade",
+                                                         "revision": "heads"}, headers=headers)
+    assert again.status_code == 202, again.json  # the guard was freed
+    assert wait_job(client, again.json["job"], headers)["status"] == "succeeded"
+    assert version_table(url) == {"r001"}

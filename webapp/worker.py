@@ -14,6 +14,7 @@ package (Flask, SQLAlchemy) before the migration could start.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -60,6 +61,56 @@ def start_heartbeat(job_id: int) -> threading.Event:
     return stop
 
 
+def _safe_error(error: BaseException, folder: Path) -> str:
+    """``"<Type>: <message>"`` without any database URL or password (the
+    dashboard's own and the target's, from the run request), or only the type
+    when the scrubber itself cannot be imported."""
+    text = f"{type(error).__name__}: {error}"
+    urls = [os.environ.get("DASHBOARD_DATABASE_URL")]
+    try:
+        urls.append(json.loads((folder / "request.json").read_text(encoding="utf-8"))["url"])
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        from webapp.core.targets import scrub_secrets
+    except Exception:
+        return type(error).__name__
+    for url in urls:
+        text = scrub_secrets(text, url)
+    return text
+
+
+def record_crash(job_id: int, error: BaseException, folder: Path) -> None:
+    """Mark ``job_id`` failed because this process itself failed (the app could
+    not be created, the dashboard database refused a write, ...): the
+    migration was stopped, and the job says so instead of being found
+    *abandoned* with an empty log later (the traceback goes to the
+    instance's ``jobs.log``). A job already finished is left alone.
+    SQLAlchemy Core only: the app may be what failed."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    text = _safe_error(error, folder)[:2000]
+    message = (f"The job process failed ({text}); the migration process was stopped. "
+               "Check the database's current revision on the target page before "
+               "planning again.")
+    jobs = sa.table("jobs", sa.column("id"), sa.column("status"), sa.column("error"),
+                    sa.column("log", sa.Text()), sa.column("finished_at", sa.DateTime()))
+    guards = sa.table("target_guards", sa.column("job_id"))
+    engine = sa.create_engine(os.environ["DASHBOARD_DATABASE_URL"], poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            done = conn.execute(sa.update(jobs).where(
+                jobs.c.id == job_id, jobs.c.status.in_(("queued", "running"))).values(
+                status="failed", error=message,
+                log=sa.func.coalesce(jobs.c.log, "") + f"\n[dashboard] {message}\n",
+                finished_at=datetime.now(UTC).replace(tzinfo=None))).rowcount
+            if done:
+                conn.execute(sa.delete(guards).where(guards.c.job_id == job_id))
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str]) -> int:
     """Run job ``argv[1]`` prepared in folder ``argv[2]``; exit 0 whatever the outcome."""
     if len(argv) != 3 or not argv[1].isdigit():
@@ -82,8 +133,12 @@ def main(argv: list[str]) -> int:
         with app.app_context():
             job_process.execute(int(argv[1]), get_catalog(), proc=proc, folder=folder,
                                 started=started)
-    except BaseException:
+    except BaseException as exc:
         proc.kill()  # never leave a migration running that nobody follows
+        try:
+            record_crash(int(argv[1]), exc, folder)
+        except Exception as again:  # the dashboard database itself is gone
+            print(f"could not record the failure of job {argv[1]}: {again}", file=sys.stderr)
         raise
     finally:
         heartbeat.set()
