@@ -2,7 +2,12 @@
 parser (sqlglot), not regular expressions.
 
 Each :class:`Finding` names the revision (from Alembic's ``-- Running
-upgrade A -> B`` markers in offline SQL), the statement and why it matters.
+upgrade A -> B`` markers, in offline SQL and in SQL captured from a
+rehearsal), the statement and why it matters. Alembic's SQLite batch copy
+(``CREATE TABLE _alembic_tmp_x``, ``INSERT INTO _alembic_tmp_x ... SELECT
+... FROM x``, ``DROP TABLE x``, ``ALTER TABLE _alembic_tmp_x RENAME TO x``)
+is read as one table rebuild, not as a dropped and a renamed table; the
+columns it does not copy are reported as dropped.
 """
 
 from __future__ import annotations
@@ -15,22 +20,28 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 _MARKER = re.compile(r"^-- Running (upgrade|downgrade) (.*?) -> (\S*)", re.M)
+#: written by the agent before a batch copy drops the old table (rehearsal SQL)
+_COLUMNS_BEFORE = re.compile(r"^-- columns of (\S+) before the copy: (.*)$", re.M)
 _DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql",
              "sqlite": "sqlite", "mssql": "tsql", "oracle": "oracle"}
 _VERSION_TABLE_RE = re.compile(r"alembic_version", re.I)
+BATCH_PREFIX = "_alembic_tmp_"
 
 
 @dataclass(frozen=True)
 class Finding:
     """One lint result. ``rule`` is a short id (``drop_table``, ``drop_column``,
     ``rename``, ``type_change``, ``not_null_without_default``,
-    ``index_not_concurrent``, ``mysql_table_copy``); ``revision`` the revision
-    whose SQL holds the statement (None when unknown)."""
+    ``index_not_concurrent``, ``mysql_table_copy``, ``table_rebuild``);
+    ``revision`` the revision whose SQL holds the statement (None when
+    unknown); ``level`` is "warning" (data or uptime at risk) or "info"
+    (worth knowing, e.g. a batch table rebuild)."""
 
     rule: str
     revision: str | None
     statement: str
     why: str
+    level: str = "warning"
 
     def as_dict(self) -> dict:
         """JSON-ready form (stored with approval requests)."""
@@ -38,7 +49,7 @@ class Finding:
 
 
 def _chunks(sql: str) -> list[tuple[str | None, str]]:
-    """Split offline SQL into (revision, sql) chunks at Alembic's markers."""
+    """Split SQL into (revision, sql) chunks at Alembic's markers."""
     chunks: list[tuple[str | None, str]] = []
     last, revision = 0, None
     for match in _MARKER.finditer(sql):
@@ -59,28 +70,151 @@ def _column_constraints(column: exp.ColumnDef) -> set[type]:
     return {type(c.args.get("kind")) for c in column.args.get("constraints") or []}
 
 
+def _parse(chunk: str, read: str) -> list[exp.Expression]:
+    try:
+        statements = sqlglot.parse(chunk, read=read)
+    except ParseError:
+        statements = []
+        for piece in chunk.split(";\n"):
+            try:
+                statements.extend(sqlglot.parse(piece, read=read))
+            except ParseError:
+                continue
+    return [s for s in statements if s is not None]
+
+
+def _table_name(node: exp.Expression | None) -> str | None:
+    table = node.this if isinstance(node, exp.Schema) else node
+    return table.name if isinstance(table, exp.Table) else None
+
+
+def _created_columns(node: exp.Expression) -> tuple[str | None, list[str]]:
+    """(table, column names) of a CREATE TABLE, else (None, [])."""
+    if not (isinstance(node, exp.Create) and (node.args.get("kind") or "").upper() == "TABLE"):
+        return None, []
+    schema = node.this
+    columns = [c.name for c in getattr(schema, "expressions", []) or []
+               if isinstance(c, exp.ColumnDef)]
+    return _table_name(schema), columns
+
+
+def _dropped_table(node: exp.Expression) -> str | None:
+    if isinstance(node, exp.Drop) and (node.args.get("kind") or "").upper() == "TABLE":
+        tables = node.args.get("tables") or [node.this]
+        return _table_name(tables[0]) if tables else None
+    return None
+
+
+def _renamed_table(node: exp.Expression) -> tuple[str | None, str | None]:
+    if isinstance(node, exp.Alter):
+        for action in node.args.get("actions") or []:
+            if isinstance(action, exp.AlterRename):
+                return _table_name(node.this), _table_name(action.this)
+    return None, None
+
+
+def _copied_columns(node: exp.Expression) -> tuple[str | None, list[tuple[str, str]]]:
+    """(into table, [(target column, source column)]) of INSERT ... SELECT."""
+    if not (isinstance(node, exp.Insert) and isinstance(node.expression, exp.Select)):
+        return None, []
+    targets = [c.name for c in getattr(node.this, "expressions", []) or []]
+    sources = [e.unalias().name if isinstance(e, exp.Alias) else e.name
+               for e in node.expression.expressions]
+    return _table_name(node.this), list(zip(targets, sources, strict=False))
+
+
+@dataclass
+class _Rebuild:
+    table: str
+    create: int  # statement index of CREATE TABLE _alembic_tmp_<table>
+    columns: list[str]
+    copied: list[tuple[str, str]] | None = None
+    drop: int | None = None
+    rename: int | None = None
+
+
+def _batch_rebuilds(statements: list[exp.Expression]) -> list[_Rebuild]:
+    """Complete batch copies (create tmp, copy, drop, rename back) in order."""
+    open_: dict[str, _Rebuild] = {}
+    done: list[_Rebuild] = []
+    for i, node in enumerate(statements):
+        created, columns = _created_columns(node)
+        if created and created.startswith(BATCH_PREFIX):
+            table = created[len(BATCH_PREFIX):]
+            open_[table] = _Rebuild(table, i, columns)
+            continue
+        into, pairs = _copied_columns(node)
+        if into and into.startswith(BATCH_PREFIX) and into[len(BATCH_PREFIX):] in open_:
+            open_[into[len(BATCH_PREFIX):]].copied = pairs
+            continue
+        dropped = _dropped_table(node)
+        if dropped in open_ and open_[dropped].drop is None:
+            open_[dropped].drop = i
+            continue
+        old, new = _renamed_table(node)
+        if old and old.startswith(BATCH_PREFIX) and new == old[len(BATCH_PREFIX):] \
+                and new in open_ and open_[new].drop is not None:
+            rebuild = open_.pop(new)
+            rebuild.rename = i
+            done.append(rebuild)
+    return done
+
+
 def lint_sql(sql: str, dialect: str) -> list[Finding]:
-    """Findings for every statement of ``sql`` in SQLAlchemy dialect ``dialect``.
+    """Findings for every statement of ``sql`` in SQLAlchemy dialect ``dialect``,
+    in statement order, each attributed to the revision whose chunk holds it.
 
     Statements the parser cannot read are skipped (they are reported by no rule).
     """
     read = _DIALECTS.get(dialect, dialect)
     findings: list[Finding] = []
+    known: dict[str, list[str]] = {}  # table -> columns, from earlier CREATE TABLEs
     for revision, chunk in _chunks(sql):
-        try:
-            statements = sqlglot.parse(chunk, read=read)
-        except ParseError:
-            statements = []
-            for piece in chunk.split(";\n"):
-                try:
-                    statements.extend(sqlglot.parse(piece, read=read))
-                except ParseError:
-                    continue
-        for statement in statements:
-            if statement is None or _VERSION_TABLE_RE.search(statement.sql()):
-                continue
-            findings.extend(_check(statement, revision, read))
+        before = {m.group(1).strip('"'): [c.strip() for c in m.group(2).split(",")]
+                  for m in _COLUMNS_BEFORE.finditer(chunk)}
+        statements = [s for s in _parse(chunk, read) if not _VERSION_TABLE_RE.search(s.sql())]
+        rebuilds = {r.create: r for r in _batch_rebuilds(statements)}
+        consumed = {i for r in rebuilds.values() for i in (r.drop, r.rename)}
+        for i, statement in enumerate(statements):
+            if i in rebuilds:
+                rebuild = rebuilds[i]
+                findings.extend(_rebuild_findings(rebuild, before.get(rebuild.table)
+                                                  or known.get(rebuild.table), revision,
+                                                  _short(statement, read)))
+                known[rebuild.table] = rebuild.columns
+            elif i not in consumed:
+                findings.extend(_check(statement, revision, read))
+                table, columns = _created_columns(statement)
+                if table:
+                    known[table] = columns
     return findings
+
+
+def _rebuild_findings(rebuild: _Rebuild, columns_before: list[str] | None,
+                      revision: str | None, statement: str) -> list[Finding]:
+    """An info finding for the copy, plus a warning per column not copied
+    and per column copied under a new name."""
+    table = rebuild.table
+    found = [Finding("table_rebuild", revision, statement,
+                     f"SQLite batch mode rebuilds {table}: a new table, every row copied, "
+                     "the old one dropped and the new one renamed; rows are kept, the time "
+                     "grows with the table's size", level="info")]
+    pairs = rebuild.copied or []
+    sources = {s for _, s in pairs}
+    if columns_before:
+        for column in columns_before:
+            if column not in sources:
+                found.append(Finding(
+                    "drop_column", revision, f"batch copy of {table} leaves out {column}",
+                    f"drops column {table}.{column}: its values are lost and code still "
+                    "reading it fails"))
+    for target, source in pairs:
+        if target != source:
+            found.append(Finding(
+                "rename", revision, f"batch copy of {table}: {source} -> {target}",
+                "renames a column: code (and other services) using the old name break "
+                "until they are deployed with the new one"))
+    return found
 
 
 def _check(node: exp.Expression, revision: str | None, dialect: str) -> list[Finding]:
