@@ -117,6 +117,22 @@ class History:
             stack.extend(self.revision_map.get_revision(r) for r in rev._all_down_revisions)
         return seen
 
+    def labelled_heads(self) -> dict[str, tuple[str, ...]] | None:
+        """When there are several heads and all but at most one sit on a branch
+        with a branch label (Alembic gives a label to every revision of its
+        branch), the heads are intended: {head: its branch labels, () for the
+        unlabelled main line}. None otherwise (one head, or unlabelled heads
+        that probably need a merge)."""
+        if len(self.heads) < 2:
+            return None
+        labels = {}
+        for head in self.heads:
+            rev = self.revision_map.get_revision(head)
+            labels[head] = tuple(sorted(rev.branch_labels)) if rev is not None else ()
+        if sum(1 for found in labels.values() if not found) > 1:
+            return None
+        return labels
+
     def pending(self, current: Sequence[str]) -> list[RevisionInfo]:
         """Revisions ``upgrade heads`` would apply from ``current``, in apply order.
 

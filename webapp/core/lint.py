@@ -48,17 +48,34 @@ class Finding:
         return asdict(self)
 
 
-def _chunks(sql: str) -> list[tuple[str | None, str]]:
-    """Split SQL into (revision, sql) chunks at Alembic's markers."""
-    chunks: list[tuple[str | None, str]] = []
-    last, revision = 0, None
+@dataclass(frozen=True)
+class SqlSection:
+    """The SQL of one revision's step: ``revision`` (None before the first
+    marker), ``marker`` (Alembic's ``Running upgrade A -> B`` line without
+    the dashes, or "") and ``sql``."""
+
+    revision: str | None
+    marker: str
+    sql: str
+
+
+def sql_sections(sql: str) -> list[SqlSection]:
+    """Split SQL at Alembic's ``-- Running upgrade|downgrade A -> B`` markers
+    (offline SQL, and SQL captured from a rehearsal), dropping empty parts."""
+    sections: list[SqlSection] = []
+    last, revision, marker = 0, None, ""
     for match in _MARKER.finditer(sql):
-        chunks.append((revision, sql[last:match.start()]))
+        sections.append(SqlSection(revision, marker, sql[last:match.start()]))
         direction, down, up = match.groups()
         revision = up if direction == "upgrade" else down.strip()
+        marker = match.group(0)[3:].strip()
         last = match.end()
-    chunks.append((revision, sql[last:]))
-    return [(r, c) for r, c in chunks if c.strip()]
+    sections.append(SqlSection(revision, marker, sql[last:]))
+    return [s for s in sections if s.sql.strip()]
+
+
+def _chunks(sql: str) -> list[tuple[str | None, str]]:
+    return [(s.revision, s.sql) for s in sql_sections(sql)]
 
 
 def _short(node: exp.Expression, dialect: str) -> str:

@@ -129,7 +129,7 @@ def _open_for_decision(request: ApprovalRequest | None, user: User) -> ApprovalR
     if request is None:
         raise Refused(Reason.NOT_FOUND, "There is no such request.")
     if not user.has_role("approver"):
-        raise Refused(Reason.ROLE, f"Approving needs the approver role; you are a "
+        raise Refused(Reason.ROLE, f"Approving needs the approver role; your role is "
                          f"{user.role}.")
     if request.requester_id == user.id:
         raise Refused(Reason.SELF_APPROVAL, "You cannot approve or reject your own "
@@ -254,3 +254,11 @@ def withdraw(request_id: int, user: User, actor: audit.Actor) -> ApprovalRequest
                  request=request.id)
     db.session.commit()
     return request
+
+
+def request_of_job(job_id: int) -> ApprovalRequest | None:
+    """The approval request that started job ``job_id`` (None: the job was
+    started directly). Its approvals, read with :func:`approvals_for_current_plan`,
+    say who approved the job."""
+    return db.session.execute(db.select(ApprovalRequest).where(
+        ApprovalRequest.job_id == job_id)).scalars().first()

@@ -89,18 +89,29 @@ class Drift:
     count: int = 0
     detail: str = ""
     checked_at: float = field(default_factory=time.time)
+    revisions: tuple = ()  # (current revisions, script directory fingerprint) checked
 
 
 _drift = Memo(cachetools.TTLCache(maxsize=1024, ttl=DRIFT_TTL))
 
 
 def drift(catalog: Catalog, target: Target) -> Drift:
-    """Drift of the database against the models at head, cached :data:`DRIFT_TTL` s."""
-    return _drift.get_or_compute(target.name, lambda: _compute_drift(catalog, target))
-
-
-def _compute_drift(catalog: Catalog, target: Target) -> Drift:
+    """Drift of the database against the models at head, cached :data:`DRIFT_TTL` s
+    and only while the database's current revisions and the script directory
+    stay as they were (a job, or a CLI run, makes it be computed again)."""
     status = catalog.status(target)
+    revisions = (tuple(sorted(status.current)), status.reachable,
+                 status.history.fingerprint if status.history else None)
+    found = _drift.get_or_compute(target.name,
+                                  lambda: _compute_drift(catalog, target, status, revisions))
+    if found.revisions != revisions:
+        _drift.forget(target.name)
+        found = _drift.get_or_compute(
+            target.name, lambda: _compute_drift(catalog, target, status, revisions))
+    return found
+
+
+def _compute_drift(catalog: Catalog, target: Target, status, revisions: tuple) -> Drift:
     if not status.reachable or status.history is None:
         result = Drift("unknown", detail=status.error or status.history_error or "")
     elif set(status.current) != set(status.heads):
@@ -113,6 +124,7 @@ def _compute_drift(catalog: Catalog, target: Target) -> Drift:
             result = Drift("differences", len(found.changes))
         else:
             result = Drift("in sync")
+    result.revisions = revisions
     return result
 
 

@@ -39,7 +39,7 @@ from ..extensions import db
 from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
 from . import audit, liveness
 from .catalog import Catalog
-from .refusals import Reason, Refused
+from .refusals import Reason, Refused, approvals_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
@@ -107,7 +107,7 @@ def authorize(user: User, target: Target, command: str) -> None:
     """
     if not user.has_role("operator"):
         raise Refused(Reason.ROLE, "Running migrations needs the operator role; "
-                      f"you are a {user.role}.")
+                      f"your role is {user.role}.")
     if command == "stamp" and not user.has_role("admin"):
         raise Refused(Reason.ROLE, "stamp needs the admin role: it rewrites the version "
                       "table without running migrations.")
@@ -256,7 +256,7 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     target = request.target
     if target.policy.is_protected and approved_request is None:
         raise Refused(Reason.POLICY, f"{target.name} is protected: its jobs need "
-                      f"{target.policy.approvals_required} approval(s).")
+                      f"{approvals_text(target.policy.approvals_required)}.")
     if confirmed_hash is not None and confirmed_hash != plan.hash:
         raise Refused(Reason.PLAN_CHANGED, "The plan changed since it was shown (the "
                       "database's current revision or the revision files changed): "
@@ -388,7 +388,7 @@ def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
         already took it, or it ended).
     """
     if not user.has_role("operator"):
-        raise Refused(Reason.ROLE, f"Cancelling a job needs the operator role; you are a "
+        raise Refused(Reason.ROLE, f"Cancelling a job needs the operator role; your role is "
                       f"{user.role}.")
     job = get_job(job_id)
     if job is None:

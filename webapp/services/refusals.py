@@ -39,3 +39,8 @@ class Refused(Exception):
     def __init__(self, reason: Reason, message: str, job_id: int | None = None) -> None:
         self.reason, self.job_id = reason, job_id
         super().__init__(message)
+
+
+def approvals_text(count: int) -> str:
+    """``"1 approval"``, ``"2 approvals"``: for messages about a target's policy."""
+    return f"{count} approval" + ("" if count == 1 else "s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from flask import Blueprint, Response, render_template, request
@@ -28,6 +29,26 @@ def _filters() -> dict:
         dates["until"] += timedelta(days=1)  # inclusive day
     return {"username": values["user"], "target": values["target"],
             "action": values["action"], **dates, "_errors": errors}
+
+
+@bp.app_template_filter("audit_details")
+def audit_details(text: str) -> list[tuple[str, str]]:
+    """An audit event's JSON ``details`` as (key, value) pairs for reading;
+    lists are joined with ", ", text that is not a JSON object is one pair."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return [("details", text)]
+    if not isinstance(data, dict):
+        return [("details", str(data))]
+    pairs = []
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True)
+        pairs.append((str(key), "—" if value is None else str(value)))
+    return pairs
 
 
 @bp.route("")

@@ -11,9 +11,9 @@ from flask_login import current_user
 
 from ..services import audit, jobs
 from ..services.catalog import get_catalog
-from ..services.refusals import Reason, Refused
+from ..services.refusals import Reason, Refused, approvals_text
 from .refusals import http_status
-from .targets import PYGMENTS_CSS, get_target_or_404, highlight_sql
+from .targets import PYGMENTS_CSS, get_target_or_404, sql_sections_html
 
 bp = Blueprint("jobs", __name__)
 
@@ -39,8 +39,11 @@ def _refused(exc: Refused, name: str, source):
                  message=str(exc), command=str(source.get("command", ""))[:32],
                  revision=str(source.get("revision", ""))[:64], running_job=exc.job_id)
     running = jobs.get_job(exc.job_id) if exc.job_id else None
+    command = str(source.get("command", ""))[:MAX_FIELD]
+    revision = str(source.get("revision", ""))[:MAX_FIELD]
     return render_template("jobs/refused.html", target=get_catalog().get(name), error=exc,
-                           running=running), http_status(exc)
+                           running=running, command=command, revision=revision,
+                           code=http_status(exc)                           ), http_status(exc)
 
 
 @bp.route("/targets/<name>/plan")
@@ -56,7 +59,8 @@ def plan(name: str):
 
     running = jobs.running_job(name)
     return render_template("jobs/plan.html", target=req.target, plan=plan,
-                           sql_html=highlight_sql(plan.sql), pygments_css=PYGMENTS_CSS,
+                           sections=sql_sections_html(plan.sql, plan.findings),
+                           pygments_css=PYGMENTS_CSS,
                            running=running if running and running.is_active else None,
                            rehearsal=rehearsals.latest_for(name, plan))
 
@@ -69,7 +73,7 @@ def create(name: str):
         req = _job_request(name, request.form)
         if req.target.policy.is_protected:  # the request form asks for approval
             raise Refused(Reason.POLICY, f"{name} is protected: its jobs need "
-                          f"{req.target.policy.approvals_required} approval(s). Request "
+                          f"{approvals_text(req.target.policy.approvals_required)}. Request "
                           "approval from the plan page.")
         job = jobs.submit(get_catalog(), current_user, req, actor(),
                           confirmed_hash=request.form.get("plan_hash", "")).job
@@ -85,23 +89,43 @@ def _job_or_404(job_id: int):
     return job
 
 
+def _approval(job) -> dict | None:
+    """Who approved ``job``: {"request", "approvals"}, or None (started directly)."""
+    from ..services import approvals
+
+    found = approvals.request_of_job(job.id)
+    if found is None:
+        return None
+    return {"request": found, "approvals": approvals.approvals_for_current_plan(found)}
+
+
 @bp.route("/jobs/<int:job_id>")
 def show(job_id: int):
-    """A job: status, from/to, output (live while it runs)."""
+    """A job: status, who started and approved it, from/to, output (live while it runs)."""
     job = _job_or_404(job_id)
     return render_template("jobs/show.html", job=job, report=jobs.failure_report(job),
+                           approval=_approval(job), offset=len(job.log or ""),
                            target=get_catalog().get(job.target))
 
 
 @bp.route("/jobs/<int:job_id>/status")
 def status(job_id: int):
-    """Fragment polled every second by the job page; answers 286 (stop
-    polling) once the job has ended."""
+    """Polled every second by the job page with ``?offset=`` (characters of
+    output it has): answers the summary and only the output after ``offset``
+    (appended by htmx), and 286 (stop polling) once the job has ended. Without
+    HX-Request: the summary and the whole output."""
     job = _job_or_404(job_id)
-    html = render_template("jobs/_status.html", job=job, report=jobs.failure_report(job),
-                           target=get_catalog().get(job.target))
-    code = 200 if job.is_active or request.headers.get("HX-Request") != "true" else 286
-    return html, code, {"Vary": "HX-Request", "Cache-Control": "no-store"}
+    log = job.log or ""
+    context = dict(job=job, report=jobs.failure_report(job), approval=_approval(job),
+                   target=get_catalog().get(job.target), offset=len(log))
+    headers = {"Vary": "HX-Request", "Cache-Control": "no-store"}
+    if request.headers.get("HX-Request") != "true":
+        return render_template("jobs/show.html", **context), 200, headers
+    offset = request.args.get("offset", "0")
+    offset = int(offset) if offset.isdigit() and len(offset) < 12 else 0
+    html = render_template("jobs/_update.html", **context, reset=offset > len(log),
+                           new_output=log[offset:])
+    return html, 200 if job.is_active else 286, headers
 
 
 @bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])

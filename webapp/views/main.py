@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from ..services import jobs
 from ..services.catalog import get_catalog
 from .targets import get_target_or_404
 
@@ -27,7 +28,12 @@ def index():
 
 @bp.route("/targets/<name>/card")
 def card(name: str):
-    """One target's card (fragment): tier, current, heads, pending, errors."""
+    """One target's card (fragment): tier, current, heads, pending, errors, the
+    running job (the card then polls itself) and a failed last job."""
     target = get_target_or_404(name)
     status = get_catalog().status(target)
-    return render_template("main/_card.html", target=target, status=status)
+    last = jobs.recent_jobs(target.name, limit=1)
+    last_job = last[0] if last else None
+    running = last_job if last_job is not None and last_job.is_active else None
+    return render_template("main/_card.html", target=target, status=status,
+                           last_job=last_job, running=running), 200, {"Vary": "HX-Request"}

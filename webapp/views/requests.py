@@ -11,7 +11,7 @@ from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from .jobs import _job_request, _refused, actor
 from .refusals import http_status
-from .targets import PYGMENTS_CSS, highlight_sql
+from .targets import PYGMENTS_CSS, sql_sections_html
 
 bp = Blueprint("requests", __name__)
 
@@ -61,7 +61,7 @@ def show(request_id: int):
         "requests/show.html", req=found, plan=plan, target=target, required=required,
         rehearsal=rehearsals.latest_for(found.target, found.plan_hash),
         approved=len({a.approver_id for a in approvals.approvals_for_current_plan(found)}),
-        sql_html=highlight_sql(plan.sql), pygments_css=PYGMENTS_CSS,
+        sections=sql_sections_html(plan.sql, plan.findings), pygments_css=PYGMENTS_CSS,
         can_decide=(found.status == RequestStatus.OPEN and current_user.has_role("approver")
                     and found.requester_id != current_user.id
                     and not any(a.approver_id == current_user.id and not a.void
@@ -74,6 +74,7 @@ def _refused_request(exc: Refused, request_id: int):
     audit.record(actor(), "request.decide", "denied", target=found.target if found else None,
                  request=request_id, reason=exc.reason, message=str(exc))
     return render_template("jobs/refused.html", target=None, error=exc, running=None,
+                           code=http_status(exc),
                            back=url_for("requests.show", request_id=request_id)), http_status(exc)
 
 

@@ -10,6 +10,7 @@ from pygments.lexers import PythonLexer, SqlLexer
 
 from ..core.graph import layout, row_svg
 from ..core.history import History, HistoryError
+from ..core.lint import sql_sections
 from ..core.runner import TargetProcessError
 from ..core.status import TargetStatus
 from ..core.targets import Target, TargetUrlMissing
@@ -26,6 +27,20 @@ PYGMENTS_CSS = HtmlFormatter(cssclass="highlight").get_style_defs(".highlight")
 def highlight_sql(sql: str) -> Markup:
     """SQL as highlighted HTML (Pygments)."""
     return Markup(highlight(sql, SqlLexer(), HtmlFormatter(cssclass="highlight")))
+
+
+def sql_sections_html(sql: str, findings: list[dict]) -> list[dict]:
+    """A plan's SQL split per revision step, for collapsible sections:
+    ``[{"revision", "marker", "html", "findings", "warnings"}]`` in SQL order
+    (``findings`` are the plan's lint findings of that revision)."""
+    sections = []
+    for section in sql_sections(sql):
+        mine = [f for f in findings if f.get("revision") == section.revision]
+        sections.append({"revision": section.revision, "marker": section.marker,
+                         "html": highlight_sql(section.sql.strip("\n")), "findings": mine,
+                         "warnings": sum(1 for f in mine if f.get("level", "warning")
+                                         == "warning")})
+    return sections
 
 
 def get_target_or_404(name: str) -> Target:
@@ -82,6 +97,7 @@ def show(name: str):
     running = next((j for j in recent_jobs if j.is_active), None)
     return render_template("targets/show.html", target=target, status=status, rows=rows,
                            recent=RECENT, jobs=recent_jobs, running=running,
+                           last_job=recent_jobs[0] if recent_jobs else None,
                            edited=checks.checksum_warnings(target.name, history))
 
 
