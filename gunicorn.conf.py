@@ -12,3 +12,17 @@ accesslog = "-"
 errorlog = "-"
 # Trust X-Forwarded-* only from the reverse proxy on this host.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):
+    """Check the settings and targets file once, in the master, before any
+    worker starts: a problem is one line on stderr and exit status 1 (workers
+    failing to import wsgi.py would otherwise be restarted again and again)."""
+    import sys
+
+    from webapp import startup_problem
+
+    problem = startup_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        sys.exit(1)

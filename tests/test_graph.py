@@ -75,3 +75,33 @@ def test_every_edge_is_drawn_between_its_rows(revs):
                 if reached:
                     break
             assert reached, f"edge {rid} -> {parent} (row {index[parent]}) not drawn"
+
+
+def test_depends_on_edge_is_a_dashed_line_in_its_own_lane():
+    # x2 -> x1 is a separate branch; x2 depends_on b (on the main line, further down)
+    revs = [("x2", ["x1"]), ("c", ["b"]), ("x1", []), ("b", ["a"]), ("a", [])]
+    from webapp.core.graph import add_dependencies
+
+    graph = layout(revs)
+    lanes_before = graph.lane_count
+    add_dependencies(graph, {"x2": ["b"], "c": ["nowhere"]})
+    assert graph.lane_count == lanes_before + 1
+    dep_lane = lanes_before
+    rows = {r.revision: r for r in graph.rows}
+    assert rows["x2"].depends == [(rows["x2"].node_lane, 0.5, dep_lane, 1.0)]
+    assert rows["c"].depends == [(dep_lane, 0.0, dep_lane, 1.0)]
+    assert rows["x1"].depends == [(dep_lane, 0.0, dep_lane, 1.0)]
+    assert rows["b"].depends == [(dep_lane, 0.0, rows["b"].node_lane, 0.5)]
+    assert rows["a"].depends == []
+    svg = row_svg(rows["x2"], graph.width, marker="head current")
+    assert svg.count('class="depends"') == 1 and 'class="current-ring"' in svg
+    assert 'class="node head current"' in svg
+
+
+def test_depends_on_lanes_are_reused_after_an_edge_ends():
+    from webapp.core.graph import add_dependencies
+
+    revs = [("d", ["c"]), ("c", ["b"]), ("b", ["a"]), ("a", [])]
+    graph = layout(revs)
+    add_dependencies(graph, {"d": ["c"], "b": ["a"]})  # disjoint spans share one lane
+    assert graph.lane_count == 2

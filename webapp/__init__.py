@@ -17,6 +17,26 @@ from .extensions import csrf, db, login_manager
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _instance_path() -> str:
+    return os.environ.get("DASHBOARD_INSTANCE_PATH") or str(PROJECT_ROOT / "instance")
+
+
+def startup_problem() -> str | None:
+    """One line saying why the dashboard cannot start with the environment's
+    settings and targets file (for ``wsgi.py`` and gunicorn's master to print
+    instead of a traceback), or None when they are usable."""
+    from .config import ConfigurationError
+    from .core.targets import TargetsFileError, load_targets
+
+    try:
+        config = settings_from_environment(dict(os.environ), Path(_instance_path()))
+        if config.get("TARGETS_FILE"):
+            load_targets(config["TARGETS_FILE"])
+    except (ConfigurationError, TargetsFileError) as exc:
+        return f"Alembic Dashboard cannot start: {' '.join(str(exc).split())}"
+    return None
+
+
 def create_app(config_overrides: Mapping | None = None) -> Flask:
     """Build the Flask app.
 
@@ -27,7 +47,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     :raises webapp.config.ConfigurationError: unusable settings.
     :raises webapp.core.targets.TargetsFileError: invalid targets file.
     """
-    instance_path = os.environ.get("DASHBOARD_INSTANCE_PATH") or str(PROJECT_ROOT / "instance")
+    instance_path = _instance_path()
     app = Flask(__name__, instance_path=str(Path(instance_path).resolve()),
                 template_folder=str(PROJECT_ROOT / "templates"),
                 static_folder=str(PROJECT_ROOT / "static"))

@@ -8,7 +8,7 @@ inline SVG; rows of a table line up because every row has the same height.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 
@@ -30,6 +30,9 @@ class GraphRow:
     node_lane: int
     edges_in: list[tuple[int, int]] = field(default_factory=list)
     edges_out: list[tuple[int, int]] = field(default_factory=list)
+    #: ``depends_on`` segments (x1 lane, y1, x2 lane, y2), y as a fraction of
+    #: the row height; drawn dashed (see :func:`add_dependencies`)
+    depends: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,6 +102,31 @@ def layout(revisions: Sequence[tuple[str, Sequence[str]]]) -> GraphLayout:
     return GraphLayout(rows, max_lanes)
 
 
+def add_dependencies(graph: GraphLayout, depends_on: Mapping[str, Sequence[str]]) -> None:
+    """Add ``depends_on`` edges to ``graph`` as dashed segments, each in a lane
+    of its own right of the revision lanes (reused once an edge has ended).
+
+    :param depends_on: revision id -> the revision ids it depends on; ids not
+        in the graph, or not below the dependent revision, are ignored.
+    """
+    index = {row.revision: i for i, row in enumerate(graph.rows)}
+    spans = sorted((i, index[dep]) for i, row in enumerate(graph.rows)
+                   for dep in depends_on.get(row.revision, ()) if index.get(dep, -1) > i)
+    ends: list[int] = []  # last row used by each dependency lane
+    for start, end in spans:
+        slot = next((k for k, last in enumerate(ends) if last < start), len(ends))
+        if slot == len(ends):
+            ends.append(end)
+        ends[slot] = end
+        lane = graph.lane_count + slot
+        rows = graph.rows
+        rows[start].depends.append((rows[start].node_lane, 0.5, lane, 1.0))
+        for between in range(start + 1, end):
+            rows[between].depends.append((lane, 0.0, lane, 1.0))
+        rows[end].depends.append((lane, 0.0, rows[end].node_lane, 0.5))
+    graph.lane_count += len(ends)
+
+
 def _x(lane: float) -> float:
     return MARGIN + lane * LANE_WIDTH
 
@@ -106,7 +134,8 @@ def _x(lane: float) -> float:
 def row_svg(row: GraphRow, width: int, *, title: str = "", marker: str = "") -> str:
     """Render one row as an inline SVG string (safe HTML).
 
-    :param marker: "head", "base", "merge" etc. — adds a CSS class to the dot.
+    :param marker: "head", "base", "current" etc. (space-separated) — CSS
+        classes of the dot; a "current" dot also gets a ring.
     """
     half = ROW_HEIGHT / 2
     parts = [f'<svg class="graph" width="{width}" height="{ROW_HEIGHT}" '
@@ -117,8 +146,15 @@ def row_svg(row: GraphRow, width: int, *, title: str = "", marker: str = "") -> 
     for a, b in row.edges_out:
         parts.append(f'<line x1="{_x(a):g}" y1="{half:g}" x2="{_x((a + b) / 2):g}" '
                      f'y2="{ROW_HEIGHT}" stroke="{PALETTE[b % len(PALETTE)]}"/>')
+    for x1, y1, x2, y2 in row.depends:
+        parts.append(f'<line class="depends" x1="{_x(x1):g}" y1="{y1 * ROW_HEIGHT:g}" '
+                     f'x2="{_x(x2):g}" y2="{y2 * ROW_HEIGHT:g}" stroke="#64748b"/>')
     cls = f"node {escape(marker)}".strip()
     parts.append(f'<circle class="{cls}" cx="{_x(row.node_lane):g}" cy="{half:g}" r="4.5" '
                  f'fill="{PALETTE[row.node_lane % len(PALETTE)]}">'
-                 f'<title>{escape(title)}</title></circle></svg>')
+                 f'<title>{escape(title)}</title></circle>')
+    if "current" in marker.split():
+        parts.append(f'<circle class="current-ring" cx="{_x(row.node_lane):g}" cy="{half:g}" '
+                     'r="7.5"/>')
+    parts.append("</svg>")
     return "".join(parts)

@@ -8,7 +8,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer, SqlLexer
 
-from ..core.graph import layout, row_svg
+from ..core.graph import add_dependencies, layout, row_svg
 from ..core.history import History, HistoryError
 from ..core.lint import sql_sections
 from ..core.runner import TargetProcessError
@@ -66,6 +66,7 @@ def history_rows(history: History, status: TargetStatus, limit: int | None = Non
         except HistoryError:
             applied = None
     graph = layout([(r.revision, r.down_revisions) for r in history.revisions])
+    add_dependencies(graph, {r.revision: r.depends_on for r in history.revisions})
     rows = []
     for info, grow in zip(history.revisions, graph.rows, strict=True):
         if limit is not None and len(rows) >= limit:
@@ -75,6 +76,8 @@ def history_rows(history: History, status: TargetStatus, limit: int | None = Non
             state = "current" if info.revision in status.current else (
                 "applied" if info.revision in applied else "pending")
         marker = "head" if info.is_head else ("base" if info.is_base else "")
+        if state == "current":
+            marker = f"{marker} current".strip()
         rows.append({"info": info, "state": state,
                      "svg": Markup(row_svg(grow, graph.width, title=info.revision,
                                            marker=marker))})
