@@ -100,13 +100,13 @@ def test_dashboard_loads_both_cards_with_htmx(admin_page, artifacts):
     expect(staging.locator(".badge.tier-staging")).to_have_text("staging")
     expect(staging.locator("dd.current")).to_contain_text(STAGING_CURRENT)
     expect(staging.locator(".pending-count")).to_have_text("5 pending")
-    expect(staging.locator(".warning")).to_contain_text("2 heads")
+    expect(staging.locator(".branches-note")).to_contain_text("2 heads, on purpose")
 
     expect(production.locator(".badge.tier-production")).to_have_text("production")
     expect(production.locator(".badge.protected")).to_be_visible()
     expect(production.locator("dd.current")).to_contain_text(PRODUCTION_CURRENT)
     expect(production.locator(".pending-count")).to_have_text("10 pending")
-    expect(production.locator(".warning")).to_contain_text("2 heads")
+    expect(production.locator(".branches-note")).to_contain_text("2 heads, on purpose")
     for card in (staging, production):
         for head in HEADS:
             expect(card.locator(f'a.rev[href$="/revisions/{head}"]')).to_have_count(1)
