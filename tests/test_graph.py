@@ -105,3 +105,16 @@ def test_depends_on_lanes_are_reused_after_an_edge_ends():
     graph = layout(revs)
     add_dependencies(graph, {"d": ["c"], "b": ["a"]})  # disjoint spans share one lane
     assert graph.lane_count == 2
+
+
+def test_depends_on_a_revision_drawn_above_is_drawn_too():
+    from webapp.core.graph import add_dependencies
+
+    # the demo's case: e (second base's branch) depends on m, listed above it
+    revs = [("m", ["a"]), ("e", []), ("a", [])]
+    graph = layout(revs)
+    add_dependencies(graph, {"e": ["m"]})
+    rows = {r.revision: r for r in graph.rows}
+    lane = graph.lane_count - 1
+    assert rows["m"].depends == [(rows["m"].node_lane, 0.5, lane, 1.0)]
+    assert rows["e"].depends == [(lane, 0.0, rows["e"].node_lane, 0.5)]

@@ -32,7 +32,7 @@ def test_plan_confirm_live_output_succeeded(chromium, gunicorn_server, tmp_path,
         page.get_by_role("link", name="Upgrade to head").click()
         expect(page.locator("#plan")).to_contain_text("alembic upgrade head")
         expect(page.locator(".plan-steps li")).to_have_count(3)
-        expect(page.locator("#plan .sql")).to_contain_text("CREATE TABLE t_r000")
+        expect(page.locator("#plan .sql-sections")).to_contain_text("CREATE TABLE t_r000")
         expect(page.locator(".plan-to")).to_contain_text("r002")
         page.screenshot(path=str(artifacts / "plan.png"), full_page=True)
 

@@ -210,6 +210,9 @@ def test_every_page_fits_the_screen(pages, flow, size, artifacts):
         expect(page.locator(ready).first).to_be_visible()
         expect(page.locator("main .loading")).to_have_count(0)
         fits(page)
+        if name == "history":  # item 7: depends_on dashed, current revision ringed
+            expect(page.locator(f"#rev-{QA_START} svg circle.node.current")).to_have_count(1)
+            expect(page.locator("#rev-e49d6ed0bc2f svg line.depends")).to_have_count(1)
         if name:
             shoot(page, artifacts, name, size)
 

@@ -106,12 +106,14 @@ def add_dependencies(graph: GraphLayout, depends_on: Mapping[str, Sequence[str]]
     """Add ``depends_on`` edges to ``graph`` as dashed segments, each in a lane
     of its own right of the revision lanes (reused once an edge has ended).
 
-    :param depends_on: revision id -> the revision ids it depends on; ids not
-        in the graph, or not below the dependent revision, are ignored.
+    :param depends_on: revision id -> the revision ids it depends on (above
+        or below it in the graph); ids not in the graph are ignored.
     """
     index = {row.revision: i for i, row in enumerate(graph.rows)}
-    spans = sorted((i, index[dep]) for i, row in enumerate(graph.rows)
-                   for dep in depends_on.get(row.revision, ()) if index.get(dep, -1) > i)
+    spans = sorted({(min(i, index[dep]), max(i, index[dep]))
+                    for i, row in enumerate(graph.rows)
+                    for dep in depends_on.get(row.revision, ())
+                    if dep in index and index[dep] != i})
     ends: list[int] = []  # last row used by each dependency lane
     for start, end in spans:
         slot = next((k for k, last in enumerate(ends) if last < start), len(ends))

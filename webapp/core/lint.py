@@ -196,8 +196,7 @@ def lint_sql(sql: str, dialect: str) -> list[Finding]:
             if i in rebuilds:
                 rebuild = rebuilds[i]
                 findings.extend(_rebuild_findings(rebuild, before.get(rebuild.table)
-                                                  or known.get(rebuild.table), revision,
-                                                  _short(statement, read)))
+                                                  or known.get(rebuild.table), revision))
                 known[rebuild.table] = rebuild.columns
             elif i not in consumed:
                 findings.extend(_check(statement, revision, read))
@@ -208,10 +207,12 @@ def lint_sql(sql: str, dialect: str) -> list[Finding]:
 
 
 def _rebuild_findings(rebuild: _Rebuild, columns_before: list[str] | None,
-                      revision: str | None, statement: str) -> list[Finding]:
+                      revision: str | None) -> list[Finding]:
     """An info finding for the copy, plus a warning per column not copied
     and per column copied under a new name."""
     table = rebuild.table
+    statement = (f"batch copy of {table}: CREATE TABLE {BATCH_PREFIX}{table}, INSERT ... "
+                 f"SELECT FROM {table}, DROP TABLE {table}, RENAME TO {table}")
     found = [Finding("table_rebuild", revision, statement,
                      f"SQLite batch mode rebuilds {table}: a new table, every row copied, "
                      "the old one dropped and the new one renamed; rows are kept, the time "

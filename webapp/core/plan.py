@@ -119,7 +119,7 @@ def plan_warnings(plan: Plan, heads: tuple[str, ...]) -> list[str]:
             f"{plan.dialect} DDL is not transactional: a failure part-way can leave the "
             "database partly migrated (earlier revisions stay applied; the failing "
             "revision's DDL may be partly applied).")
-    if len(heads) > 1:
+    if len(heads) > 1 and plan.revision in ("head", "+1", "-1"):  # not for heads or an id
         warnings.append(f"the script directory has {len(heads)} heads ({', '.join(heads)}); "
                         "'head' is ambiguous, use 'heads' or a specific revision.")
     if plan.command == "downgrade" and plan.steps:
