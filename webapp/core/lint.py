@@ -211,12 +211,10 @@ def _rebuild_findings(rebuild: _Rebuild, columns_before: list[str] | None,
     """An info finding for the copy, plus a warning per column not copied
     and per column copied under a new name."""
     table = rebuild.table
-    statement = (f"batch copy of {table}: CREATE TABLE {BATCH_PREFIX}{table}, INSERT ... "
-                 f"SELECT FROM {table}, DROP TABLE {table}, RENAME TO {table}")
+    statement = f"batch copy of {table} ({BATCH_PREFIX}{table} renamed to {table})"
     found = [Finding("table_rebuild", revision, statement,
-                     f"SQLite batch mode rebuilds {table}: a new table, every row copied, "
-                     "the old one dropped and the new one renamed; rows are kept, the time "
-                     "grows with the table's size", level="info")]
+                     "SQLite batch mode rebuilds the table: its rows are copied, not lost; "
+                     "the copy takes time in proportion to the table's size", level="info")]
     pairs = rebuild.copied or []
     sources = {s for _, s in pairs}
     if columns_before:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sqlite3
 import tempfile
 from contextlib import contextmanager
 
-from .config import VERSION_APPLY_HOOKS, alembic_config
+from .capture import capture
+from .config import alembic_config
 from .protocol import mark_phase
 
 
@@ -70,89 +70,6 @@ def scratch_only(scratch_path: str):
         yield
 
 
-def _marker(step) -> str:
-    """Alembic's offline marker for one applied step (``-- Running upgrade A -> B``)."""
-    downs = ", ".join(step.down_revision_ids)
-    ups = ", ".join(step.up_revision_ids)
-    if step.is_upgrade:
-        return f"-- Running upgrade {downs} -> {ups}"
-    return f"-- Running downgrade {ups} -> {downs}"
-
-
-_DROP_TABLE = re.compile(r'^DROP TABLE\s+"?([^\s";]+)"?\s*$', re.I)
-
-
-def _columns_before_copy(cursor, statement: str, captured: list[str]) -> str | None:
-    """Before a batch copy drops the old table, a comment naming its columns
-    (so the lint can tell which columns the copy leaves out)."""
-    match = _DROP_TABLE.match(statement.strip())
-    if not match or not any(c.startswith(f"CREATE TABLE {rehearsal_tmp(match.group(1))}")
-                            or c.startswith(f'CREATE TABLE "{rehearsal_tmp(match.group(1))}"')
-                            for c in captured[-4:]):
-        return None
-    table = match.group(1)
-    rows = cursor.connection.execute(f'PRAGMA table_info("{table}")').fetchall()
-    return f"-- columns of {table} before the copy: " + ", ".join(row[1] for row in rows)
-
-
-def rehearsal_tmp(table: str) -> str:
-    """The name Alembic's batch mode gives the new copy of ``table``."""
-    return f"_alembic_tmp_{table}"
-
-
-def _capture(config, fn, destination) -> str:
-    """Run ``fn``'s steps online (through env.py) and return every statement
-    they sent, except reads, as an SQL script with Alembic's ``-- Running
-    upgrade A -> B`` marker before each step's statements (as offline SQL has).
-    Call inside :func:`scratch_only`."""
-    from alembic.runtime.environment import EnvironmentContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    captured: list[str] = []
-    markers: list[tuple[int, str]] = []  # (index in captured, marker) per applied step
-    step_start = 0
-    recording = False
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
-        if recording and head not in ("SELECT", "PRAGMA"):
-            text = statement.strip()
-            columns = _columns_before_copy(cursor, text, captured) if head == "DROP" else None
-            if columns:
-                captured.append(columns)
-            if parameters:
-                text += f"\n-- parameters: {parameters!r}"
-            captured.append(text + ";")
-
-    def on_apply(step, heads):
-        nonlocal step_start
-        markers.append((step_start, _marker(step)))
-        step_start = len(captured)
-
-    script = ScriptDirectory.from_config(config)
-
-    def steps(heads, context):
-        nonlocal recording
-        recording = True
-        return fn(heads, context)
-
-    event.listen(Engine, "before_cursor_execute", record)
-    VERSION_APPLY_HOOKS.append(on_apply)
-    try:
-        with EnvironmentContext(config, script, fn=steps, destination_rev=destination):
-            script.run_env()
-    finally:
-        VERSION_APPLY_HOOKS.remove(on_apply)
-        event.remove(Engine, "before_cursor_execute", record)
-    for index, marker in reversed(markers):
-        captured.insert(index, marker)
-    header = ("-- Alembic cannot render batch operations as offline SQL on SQLite;\n"
-              "-- these statements were captured from a rehearsal on a scratch copy.\n")
-    return header + "\n\n".join(captured) + "\n"
-
-
 def copy_sqlite(real_path: str, copy: str) -> None:
     """Copy the SQLite database ``real_path`` (opened read-only) to ``copy``
     with the sqlite3 backup API (consistent even while others write)."""
@@ -194,7 +111,7 @@ def on_copy(request: dict, real_path: str, fn, destination) -> str:
         config = alembic_config(dict(request, url="sqlite:///" + copy), io.StringIO())
         try:
             with scratch_only(copy):
-                return _capture(config, fn, destination)
+                return capture(config, fn, destination)
         except BaseException as exc:
             raise mark_phase(exc, "rehearsal")
 
@@ -215,7 +132,7 @@ def from_empty(request: dict, prepare: list[str], fn, destination) -> str:
             with scratch_only(path):
                 for rev in prepare:
                     alembic_command.upgrade(config, rev)
-                return _capture(config, fn, destination)
+                return capture(config, fn, destination)
         except BaseException as exc:
             raise mark_phase(exc, "rehearsal")
 
