@@ -284,6 +284,13 @@ class NonLiteralIdentifiers(HistoryError):
 IdentifierLoader = Callable[[list[Path]], dict[str, dict]]
 
 
+# CPython 3.11 can fail with a spurious "SystemError: AST constructor recursion
+# depth mismatch" when threads parse at once (cpython gh-106905, pytest #10763);
+# the dashboard reads several targets' histories in threads, and it was seen
+# here. Parsing one file takes well under a millisecond: one at a time is free.
+_AST_LOCK = threading.Lock()
+
+
 def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo | None:
     """Read one revision file's identifiers and docstring without running it.
 
@@ -298,7 +305,8 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
         except (OSError, UnicodeDecodeError) as exc:
             raise HistoryError(f"{path.name}: cannot read: {exc}", path) from None
     try:
-        tree = ast.parse(source, filename=str(path))
+        with _AST_LOCK:
+            tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise HistoryError(
             f"{path.name}, line {exc.lineno}: syntax error: {exc.msg}", path) from None
