@@ -51,13 +51,16 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(Path(instance_path).resolve()),
                 template_folder=str(PROJECT_ROOT / "templates"),
                 static_folder=str(PROJECT_ROOT / "static"))
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     overrides = dict(config_overrides or {})
     environ = dict(os.environ)
     if overrides.get("SECRET_KEY"):
         environ["DASHBOARD_SECRET_KEY"] = overrides["SECRET_KEY"]
     app.config.from_mapping(settings_from_environment(environ, Path(app.instance_path)))
     app.config.from_mapping(overrides)
+    from .security import RowIdConverter, secure_instance_folder
+
+    secure_instance_folder(Path(app.instance_path), app.config["SQLALCHEMY_DATABASE_URI"])
+    app.url_map.converters["int"] = RowIdConverter
 
     if app.config["TRUSTED_PROXIES"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -73,11 +76,12 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     app.extensions["alembic_dashboard"] = Catalog.from_config(app.config, Path(app.instance_path))
 
-    from . import auth_setup, cli
+    from . import auth_setup, cli, ratelimit, security
     from .api import bp as api_bp
     from .views import audit, auth, authoring, errors, jobs, main, requests, targets
 
     auth_setup.init_app(app)
+    security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(main.bp)
@@ -87,5 +91,6 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     app.register_blueprint(requests.bp)
     app.register_blueprint(authoring.bp)
     app.register_blueprint(api_bp)
+    ratelimit.init_app(app)
     cli.init_app(app)
     return app

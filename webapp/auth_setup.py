@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
-from flask import Flask, abort, jsonify, redirect, request, url_for
+from flask import Flask, abort, g, jsonify, redirect, request, url_for
 from flask_login import current_user
 
-from .extensions import db, login_manager
+from .extensions import login_manager
 from .models import User
 from .services import accounts
 
@@ -41,16 +41,19 @@ def init_app(app: Flask) -> None:
     login_manager.session_protection = "strong"
 
     @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-        return user if user is not None and user.is_active else None
+    def load_user(session_id: str) -> User | None:
+        # "<id>:<session_version>": a logout, password/role change or disable
+        # bumps the version, so every older cookie stops working
+        return accounts.user_for_session(session_id)
 
     @login_manager.request_loader
     def load_user_from_token(req) -> User | None:
         if not _is_api():
             return None  # bearer tokens are for the API (and its downloads) only
         token = bearer_token()
-        return accounts.user_for_token(token) if token else None
+        user = accounts.user_for_token(token) if token else None
+        g.authenticated_by_token = user is not None
+        return user
 
     @login_manager.unauthorized_handler
     def unauthorized():
@@ -73,6 +76,13 @@ def init_app(app: Flask) -> None:
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
         return None
+
+
+def authenticated_by_token() -> bool:
+    """True when this request's user was authenticated by a valid bearer token
+    (not by a session cookie): only then may CSRF be skipped."""
+    _ = current_user.is_authenticated  # make Flask-Login load the user now
+    return bool(g.get("authenticated_by_token"))
 
 
 def require_role(role: str) -> Callable:

@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from flask import Flask, current_app
 
+from .security import secure_instance_folder
 from .services import accounts
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +28,18 @@ def upgrade_dashboard_db(url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+def _read_password(from_stdin: bool) -> str:
+    """One line of stdin, or a hidden prompt typed twice."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
+    from .cli_accounts import register
+
+    register(app)
 
     @app.cli.command("db-upgrade")
     def db_upgrade() -> None:
@@ -44,13 +55,19 @@ def init_app(app: Flask) -> None:
         from .core.demo import prepare_demo_databases
         from .services.catalog import get_catalog
 
+        password = os.environ.get("DASHBOARD_ADMIN_PASSWORD") or ""
+        if password:
+            try:
+                accounts.check_password_policy(password, "admin")
+            except accounts.AccountError as exc:
+                raise click.ClickException(f"DASHBOARD_ADMIN_PASSWORD is refused: {exc}") \
+                    from None
         upgrade_dashboard_db(current_app.config["SQLALCHEMY_DATABASE_URI"])
         catalog = get_catalog()
         if catalog.is_demo:
             for line in prepare_demo_databases(catalog.targets):
                 click.echo(f"demo: {line}")
         if accounts.user_count() == 0:
-            password = os.environ.get("DASHBOARD_ADMIN_PASSWORD") or ""
             printed = not password
             password = password or secrets.token_urlsafe(12)
             accounts.create_user("admin", "admin", password)
@@ -62,6 +79,8 @@ def init_app(app: Flask) -> None:
                 click.echo("=" * 60)
             else:
                 click.echo("First admin 'admin' created with DASHBOARD_ADMIN_PASSWORD.")
+        secure_instance_folder(Path(current_app.instance_path),
+                               current_app.config["SQLALCHEMY_DATABASE_URI"])
 
     @app.cli.command("create-user")
     @click.argument("name")
@@ -70,10 +89,7 @@ def init_app(app: Flask) -> None:
     @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
     def create_user(name: str, role: str, password_stdin: bool) -> None:
         """Create a local account NAME with ROLE."""
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        password = _read_password(password_stdin)
         try:
             accounts.create_user(name, role, password)
         except accounts.AccountError as exc:

@@ -2,7 +2,9 @@
 
 ``DASHBOARD_SECRET_KEY``, ``DASHBOARD_DATABASE_URL`` (default SQLite in
 ``instance/``), ``DASHBOARD_TARGETS``, ``DASHBOARD_ENV`` (development |
-production), ``DASHBOARD_COOKIE_SECURE``, ``DASHBOARD_TRUSTED_PROXIES``.
+production), ``DASHBOARD_COOKIE_SECURE``, ``DASHBOARD_TRUSTED_PROXIES``,
+``DASHBOARD_RATELIMIT_STORAGE_URL``, ``DASHBOARD_LOGIN_RATE_LIMIT``,
+``DASHBOARD_MAX_CONTENT_LENGTH``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def secret_key(environ: Mapping[str, str], instance_path: Path, production: bool
     path = instance_path / "secret_key"
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
-    instance_path.mkdir(parents=True, exist_ok=True)
+    instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -59,6 +61,9 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
     production = env == "production"
     database_url = environ.get("DASHBOARD_DATABASE_URL") or \
         f"sqlite:///{instance_path / 'dashboard.db'}"
+    broker = environ.get("DASHBOARD_BROKER_URL") or ""
+    ratelimit_storage = environ.get("DASHBOARD_RATELIMIT_STORAGE_URL") or (
+        broker if broker.startswith(("redis://", "rediss://")) else "memory://")
     cookie_secure = _truthy(environ.get("DASHBOARD_COOKIE_SECURE")) if \
         "DASHBOARD_COOKIE_SECURE" in environ else production
     return {
@@ -82,4 +87,11 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "WEBHOOK_URL": environ.get("DASHBOARD_WEBHOOK_URL") or None,
         "REQUEST_TTL_HOURS": float(environ.get("DASHBOARD_REQUEST_TTL_HOURS", "24") or 24),
         "TRUSTED_PROXIES": int(environ.get("DASHBOARD_TRUSTED_PROXIES", "0") or 0),
+        # Flask-Limiter (webapp/ratelimit.py): shared by all workers with Redis
+        "RATELIMIT_STORAGE_URI": ratelimit_storage,
+        "RATELIMIT_KEY_PREFIX": environ.get("DASHBOARD_RATELIMIT_PREFIX") or "alembic-dashboard",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "LOGIN_RATE_LIMIT": environ.get("DASHBOARD_LOGIN_RATE_LIMIT") or "30 per minute",
+        # request bodies (forms, JSON) above this answer 413
+        "MAX_CONTENT_LENGTH": int(environ.get("DASHBOARD_MAX_CONTENT_LENGTH") or 1024 * 1024),
     }

@@ -38,6 +38,9 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[datetime | None]
     failed_login_count: Mapped[int] = mapped_column(default=0, server_default="0")
     last_failed_login_at: Mapped[datetime | None]
+    # bumped on logout, password change, role change and disable: every
+    # session cookie carrying an older value stops working (see get_id)
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user",
                                                   cascade="all, delete-orphan")
@@ -45,6 +48,11 @@ class User(UserMixin, db.Model):
     @property
     def is_active(self) -> bool:  # Flask-Login: inactive users cannot log in
         return self.is_active_flag
+
+    def get_id(self) -> str:
+        """Flask-Login's session id: ``"<id>:<session_version>"``, so a bumped
+        version logs every existing session out."""
+        return f"{self.id}:{self.session_version}"
 
     def has_role(self, minimum: str) -> bool:
         """True when this user's role is ``minimum`` or above.
@@ -75,6 +83,17 @@ class ApiToken(db.Model):
     def hash_token(token: str) -> str:
         """SHA-256 hex digest of a token (tokens are random, 256 bits: no salt needed)."""
         return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class LoginFailure(db.Model):
+    """Failed logins per submitted username (known or not, so the lockout
+    answers alike for both); updated with single atomic UPDATEs."""
+
+    __tablename__ = "login_failures"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_failed_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class JobStatus(StrEnum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify
 
-from ..auth_setup import bearer_token
+from ..auth_setup import authenticated_by_token
 from ..core.history import HistoryError
 from ..extensions import csrf
 from ..services.catalog import get_catalog
@@ -22,10 +22,11 @@ csrf.exempt(bp)
 
 @bp.before_request
 def csrf_for_sessions():
-    """CSRF applies to session-authenticated state changes, not to bearer tokens."""
+    """CSRF applies to every state change except those authenticated by a
+    valid bearer token (any other ``Authorization`` header changes nothing)."""
     from flask import request
 
-    if request.method not in ("GET", "HEAD", "OPTIONS") and bearer_token() is None:
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not authenticated_by_token():
         csrf.protect()
 
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import timedelta
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
 from ..models import ROLES, ApiToken, User, utcnow
+from . import login_throttle, passwords
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-MIN_PASSWORD_LENGTH = 8
-MAX_FAILED_LOGINS = 5  # then the account waits LOCKOUT before the next try
-LOCKOUT = timedelta(minutes=5)
+MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
+MAX_FAILED_LOGINS = login_throttle.MAX_FAILED_LOGINS
+LOCKOUT = login_throttle.LOCKOUT
+LoginThrottled = login_throttle.LoginThrottled
 TOKEN_PREFIX = "adb_"
 
 _dummy_hash: str | None = None
@@ -37,27 +38,26 @@ class AccountError(ValueError):
     """Invalid account input (bad username, role or password); message says which."""
 
 
-class LoginThrottled(Exception):
-    """Too many failed logins for this username; ``retry_after`` in seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        self.retry_after = retry_after
-        super().__init__(f"too many failed logins; try again in {retry_after} s")
+def check_password_policy(password: str, username: str | None = None) -> None:
+    """:raises AccountError: the password is too short, common or trivial
+    (:func:`webapp.services.passwords.password_problem`)."""
+    problem = passwords.password_problem(password or "", username)
+    if problem:
+        raise AccountError(problem)
 
 
 def create_user(username: str, role: str, password: str) -> User:
     """Create and commit a user.
 
     :raises AccountError: invalid or taken username, unknown role, password
-        shorter than :data:`MIN_PASSWORD_LENGTH`.
+        refused by the policy (:func:`check_password_policy`).
     """
     if not USERNAME_RE.match(username or ""):
         raise AccountError("username: 1-64 letters, digits or . _ @ -, "
                            "starting with a letter or digit")
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
-    if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    check_password_policy(password, username)
     if db.session.execute(db.select(User).filter_by(username=username)).scalar_one_or_none():
         raise AccountError(f"user {username!r} already exists")
     user = User(username=username, role=role, password_hash=generate_password_hash(password))
@@ -69,27 +69,92 @@ def create_user(username: str, role: str, password: str) -> User:
 def authenticate(username: str, password: str) -> User | None:
     """Check a username and password.
 
-    :return: the user on success (failure counter reset), else None.
-    :raises LoginThrottled: the account had too many recent failures.
+    Every attempt, for known and unknown usernames alike, first reserves a
+    slot in :mod:`webapp.services.login_throttle` (atomic across processes).
+
+    :return: the user on success (failures cleared), else None.
+    :raises LoginThrottled: the username had too many recent failures.
     """
+    login_throttle.reserve_attempt(username)
     user = db.session.execute(
         db.select(User).filter_by(username=username)).scalar_one_or_none()
     if user is None:
         check_password_hash(_dummy_password_hash(), password)
         return None
-    now = utcnow()
-    if user.failed_login_count >= MAX_FAILED_LOGINS and user.last_failed_login_at \
-            and now - user.last_failed_login_at < LOCKOUT:
-        remaining = LOCKOUT - (now - user.last_failed_login_at)
-        raise LoginThrottled(int(remaining.total_seconds()) + 1)
-    if not user.is_active or not check_password_hash(user.password_hash, password):
-        user.failed_login_count = (user.failed_login_count or 0) + 1
-        user.last_failed_login_at = now
-        db.session.commit()
+    if not check_password_hash(user.password_hash, password) or not user.is_active:
         return None
-    user.failed_login_count = 0
-    user.last_login_at = now
+    login_throttle.clear(username)
+    user.last_login_at = utcnow()
     db.session.commit()
+    return user
+
+
+def end_sessions(user: User) -> None:
+    """Invalidate every session of ``user`` (logout everywhere): one atomic
+    ``session_version + 1``. Commits."""
+    db.session.execute(db.update(User).where(User.id == user.id)
+                       .values(session_version=User.session_version + 1))
+    db.session.commit()
+    db.session.refresh(user)
+
+
+def set_password(user: User, password: str) -> None:
+    """Set a new password (policy checked) and end the user's sessions.
+
+    :raises AccountError: refused by :func:`check_password_policy`.
+    """
+    check_password_policy(password, user.username)
+    user.password_hash = generate_password_hash(password)
+    db.session.commit()
+    end_sessions(user)
+
+
+def _check_keeps_an_admin(user: User) -> None:
+    """:raises AccountError: ``user`` is the last active admin."""
+    if user.role == "admin" and user.is_active and db.session.execute(
+            db.select(db.func.count(User.id)).where(User.role == "admin",
+                                                    User.is_active_flag.is_(True))
+    ).scalar_one() <= 1:
+        raise AccountError(f"{user.username} is the last active admin")
+
+
+def set_role(user: User, role: str) -> None:
+    """Change the role and end the user's sessions.
+
+    :raises AccountError: unknown role, or the last active admin demoted.
+    """
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if role != "admin":
+        _check_keeps_an_admin(user)
+    user.role = role
+    db.session.commit()
+    end_sessions(user)
+
+
+def set_active(user: User, active: bool) -> None:
+    """Disable (or enable again) an account; disabling ends its sessions and
+    stops its tokens from working (they are checked against ``is_active``).
+
+    :raises AccountError: disabling the last active admin.
+    """
+    if not active:
+        _check_keeps_an_admin(user)
+    user.is_active_flag = active
+    db.session.commit()
+    end_sessions(user)
+
+
+def user_for_session(session_id: str) -> User | None:
+    """The active user of a Flask-Login session id ``"<id>:<session_version>"``
+    (:meth:`User.get_id`), or None when malformed, unknown, disabled or of an
+    older session version."""
+    user_id, _, version = session_id.partition(":")
+    if not user_id.isdigit() or not version.isdigit() or len(user_id) > 18:
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.is_active or user.session_version != int(version):
+        return None
     return user
 
 
@@ -120,6 +185,24 @@ def user_for_token(token: str) -> User | None:
     row.last_used_at = utcnow()
     db.session.commit()
     return row.user
+
+
+def revoke_token(token_id: int) -> ApiToken | None:
+    """Revoke a token by id (it stops working at once); None if unknown.
+    Revoking twice keeps the first time. Commits."""
+    row = db.session.get(ApiToken, token_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        db.session.commit()
+    return row
+
+
+def list_users() -> list[User]:
+    """Every account, by username, with its tokens loaded."""
+    from sqlalchemy.orm import selectinload
+
+    return list(db.session.execute(db.select(User).options(selectinload(User.tokens))
+                                   .order_by(User.username)).scalars())
 
 
 def get_user(username: str) -> User | None:

@@ -147,10 +147,13 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
 
     :param decision: "approve" or "reject".
     :return: the request and, when it started, the job.
-    :raises Refused: 403 role / self-approval, 404 unknown, 409 not open,
+    :raises Refused: 400 comment over :data:`MAX_COMMENT` characters, 403 role /
+        self-approval, 404 unknown, 409 not open,
         already decided, or plan changed since approval (request back to review).
     """
-    comment = (comment or "").strip()[:MAX_COMMENT]
+    comment = (comment or "").strip()
+    if len(comment) > MAX_COMMENT:
+        raise Refused(Reason.BAD_INPUT, f"A comment has at most {MAX_COMMENT} characters.")
     if decision not in ("approve", "reject"):
         raise Refused(Reason.BAD_INPUT, "decision must be approve or reject")
     request = _open_for_decision(get_request(request_id), user)

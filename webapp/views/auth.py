@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import login_user, logout_user
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
@@ -47,10 +47,13 @@ def login():
         except accounts.LoginThrottled as exc:
             audit.record(audit.Actor(form.username.data[:64], request.remote_addr), "login",
                          "throttled", retry_after=exc.retry_after)
-            flash(f"Too many failed logins for this account. Try again in "
+            flash(f"Too many failed logins for this username. Try again in "
                   f"{exc.retry_after} seconds.", "error")
             return render_template("auth/login.html", form=form), 429
         if user is not None:
+            # a new session: nothing (CSRF token included) survives from before
+            session.clear()
+            g.pop("csrf_token", None)
             login_user(user)
             audit.record(audit.Actor(user.username, request.remote_addr), "login", "ok")
             return redirect(_safe_next(request.args.get("next")))
@@ -65,11 +68,12 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    """End the session (POST only, with CSRF)."""
-    from flask_login import current_user
-
+    """End the session (POST only, with CSRF), server-side: the user's
+    session version is bumped, so a copy of the old cookie no longer works."""
     if current_user.is_authenticated:
+        accounts.end_sessions(current_user)
         audit.record(audit.Actor(current_user.username, request.remote_addr), "logout", "ok")
     logout_user()
+    session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
