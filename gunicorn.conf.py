@@ -12,6 +12,14 @@ accesslog = "-"
 errorlog = "-"
 # Trust X-Forwarded-* only from the reverse proxy on this host.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn 27's control socket (gunicornc) defaults to one fixed path in the
+# home folder, shared by every gunicorn on the host: off unless
+# GUNICORN_CONTROL_SOCKET names this instance's own path (mode 0600).
+_control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
+control_socket_disable = not _control_socket
+if _control_socket:
+    control_socket = _control_socket
+    control_socket_mode = 0o600
 
 
 def on_starting(server):

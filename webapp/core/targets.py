@@ -157,8 +157,28 @@ def redact_url(url: str | URL) -> str:
         return "<unparseable URL>"
 
 
+def _encoded_pattern(secret: str) -> str:
+    """A regex matching ``secret`` written with any mix of its characters
+    as themselves or percent-escaped (``%40``, ``%4a``/``%4A``, UTF-8
+    bytes), and spaces as ``+`` (form encoding)."""
+    parts = []
+    for char in secret:
+        escaped = "".join(f"%{byte:02x}" for byte in char.encode("utf-8"))
+        options = [re.escape(char), re.sub(r"%([0-9a-f]{2})",
+                                           lambda m: f"%(?i:{m.group(1)})", escaped)]
+        if char == " ":
+            options.append(r"\+")
+        parts.append("(?:" + "|".join(options) + ")")
+    return "".join(parts)
+
+
 def scrub_secrets(text: str, url: str | None) -> str:
     """Remove ``url`` and its password from ``text`` (error messages, logs).
+
+    Every spelling of the password is replaced: as configured, decoded,
+    percent-escaped in any case or mix (``%40``/``%4A``/``%4a``), as
+    SQLAlchemy renders it; the URL in any of these forms becomes its
+    redacted form.
 
     :param text: any text that may quote the URL or its password.
     :param url: the target's URL, or None.
@@ -171,8 +191,15 @@ def scrub_secrets(text: str, url: str | None) -> str:
         password = make_url(url).password
     except Exception:
         password = None
-    if password and len(str(password)) >= 3:
-        text = text.replace(str(password), "***")
+    secrets_ = {str(password)} if password else set()
+    # the password as written in the URL (between "user:" and "@"), which
+    # SQLAlchemy may have decoded differently
+    match = re.match(r"^[^:/]+://[^:@/]*:([^@/]*)@", url)
+    if match:
+        secrets_.add(match.group(1))
+    for secret in sorted(secrets_, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = re.sub(_encoded_pattern(secret), "***", text)
     return text
 
 

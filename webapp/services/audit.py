@@ -79,15 +79,28 @@ def query(*, username: str | None = None, target: str | None = None,
     return list(db.session.execute(stmt.limit(limit)).scalars())
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_safe(value: object) -> object:
+    """A CSV cell that no spreadsheet runs as a formula (OWASP CSV injection):
+    text starting with ``= + - @``, tab, CR or LF gets a leading ``'``.
+    Other values are returned unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(events: Iterable[AuditEvent]) -> str:
     """CSV text with a header row: id, at (UTC ISO), user, address, action,
-    outcome, target, job, details."""
+    outcome, target, job, details. Every field is quoted, and text that a
+    spreadsheet would read as a formula is neutralised (:func:`csv_safe`)."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerow(["id", "at_utc", "user", "client_address", "action", "outcome", "target",
                      "job", "details"])
     for e in events:
-        writer.writerow([e.id, e.at.isoformat(timespec="seconds"), e.username or "",
-                         e.client_address or "", e.action, e.outcome, e.target or "",
-                         e.job_id or "", e.details])
+        writer.writerow([csv_safe(v) for v in (
+            e.id, e.at.isoformat(timespec="seconds"), e.username or "", e.client_address or "",
+            e.action, e.outcome, e.target or "", e.job_id or "", e.details)])
     return out.getvalue()

@@ -25,6 +25,9 @@ from .catalog import Catalog, Memo
 from .refusals import Reason, Refused
 
 MESSAGE_MAX = 200
+# a message goes into a Python docstring: no quotes that could close it, no
+# backslash escapes, no control or line-breaking characters
+_MESSAGE_FORBIDDEN_RE = re.compile(r'"""|\\|[\x00-\x1f\x7f-\x9f\u2028\u2029]')
 BRANCH_LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 DRIFT_TTL = 60.0  # seconds a drift result is shown before it is computed again
 
@@ -151,9 +154,9 @@ def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, 
     if kind not in ("autogenerate", "empty", "merge"):
         raise Refused(Reason.BAD_INPUT, "kind must be autogenerate, empty or merge")
     message = (message or "").strip()
-    if not 1 <= len(message) <= MESSAGE_MAX or "\n" in message:
+    if not 1 <= len(message) <= MESSAGE_MAX or _MESSAGE_FORBIDDEN_RE.search(message):
         raise Refused(Reason.BAD_INPUT, f"The message must be 1-{MESSAGE_MAX} characters "
-                         "on one line.")
+                         'on one line, without """, backslashes or control characters.')
     branch_label = (branch_label or "").strip() or None
     if branch_label is not None and not BRANCH_LABEL_RE.match(branch_label):
         raise Refused(Reason.BAD_INPUT, "A branch label is a letter then letters, digits "
@@ -199,12 +202,22 @@ def range_sql(catalog: Catalog, target: Target, start: str | None, end: str) -> 
                              url=catalog.database_url(target)).data["sql"]
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every character that could end an SQL comment line replaced."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", "?", text)
+
+
 def sql_file(target: Target, user: str, start: str | None, end: str, sql: str) -> tuple[str, str]:
-    """(file name, text) of a downloadable SQL script with a header comment."""
-    name = f"{target.name}_{(start or 'base')[:12]}_{end[:12]}.sql"
+    """(file name, text) of a downloadable SQL script with a header comment.
+
+    The file name holds only ``[A-Za-z0-9._,-]`` (revision ids come from the
+    target's files); the header's values cannot leave their comment line.
+    """
+    name = re.sub(r"[^A-Za-z0-9._,-]", "_",
+                  f"{target.name}_{(start or 'base')[:40]}_{end[:40]}.sql")
     header = (f"-- Alembic Dashboard offline SQL for target {target.name}\n"
-              f"-- range: {start or 'base'} -> {end}\n"
+              f"-- range: {_one_line(start or 'base')} -> {_one_line(end)}\n"
               f"-- generated at {datetime.now(UTC).isoformat(timespec='seconds')} "
-              f"by {user}\n"
+              f"by {_one_line(user)}\n"
               "-- review before applying by hand; it updates the version table too\n\n")
     return name, header + sql

@@ -367,7 +367,8 @@ def launch_local_process(job: Job, target: Target, url: str) -> subprocess.Popen
                       lock_name=target.name, folder=folder,
                       extra={"expect_current": Job.split(job.from_revisions)})
     log_path = Path(current_app.instance_path) / "jobs.log"
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8",
+              opener=lambda p, f: os.open(p, f, 0o600)) as log:  # private, like instance/
         proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "webapp" / "worker.py"),
                                  str(job.id), str(folder)],
                                 cwd=PROJECT_ROOT, env=worker_environment(),

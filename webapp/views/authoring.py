@@ -83,7 +83,7 @@ def drift(name: str):
 def _download(target, start: str | None, end: str, sql: str) -> Response:
     filename, text = authoring.sql_file(target, current_user.username, start, end, sql)
     return Response(text, mimetype="application/sql", headers={
-        "Content-Disposition": f"attachment; filename={filename}"})
+        "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @bp.route("/sql")

@@ -7,6 +7,23 @@ import io
 from .config import alembic_config
 
 
+def docstring_safe(message: str) -> str:
+    """``message`` escaped for any Python string literal Alembic's template
+    puts it in (the dashboard also refuses quotes-triplets, backslashes and
+    control characters): backslashes and quotes get a backslash, line
+    breaks become ``\\n``. Read back from the file (``ast``), the
+    docstring shows ``message`` unchanged."""
+    escaped = []
+    for char in message:
+        if char in "\\\"'":
+            escaped.append("\\" + char)
+        elif ord(char) < 32 or 0x7f <= ord(char) <= 0x9f or char in "\u2028\u2029":
+            escaped.append(f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return "".join(escaped)
+
+
 def revision(request: dict) -> dict:
     """Op ``revision`` (``kind`` "autogenerate" | "empty" | "merge",
     ``message``, ``head``, ``branch_label``): ``alembic revision
@@ -17,10 +34,11 @@ def revision(request: dict) -> dict:
     config = alembic_config(request, io.StringIO())
     kind = request["kind"]
     if kind == "merge":
-        result = alembic_command.merge(config, "heads", message=request["message"])
+        result = alembic_command.merge(config, "heads",
+                                       message=docstring_safe(request["message"]))
     else:
         result = alembic_command.revision(
-            config, message=request["message"], autogenerate=kind == "autogenerate",
+            config, message=docstring_safe(request["message"]), autogenerate=kind == "autogenerate",
             head=request.get("head") or "head", branch_label=request.get("branch_label"))
     scripts = result if isinstance(result, list) else [result]
     scripts = [s for s in scripts if s is not None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 import subprocess
 import tempfile
@@ -26,8 +27,9 @@ from .steps import step_id, steps_for
 
 
 def _scratch_name(database: str) -> str:
-    """A fresh database/schema name beside ``database`` (at most 63 characters)."""
-    return f"{database[:40]}_rehearsal_{secrets.token_hex(4)}"
+    """A fresh database/schema name beside ``database`` (at most 63 characters,
+    only ``[A-Za-z0-9_]``: it is quoted into SQL and given to pg_dump/psql)."""
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', database[:40])}_rehearsal_{secrets.token_hex(4)}"
 
 
 def _copy_version_rows(source_url: str, scratch_url: str, version_table: str) -> list[str]:
@@ -63,7 +65,8 @@ def _mysql_copy(url, scratch: str) -> None:
             tables = [row[0] for row in conn.execute(text(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = "
                 "DATABASE() AND table_type = 'BASE TABLE'"))]
-            ddl = [conn.execute(text(f"SHOW CREATE TABLE `{name}`")).one()[1] for name in tables]
+            ddl = [conn.execute(text("SHOW CREATE TABLE `{}`".format(name.replace("`", "``"))))
+                   .one()[1] for name in tables]
     finally:
         real.dispose()
     copy = engine(url.set(database=scratch).render_as_string(hide_password=False))

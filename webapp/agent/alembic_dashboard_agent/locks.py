@@ -65,7 +65,8 @@ class TargetLock:
             if path != ":memory:" and not os.path.exists(path):
                 raise FileNotFoundError(f"the SQLite database {path} does not exist")
             lock_path = sqlite_lock_path(path)
-            self.file = open(lock_path, "a+")  # noqa: SIM115 (held for the run)
+            # private like the database beside it (0600, whatever the umask)
+            self.file = open(lock_path, "a+", opener=lambda p, f: os.open(p, f, 0o600))  # noqa: SIM115
             try:
                 fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
