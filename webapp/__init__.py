@@ -78,7 +78,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     from . import auth_setup, cli, ratelimit, security
     from .api import bp as api_bp
-    from .views import audit, auth, authoring, errors, jobs, main, requests, targets
+    from .views import admin, audit, auth, authoring, errors, jobs, main, requests, targets
 
     auth_setup.init_app(app)
     security.init_app(app)
@@ -88,6 +88,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     app.register_blueprint(targets.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(audit.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(requests.bp)
     app.register_blueprint(authoring.bp)
     app.register_blueprint(api_bp)
