@@ -73,7 +73,7 @@ def logout():
     if current_user.is_authenticated:
         accounts.end_sessions(current_user)
         audit.record(audit.Actor(current_user.username, request.remote_addr), "logout", "ok")
+    session.clear()  # nothing (CSRF token, flashes) outlives the session
     logout_user()
-    session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
