@@ -11,6 +11,8 @@ The fixture names deliberately avoid pytest-playwright's (``browser``,
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -133,9 +135,7 @@ def log_in(page: Page, username: str = "admin", password: str = PASSWORD) -> Non
     page.wait_for_load_state()
 
 
-@pytest.fixture(scope="session")
-def admin_state(chromium, live_server) -> dict:
-    """Cookies of a session logged in as ``admin`` (a Playwright storage state)."""
+def _admin_login_state(chromium, live_server) -> dict:
     context = _new_context(chromium, live_server)
     try:
         page = context.new_page()
@@ -145,6 +145,36 @@ def admin_state(chromium, live_server) -> dict:
         return context.storage_state()
     finally:
         context.close()
+
+
+def _still_logged_in(live_server: str, state: dict) -> bool:
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in state["cookies"])
+    request = urllib.request.Request(live_server + "/", headers={"Cookie": cookies})
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        return opener.open(request, timeout=10).status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+@pytest.fixture(scope="session")
+def _admin_states() -> list[dict]:
+    return []
+
+
+@pytest.fixture
+def admin_state(chromium, live_server, _admin_states) -> dict:
+    """Cookies of a session logged in as ``admin`` (a Playwright storage state),
+    shared between tests and made again when a test's logout ended every
+    admin session (logout is server-side: the user's session version moves)."""
+    if not _admin_states or not _still_logged_in(live_server, _admin_states[-1]):
+        _admin_states.append(_admin_login_state(chromium, live_server))
+    return _admin_states[-1]
 
 
 @pytest.fixture
