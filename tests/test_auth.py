@@ -19,7 +19,9 @@ def test_every_route_but_login_healthz_static_requires_login(demo_app):
             continue
         url = rule.rule.replace("<name>", "demo-staging").replace(
             "<revision>", "1f3a9c2e7b10").replace("<int:job_id>", "1").replace(
-            "<int:request_id>", "1").replace("<any(approve, reject):decision>", "approve")
+            "<int:request_id>", "1").replace("<any(approve, reject):decision>", "approve").replace(
+            "<int:user_id>", "1").replace("<int:token_id>", "1").replace(
+            "<any(disable, enable, role, logout):change>", "disable")
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             response = client.open(url, method=method)
             if url in PUBLIC:

@@ -206,7 +206,7 @@ def test_range_download_equals_alembic_sql(make_app, tmp_path, monkeypatch, pg_u
     app, client = authoring_app(make_app, tmp_path, monkeypatch, ini, pg_url)
     response = client.get("/targets/shop/sql?from=r001&to=r004")
     assert response.status_code == 200
-    assert "attachment; filename=shop_r001_r004.sql" in response.headers["Content-Disposition"]
+    assert 'attachment; filename="shop_r001_r004.sql"' in response.headers["Content-Disposition"]
     text = response.get_data(as_text=True)
     assert text.startswith("-- Alembic Dashboard offline SQL for target shop")
     assert "by olga" in text and "range: r001 -> r004" in text
