@@ -93,10 +93,11 @@ def csv_safe(value: object) -> object:
 
 def to_csv(events: Iterable[AuditEvent]) -> str:
     """CSV text with a header row: id, at (UTC ISO), user, address, action,
-    outcome, target, job, details. Every field is quoted, and text that a
-    spreadsheet would read as a formula is neutralised (:func:`csv_safe`)."""
+    outcome, target, job, details. Text that a spreadsheet would read as a
+    formula is neutralised (:func:`csv_safe`); fields with separators,
+    quotes or line breaks are quoted by :mod:`csv`."""
     out = io.StringIO()
-    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
+    writer = csv.writer(out)
     writer.writerow(["id", "at_utc", "user", "client_address", "action", "outcome", "target",
                      "job", "details"])
     for e in events:
