@@ -184,14 +184,14 @@ def _modes(folder):
     return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*")}
 
 
-@pytest.mark.parametrize("existing", [False, True])
-def test_instance_folder_is_0700_and_its_files_0600(tmp_path, existing):
+def test_instance_folder_is_0700_and_its_files_0600(tmp_path):
+    """An instance folder made earlier with open modes is closed, and the
+    files made now (secret key, demo databases) are private too."""
     instance = tmp_path / "instance"
-    if existing:  # an instance folder made earlier with the old, open modes
-        instance.mkdir(mode=0o755)
-        os.chmod(instance, 0o755)
-        (instance / "dashboard.db").touch(mode=0o644)
-        os.chmod(instance / "dashboard.db", 0o644)
+    instance.mkdir(mode=0o755)
+    os.chmod(instance, 0o755)
+    (instance / "dashboard.db").touch(mode=0o644)
+    os.chmod(instance / "dashboard.db", 0o644)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}
     env.update(DASHBOARD_INSTANCE_PATH=str(instance), DASHBOARD_ADMIN_PASSWORD=PASSWORD)
     old = os.umask(0o022)
