@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-PASSWORD = "bench horse battery staple"
+PASSWORD = "violet horse battery staple"  # passes the password policy (no username in it)
 
 
 def make_app(targets_file: Path, dashboard_url: str):

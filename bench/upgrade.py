@@ -83,7 +83,7 @@ from envtools import linear, make_env, write_targets_file  # noqa: E402
 
 REVISIONS = 300
 MYSQL_SERVER = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-PASSWORD = "bench horse battery staple"
+PASSWORD = "violet horse battery staple"  # passes the password policy (no username in it)
 POLL = 0.05  # seconds between GET /api/v1/jobs/<id> (--poll)
 GOAL = 1.10  # the dashboard must be within this factor of the CLI
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
