@@ -42,6 +42,8 @@ def init_app(app: Flask) -> None:
 
     @login_manager.user_loader
     def load_user(session_id: str) -> User | None:
+        if _is_api() and bearer_token():
+            return None  # a bearer header means token auth only (request_loader)
         # "<id>:<session_version>": a logout, password/role change or disable
         # bumps the version, so every older cookie stops working
         return accounts.user_for_session(session_id)
@@ -80,7 +82,9 @@ def init_app(app: Flask) -> None:
 
 def authenticated_by_token() -> bool:
     """True when this request's user was authenticated by a valid bearer token
-    (not by a session cookie): only then may CSRF be skipped."""
+    (not by a session cookie): only then may CSRF be skipped. A request with
+    an ``Authorization: Bearer`` header is authenticated by it alone, so an
+    invalid token is a 401 even with a session cookie."""
     _ = current_user.is_authenticated  # make Flask-Login load the user now
     return bool(g.get("authenticated_by_token"))
 
