@@ -78,7 +78,8 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     from . import auth_setup, cli, ratelimit, security
     from .api import bp as api_bp
-    from .views import admin, audit, auth, authoring, errors, jobs, main, requests, targets
+    from .views import (admin, audit, auth, authoring, errors, jobs, main, requests,
+                        rollouts, targets)
 
     auth_setup.init_app(app)
     security.init_app(app)
@@ -91,6 +92,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(requests.bp)
     app.register_blueprint(authoring.bp)
+    app.register_blueprint(rollouts.bp)
     app.register_blueprint(api_bp)
     ratelimit.init_app(app)
     cli.init_app(app)

@@ -77,6 +77,9 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         # Celery broker (redis://...): jobs go to workers beside the databases;
         # unset, each job runs in a local process
         "BROKER_URL": environ.get("DASHBOARD_BROKER_URL") or None,
+        # with a broker: the queue whose worker advances fleet rollouts (plans the
+        # next steps, so it must reach every target's database, like the web host)
+        "ROLLOUT_QUEUE": environ.get("DASHBOARD_ROLLOUT_QUEUE") or None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": cookie_secure,

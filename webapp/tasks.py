@@ -27,6 +27,7 @@ from celery import Celery
 
 DEFAULT_QUEUE = "alembic-dashboard"
 TASK_NAME = "alembic_dashboard.run_job"
+ADVANCE_TASK_NAME = "alembic_dashboard.advance_rollout"
 
 _SETTINGS = dict(
     task_acks_late=False,             # acknowledged on receipt: never redelivered
@@ -53,17 +54,32 @@ _producers: dict[str, Celery] = {}
 _producers_lock = threading.Lock()
 
 
+def _producer(broker_url: str) -> Celery:
+    """One Celery app per broker URL in this process, to send tasks with."""
+    with _producers_lock:
+        producer = _producers.get(broker_url)
+        if producer is None:
+            producer = _producers[broker_url] = make_celery(broker_url)
+    return producer
+
+
 def send_job(broker_url: str, job_id: int, queue: str | None) -> None:
     """Queue job ``job_id`` on ``queue`` (default :data:`DEFAULT_QUEUE`) at
     ``broker_url``, from the web process.
 
     :raises kombu.exceptions.OperationalError: the broker cannot be reached.
     """
-    with _producers_lock:
-        producer = _producers.get(broker_url)
-        if producer is None:
-            producer = _producers[broker_url] = make_celery(broker_url)
-    producer.send_task(TASK_NAME, args=[job_id], queue=queue or DEFAULT_QUEUE)
+    _producer(broker_url).send_task(TASK_NAME, args=[job_id], queue=queue or DEFAULT_QUEUE)
+
+
+def send_advance(broker_url: str, rollout_id: int, queue: str | None) -> None:
+    """Queue "advance rollout ``rollout_id``" on ``queue`` (the rollout queue,
+    default :data:`DEFAULT_QUEUE`), from the process that recorded a job's end.
+
+    :raises kombu.exceptions.OperationalError: the broker cannot be reached.
+    """
+    _producer(broker_url).send_task(ADVANCE_TASK_NAME, args=[rollout_id],
+                                    queue=queue or DEFAULT_QUEUE)
 
 
 @functools.cache
@@ -83,3 +99,15 @@ def run_job(job_id: int) -> None:
 
     with _flask_app().app_context():
         job_process.run_queued(job_id, get_catalog())
+
+
+@app.task(name=ADVANCE_TASK_NAME, ignore_result=True, max_retries=0)
+def advance_rollout(rollout_id: int) -> None:
+    """Advance rollout ``rollout_id`` (idempotent; see
+    :func:`webapp.services.rollout_advance.advance`): this worker plans and
+    submits the next steps, so it must reach their databases like the web host."""
+    from .services import rollout_advance
+    from .services.catalog import get_catalog
+
+    with _flask_app().app_context():
+        rollout_advance.advance(get_catalog(), rollout_id)

@@ -121,7 +121,12 @@ def main(argv: list[str]) -> int:
     proc = spawn_prepared_run(folder)
     # The migration has the CPU first; following it (importing Flask and
     # SQLAlchemy, flushing the log) can wait. Matters on small machines.
-    os.nice(5)
+    # Relative to the web process's niceness: a job started by a finishing job
+    # (fleet rollouts) inherits +5 and must not add another 5 per generation.
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    base = int(os.environ.get("DASHBOARD_JOB_BASE_NICENESS", current))
+    if current < base + 5:
+        os.nice(base + 5 - current)
     heartbeat = start_heartbeat(int(argv[1]))
     try:
         sys.path.insert(0, str(PROJECT_ROOT))

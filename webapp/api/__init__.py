@@ -291,3 +291,6 @@ def request_decide(request_id: int, decision: str):
     if job is not None:
         body["job"] = job.id
     return jsonify(body)
+
+
+from . import rollouts as _rollouts  # noqa: E402,F401  (registers /api/v1/rollouts)

@@ -37,7 +37,9 @@ _TARGET_KEYS = {
     "policy",
     "webhook_url",
     "queue",
+    "tags",
 }
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _POLICY_DEFAULTS: dict[str, int | bool] = {
     "approvals_required": 0,
     "allow_downgrade": True,
@@ -111,6 +113,7 @@ class Target:
     policy: Policy = field(default_factory=Policy)
     webhook_url: str | None = None
     queue: str | None = None  # the Celery queue whose workers run this target's jobs
+    tags: tuple[str, ...] = ()  # free labels ("eu", "tenant") that fleet rollouts select by
     url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
@@ -344,10 +347,16 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
     queue = get_str("queue")
     if queue is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", queue):
         raise fail("must be a queue name (letters, digits, '.', '_', '-'; 1-64)", "queue")
+    tags = raw.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and TAG_RE.match(t)
+                                             for t in tags):
+        raise fail("must be a list of tags (letters, digits, '.', '_', '-'; 1-64 each)",
+                   "tags")
     return Target(
         name=name,
         webhook_url=webhook_url,
         queue=queue,
+        tags=tuple(dict.fromkeys(tags)),
         label=get_str("label", name) or name,
         tier=tier,
         alembic_ini=alembic_ini,

@@ -27,7 +27,7 @@ from ..core.runner import Standby, read_launch, write_run_request
 from ..core.targets import scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
-from . import audit
+from . import audit, rollout_advance
 from .catalog import Catalog
 from .liveness import process_start_token
 
@@ -70,6 +70,7 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
                                                  "message": str(exc)}},
                 f"[dashboard] {type(exc).__name__}: {exc}\n", None)
         db.session.commit()
+        rollout_advance.job_finished(job, catalog)
         return
     try:
         execute(job_id, catalog, proc=proc, folder=folder, started=started)
@@ -139,6 +140,7 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Pa
                 text=f"Job {job.id} `alembic {job.command} {job.revision}` on {job.target}: "
                      f"{job.status}" + (f" (now at {job.to_revisions or 'base'})"
                                         if job.to_revisions is not None else ""))
+    rollout_advance.job_finished(job, catalog)  # a rollout's next steps start now
     notify.wait_all()
 
 

@@ -328,6 +328,8 @@ def worker_environment() -> dict[str, str]:
         env["DASHBOARD_TARGETS"] = str(config["TARGETS_FILE"])
     else:
         env.pop("DASHBOARD_TARGETS", None)
+    # the niceness job processes are relative to (kept by jobs they start)
+    env.setdefault("DASHBOARD_JOB_BASE_NICENESS", str(os.getpriority(os.PRIO_PROCESS, 0)))
     return env
 
 

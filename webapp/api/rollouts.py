@@ -1,0 +1,90 @@
+"""``/api/v1/rollouts``: fleet rollouts for pipelines (same rules as the pages)."""
+
+from __future__ import annotations
+
+from flask import abort, jsonify, request
+from flask_login import current_user
+
+from ..services import audit, rollouts
+from ..services.catalog import get_catalog
+from ..services.refusals import Refused
+from ..views.refusals import http_status
+from ..views.rollouts import parse_spec
+from . import _api_actor, bp
+
+
+def _iso(value) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
+def rollout_json(rollout) -> dict:
+    """``{"id", "command", "revision", "status", "concurrency", "batch_size",
+    "stop_on_failure", "selection", "reason", "user", "created_at",
+    "finished_at", "note", "counts": {state: n}, "waves": n, "current_wave",
+    "steps": [{"target", "wave", "status", "job", "job_status", "request",
+    "request_status", "note", "started_at", "finished_at"}]}`` (UTC ISO 8601)."""
+    open_waves = [s.wave for s in rollout.steps
+                  if s.status in ("pending", "starting", "running", "awaiting_approval")]
+    return {
+        "id": rollout.id, "command": rollout.command, "revision": rollout.revision,
+        "status": rollout.status, "concurrency": rollout.concurrency,
+        "batch_size": rollout.batch_size, "stop_on_failure": rollout.stop_on_failure,
+        "selection": rollouts.selection_of(rollout), "reason": rollout.reason,
+        "user": rollout.user.username if rollout.user else None,
+        "created_at": _iso(rollout.created_at), "finished_at": _iso(rollout.finished_at),
+        "note": rollout.note, "counts": rollouts.counts(rollout),
+        "waves": max((s.wave for s in rollout.steps), default=0),
+        "current_wave": min(open_waves) if open_waves and rollout.is_active else None,
+        "steps": [{"target": s.target, "wave": s.wave, "status": s.status, "job": s.job_id,
+                   "job_status": s.job.status if s.job else None, "request": s.request_id,
+                   "request_status": s.request.status if s.request else None,
+                   "note": s.note, "started_at": _iso(s.started_at),
+                   "finished_at": _iso(s.finished_at)} for s in rollout.steps],
+    }
+
+
+def _refused(exc: Refused, action: str, **details):
+    audit.record(_api_actor(), action, "denied", reason=exc.reason, message=str(exc),
+                 via="api", **details)
+    return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
+
+
+@bp.route("/rollouts", methods=["POST"])
+def rollout_create():
+    """Start a rollout: JSON ``{"command", "revision", "tier" | "tag" |
+    "targets", "batch_size", "concurrency", "stop_on_failure", "reason",
+    "paused"}`` → 202 with the rollout's JSON; 400/403/404/409 refusals."""
+    try:
+        spec = parse_spec(request.get_json(silent=True))
+        found = rollouts.create(get_catalog(), current_user, spec, _api_actor())
+    except Refused as exc:
+        return _refused(exc, "rollout.create")
+    return jsonify(rollout_json(found)), 202
+
+
+@bp.route("/rollouts")
+def rollout_list():
+    """The 50 newest rollouts, without their steps' details."""
+    return jsonify([{k: v for k, v in rollout_json(r).items() if k != "steps"}
+                    for r in rollouts.recent()])
+
+
+@bp.route("/rollouts/<int:rollout_id>")
+def rollout_show(rollout_id: int):
+    """One rollout (advanced first: a pipeline polling it moves it on)."""
+    found = rollouts.get(get_catalog(), rollout_id)
+    if found is None:
+        abort(404, description=f"no rollout {rollout_id}")
+    return jsonify(rollout_json(found))
+
+
+@bp.route("/rollouts/<int:rollout_id>/<any(pause, resume, cancel):action>",
+          methods=["POST"])
+def rollout_control(rollout_id: int, action: str):
+    """Pause, resume or cancel: the rollout's JSON, or 403/404/409."""
+    change = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
+    try:
+        found = change[action](get_catalog(), rollout_id, current_user, _api_actor())
+    except Refused as exc:
+        return _refused(exc, f"rollout.{action}", rollout=rollout_id)
+    return jsonify(rollout_json(found))
