@@ -237,6 +237,8 @@ def write_targets_file(path: Path, targets: dict[str, dict]) -> Path:
 
 
 def _toml(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

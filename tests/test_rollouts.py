@@ -1,0 +1,197 @@
+"""Fleet rollouts with real job processes on real SQLite tenant databases:
+waves, the concurrency limit, stop on first failure, pause/resume."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from conftest import add_user
+from jobtools import token_headers, version_table
+from rollouttools import fleet, job_intervals, jobs_per_target, most_at_once, wait_rollout
+
+TENANTS = [f"tenant-{i:02d}" for i in range(30)]
+
+
+def test_thirty_tenants_in_waves_never_more_than_n_at_once(make_app, tmp_path, monkeypatch):
+    app = make_app(fleet(tmp_path, monkeypatch, TENANTS))
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "tag": "tenant", "batch_size": 10,
+        "concurrency": 4, "reason": "add t_r001 everywhere"})
+    assert posted.status_code == 202, posted.json
+    assert posted.json["waves"] == 3 and len(posted.json["steps"]) == 30
+    first = [s for s in posted.json["steps"] if s["status"] == "running"]
+    assert len(first) == 4 and {s["wave"] for s in first} == {1}
+    done = wait_rollout(client, posted.json["id"], headers)
+    assert done["status"] == "succeeded", done
+    assert done["counts"]["succeeded"] == 30
+    for name in TENANTS:
+        assert version_table(f"sqlite:///{tmp_path / 'db' / (name + '.db')}") == {"r001"}
+    assert set(jobs_per_target(app).values()) == {1}  # one job per tenant, never two
+    steps = done["steps"]
+    intervals = job_intervals(app, [s["job"] for s in steps])
+    assert 2 <= most_at_once(intervals) <= 4, intervals
+    # wave k+1 starts only after every job of wave k has finished
+    by_wave = {w: job_intervals(app, [s["job"] for s in steps if s["wave"] == w])
+               for w in (1, 2, 3)}
+    for wave in (1, 2):
+        assert max(f for _, f in by_wave[wave]) <= min(s for s, _ in by_wave[wave + 1])
+
+
+def test_tag_selection_and_stop_on_first_failure(make_app, tmp_path, monkeypatch):
+    names = TENANTS[:7]
+    app = make_app(fleet(tmp_path, monkeypatch, names))
+    # tenant-02 already has the table r000 creates: its upgrade fails
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db' / 'tenant-02.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t_r000 (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "heads", "tag": ["eu"], "batch_size": 1,
+        "concurrency": 1})
+    assert posted.status_code == 202, posted.json
+    # "eu" is on the even tenants only: 00, 02, 04, 06, one per wave
+    assert [s["target"] for s in posted.json["steps"]] == [
+        "tenant-00", "tenant-02", "tenant-04", "tenant-06"]
+    done = wait_rollout(client, posted.json["id"], headers)
+    assert done["status"] == "failed"
+    states = {s["target"]: s for s in done["steps"]}
+    assert states["tenant-00"]["status"] == "succeeded"
+    assert states["tenant-02"]["status"] == "failed"
+    assert "failed" in states["tenant-02"]["note"] and states["tenant-02"]["job"]
+    for later in ("tenant-04", "tenant-06"):  # later waves never start, and say why
+        assert states[later]["status"] == "not_run" and states[later]["job"] is None
+        assert "tenant-02 failed" in states[later]["note"]
+    assert set(jobs_per_target(app)) == {"tenant-00", "tenant-02"}
+    assert version_table(f"sqlite:///{tmp_path / 'db' / 'tenant-04.db'}") == set()
+
+
+def test_pause_then_resume(make_app, tmp_path, monkeypatch):
+    names = TENANTS[:4]
+    app = make_app(fleet(tmp_path, monkeypatch, names, sleep=1))
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "targets": names, "batch_size": 2,
+        "concurrency": 2})
+    rollout = posted.json["id"]
+    paused = client.post(f"/api/v1/rollouts/{rollout}/pause", headers=headers)
+    assert paused.status_code == 200 and paused.json["status"] == "paused"
+    # the jobs already running finish; the next wave does not start
+    data = wait_rollout(client, rollout, headers, until=lambda r: all(
+        s["status"] == "succeeded" for s in r["steps"] if s["wave"] == 1))
+    assert data["status"] == "paused"
+    assert [s["status"] for s in data["steps"] if s["wave"] == 2] == ["pending", "pending"]
+    assert set(jobs_per_target(app)) == set(names[:2])
+    assert client.post(f"/api/v1/rollouts/{rollout}/pause", headers=headers).status_code == 409
+    resumed = client.post(f"/api/v1/rollouts/{rollout}/resume", headers=headers)
+    assert resumed.status_code == 200 and resumed.json["status"] == "running"
+    done = wait_rollout(client, rollout, headers)
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 4
+    with app.app_context():
+        from webapp.services import audit
+
+        actions = [e.action for e in audit.query(action="rollout")]
+    assert {"rollout.create", "rollout.pause", "rollout.resume", "rollout.end",
+            "rollout.step.start", "rollout.step.end"} <= set(actions)
+
+
+def test_protected_target_waits_for_approval(make_app, tmp_path, monkeypatch):
+    app = make_app(fleet(tmp_path, monkeypatch, ["stage", "prod"], overrides={
+        "stage": {"tier": "staging"}, "prod": {"policy": {"approvals_required": 1}}}))
+    client = app.test_client()
+    op = token_headers(app, "olga", "operator")
+    approver = token_headers(app, "anna", "approver")
+    posted = client.post("/api/v1/rollouts", headers=op, json={
+        "command": "upgrade", "revision": "head", "tag": "tenant", "reason": "release 7"})
+    assert posted.status_code == 202, posted.json
+    assert [(s["target"], s["wave"]) for s in posted.json["steps"]] == [("stage", 1),
+                                                                        ("prod", 2)]
+    data = wait_rollout(client, posted.json["id"], op,
+                        until=lambda r: r["steps"][1]["status"] not in ("pending", "starting"))
+    prod = data["steps"][1]
+    assert prod["status"] == "awaiting_approval" and prod["job"] is None
+    assert data["status"] == "running" and data["steps"][0]["status"] == "succeeded"
+    request_id = prod["request"]
+    listed = {r["id"]: r for r in client.get("/api/v1/requests", headers=op).json}
+    assert listed[request_id]["requester"] == "olga"
+    assert "release 7" in listed[request_id]["reason"]
+    # the requester cannot approve it, another approver can; the rollout goes on
+    own = client.post(f"/api/v1/requests/{request_id}/approve", headers=op, json={})
+    assert own.status_code == 403
+    approved = client.post(f"/api/v1/requests/{request_id}/approve", headers=approver,
+                           json={"comment": "ok"})
+    assert approved.status_code == 200 and approved.json.get("job"), approved.json
+    done = wait_rollout(client, posted.json["id"], op)
+    assert done["status"] == "succeeded", done
+    assert done["steps"][1]["status"] == "succeeded"
+    assert done["steps"][1]["job"] == approved.json["job"]
+    assert version_table(f"sqlite:///{tmp_path / 'db' / 'prod.db'}") == {"r001"}
+
+
+def test_api_shapes_roles_policy_and_cancel(make_app, tmp_path, monkeypatch):
+    names = TENANTS[:3]
+    targets = fleet(tmp_path, monkeypatch, names, spec={"policy": {"allow_downgrade": False}})
+    app = make_app(targets)
+    client = app.test_client()
+    op = token_headers(app, "olga", "operator")
+    viewer = token_headers(app, "vic", "viewer")
+    body = {"command": "upgrade", "revision": "head", "tag": "tenant", "paused": True}
+    refused = [
+        (viewer, body, 403, "role"),
+        (op, {**body, "command": "stamp"}, 403, "role"),
+        (op, {**body, "command": "downgrade", "revision": "-1"}, 403, "policy"),
+        (op, {"command": "upgrade", "revision": "head"}, 400, "bad_input"),
+        (op, {**body, "tier": "prod"}, 400, "bad_input"),
+        (op, {**body, "targets": ["nope"]}, 404, "not_found"),
+        (op, {**body, "revision": "abc123"}, 404, "unknown_revision"),
+        (op, {**body, "concurrency": 0}, 400, "bad_input"),
+        (op, {**body, "batch_size": "x"}, 400, "bad_input"),
+        (op, {**body, "tag": "nobody"}, 400, "bad_input"),
+        (op, [1, 2], 400, "bad_input"),
+    ]
+    for headers, payload, code, error in refused:
+        answer = client.post("/api/v1/rollouts", headers=headers, json=payload)
+        assert (answer.status_code, answer.json["error"]) == (code, error), (payload,
+                                                                            answer.json)
+    assert client.get("/api/v1/rollouts", headers=op).json == []  # nothing was stored
+    posted = client.post("/api/v1/rollouts", headers=op, json=body)
+    assert posted.status_code == 202
+    data = posted.json
+    assert set(data) >= {"id", "command", "revision", "status", "concurrency", "batch_size",
+                         "stop_on_failure", "selection", "counts", "waves", "current_wave",
+                         "steps", "user", "created_at", "finished_at"}
+    assert data["status"] == "paused" and data["selection"]["tag"] == ["tenant"]
+    assert set(data["steps"][0]) == {"target", "wave", "status", "job", "job_status",
+                                     "request", "request_status", "note", "started_at",
+                                     "finished_at"}
+    rollout = data["id"]
+    assert client.get(f"/api/v1/rollouts/{rollout}", headers=viewer).status_code == 200
+    assert client.post(f"/api/v1/rollouts/{rollout}/resume",
+                       headers=viewer).status_code == 403
+    assert client.get("/api/v1/rollouts/999", headers=op).status_code == 404
+    cancelled = client.post(f"/api/v1/rollouts/{rollout}/cancel", headers=op)
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+    assert {s["status"] for s in cancelled.json["steps"]} == {"not_run"}
+    again = client.post(f"/api/v1/rollouts/{rollout}/resume", headers=op)
+    assert again.status_code == 409 and again.json["error"] == "not_open"
+    assert jobs_per_target(app) == {}
+    # the page and its fragment: the fragment stops htmx polling (286) once ended
+    from conftest import login
+
+    add_user(app, "pat", "operator")
+    browser = app.test_client()
+    login(browser, "pat")
+    page = browser.get(f"/rollouts/{rollout}")
+    assert page.status_code == 200 and b'data-step-status="not_run"' in page.data
+    fragment = browser.get(f"/rollouts/{rollout}/status", headers={"HX-Request": "true"})
+    assert fragment.status_code == 286
+    no_csrf = browser.post("/api/v1/rollouts", json=body)
+    assert no_csrf.status_code == 400  # a session POST needs the CSRF header
+    with app.app_context():
+        from webapp.services import audit
+
+        denied = [e for e in audit.query(action="rollout.create") if e.outcome == "denied"]
+    assert len(denied) == len(refused)
