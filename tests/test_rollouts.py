@@ -3,6 +3,8 @@ waves, the concurrency limit, stop on first failure, pause/resume."""
 
 from __future__ import annotations
 
+import threading
+
 import sqlalchemy as sa
 from conftest import add_user
 from jobtools import token_headers, version_table
@@ -195,3 +197,48 @@ def test_api_shapes_roles_policy_and_cancel(make_app, tmp_path, monkeypatch):
 
         denied = [e for e in audit.query(action="rollout.create") if e.outcome == "denied"]
     assert len(denied) == len(refused)
+
+
+def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monkeypatch):
+    names = TENANTS[:6]
+    app = make_app(fleet(tmp_path, monkeypatch, names, sleep=2))
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "tag": "tenant", "concurrency": 3,
+        "paused": True})
+    rollout = posted.json["id"]
+    from webapp.extensions import db
+    from webapp.models import AuditEvent, Rollout
+    from webapp.services import rollout_advance
+    from webapp.services.catalog import get_catalog
+
+    with app.app_context():  # running, but nobody has advanced it yet
+        db.session.execute(sa.update(Rollout).where(Rollout.id == rollout).values(
+            status="running"))
+        db.session.commit()
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def advancer():
+        try:
+            with app.app_context():
+                barrier.wait()
+                rollout_advance.advance(get_catalog(), rollout)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=advancer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with app.app_context():
+        started = db.session.execute(sa.select(sa.func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "rollout.step.start")).scalar()
+    assert started == 3 and sum(jobs_per_target(app).values()) == 3
+    done = wait_rollout(client, rollout, headers)
+    assert done["status"] == "succeeded"
+    assert jobs_per_target(app) == {name: 1 for name in names}
+    assert most_at_once(job_intervals(app, [s["job"] for s in done["steps"]])) <= 3
