@@ -1,0 +1,91 @@
+"""Rollouts over MariaDB and PostgreSQL targets, and through a real Celery
+worker on the real Redis (advancing as a Celery task)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+from envtools import make_env, write_targets_file
+from jobtools import token_headers, version_table
+from rollouttools import fleet, jobs_per_target, two_revisions, wait_rollout
+from test_queue import Workers, broker_url  # noqa: F401  (the fixture)
+
+
+@pytest.mark.mysql
+@pytest.mark.postgresql
+def test_rollout_over_mariadb_then_postgresql(make_app, tmp_path, monkeypatch, mysql_url,
+                                              pg_url):
+    ini = make_env(tmp_path / "env", two_revisions())
+    monkeypatch.setenv("MARIA_URL", mysql_url)
+    monkeypatch.setenv("PG_URL", pg_url)
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {
+        "maria": {"tier": "staging", "alembic_ini": str(ini), "url_env": "MARIA_URL",
+                  "tags": ["shop"]},
+        "pg": {"tier": "production", "alembic_ini": str(ini), "url_env": "PG_URL",
+               "tags": ["shop"]}}))
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "tag": "shop", "concurrency": 2})
+    assert posted.status_code == 202, posted.json
+    # staging first: the PostgreSQL target waits for the MariaDB one
+    assert [(s["target"], s["wave"]) for s in posted.json["steps"]] == [("maria", 1),
+                                                                        ("pg", 2)]
+    assert posted.json["steps"][1]["status"] == "pending"
+    done = wait_rollout(client, posted.json["id"], headers)
+    assert done["status"] == "succeeded", done
+    assert version_table(mysql_url) == {"r001"} and version_table(pg_url) == {"r001"}
+    # the same rollout again: nothing to do anywhere, every step skipped
+    again = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "targets": ["maria", "pg"]})
+    done = wait_rollout(client, again.json["id"], headers)
+    assert done["status"] == "succeeded" and done["counts"]["skipped"] == 2
+    assert jobs_per_target(app) == {"maria": 1, "pg": 1}
+
+
+def test_rollout_through_a_celery_worker(make_app, tmp_path, monkeypatch, broker_url,  # noqa: F811
+                                         instance_path):
+    queue = f"fleet-{uuid.uuid4().hex[:8]}"
+    names = ["t-a", "t-b", "t-c"]
+    targets = fleet(tmp_path, monkeypatch, names, spec={"queue": queue})
+    app = make_app(targets, BROKER_URL=broker_url, ROLLOUT_QUEUE=queue)
+    env = {**os.environ, "DASHBOARD_BROKER_URL": broker_url, "DASHBOARD_ROLLOUT_QUEUE": queue,
+           "DASHBOARD_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "DASHBOARD_TARGETS": str(targets), "DASHBOARD_SECRET_KEY": "test-secret",
+           "DASHBOARD_INSTANCE_PATH": str(instance_path)}
+    workers = Workers(env, tmp_path)
+    try:
+        workers.start(queue)
+        client = app.test_client()
+        headers = token_headers(app, "olga", "operator")
+        posted = client.post("/api/v1/rollouts", headers=headers, json={
+            "command": "upgrade", "revision": "head", "tag": "tenant", "batch_size": 1})
+        assert posted.status_code == 202, posted.json
+        rollout = posted.json["id"]
+        # nobody polls: the worker's advance task starts wave 2 and 3 itself
+        from webapp.extensions import db
+        from webapp.models import Job, Rollout
+
+        deadline = time.monotonic() + 90
+        while True:
+            with app.app_context():
+                status = db.session.get(Rollout, rollout).status
+            if status != "running":
+                break
+            assert time.monotonic() < deadline, "rollout did not end without views"
+            time.sleep(0.5)
+        done = client.get(f"/api/v1/rollouts/{rollout}", headers=headers).json
+        assert done["status"] == "succeeded", done
+        assert jobs_per_target(app) == {name: 1 for name in names}
+        with app.app_context():  # all three ran in the worker's one pool process
+            pids = {j.worker_pid for j in db.session.execute(db.select(Job)).scalars()}
+        assert len(pids) == 1
+        assert "alembic_dashboard.advance_rollout" in (
+            tmp_path / f"celery-{queue}.log").read_text()
+        for name in names:
+            assert version_table(f"sqlite:///{tmp_path / 'db' / (name + '.db')}") == {"r001"}
+    finally:
+        workers.stop_all()
