@@ -181,7 +181,7 @@ def test_api_shapes_roles_policy_and_cancel(make_app, tmp_path, monkeypatch):
     assert again.status_code == 409 and again.json["error"] == "not_open"
     assert jobs_per_target(app) == {}
     # the page and its fragment: the fragment stops htmx polling (286) once ended
-    from conftest import login
+    from conftest import csrf_from, login
 
     add_user(app, "pat", "operator")
     browser = app.test_client()
@@ -192,11 +192,22 @@ def test_api_shapes_roles_policy_and_cancel(make_app, tmp_path, monkeypatch):
     assert fragment.status_code == 286
     no_csrf = browser.post("/api/v1/rollouts", json=body)
     assert no_csrf.status_code == 400  # a session POST needs the CSRF header
+    # the start form (CSRF token from the page): a paused rollout of two named targets
+    form = browser.get("/rollouts").get_data(as_text=True)
+    fields = {"csrf_token": csrf_from(form), "command": "upgrade", "revision": "heads",
+              "targets": names[:2], "batch_size": "1", "concurrency": "1", "paused": "on",
+              "stop_on_failure": "on", "reason": "from the form"}
+    started = browser.post("/rollouts", data=fields)
+    assert started.status_code == 303
+    shown = browser.get(started.headers["Location"]).get_data(as_text=True)
+    assert shown.count('data-step-status="pending"') == 2 and "Wave 2" in shown
+    bad = browser.post("/rollouts", data={**fields, "concurrency": "0"})
+    assert bad.status_code == 400 and "concurrency must be between" in bad.get_data(True)
     with app.app_context():
         from webapp.services import audit
 
         denied = [e for e in audit.query(action="rollout.create") if e.outcome == "denied"]
-    assert len(denied) == len(refused)
+    assert len(denied) == len(refused) + 1  # and the form's refusal
 
 
 def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import abort, jsonify, request
 from flask_login import current_user
 
+from ..models import STEP_IN_FLIGHT, StepStatus
 from ..services import audit, rollouts
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
@@ -24,7 +25,7 @@ def rollout_json(rollout) -> dict:
     "steps": [{"target", "wave", "status", "job", "job_status", "request",
     "request_status", "note", "started_at", "finished_at"}]}`` (UTC ISO 8601)."""
     open_waves = [s.wave for s in rollout.steps
-                  if s.status in ("pending", "starting", "running", "awaiting_approval")]
+                  if s.status == StepStatus.PENDING or s.status in STEP_IN_FLIGHT]
     return {
         "id": rollout.id, "command": rollout.command, "revision": rollout.revision,
         "status": rollout.status, "concurrency": rollout.concurrency,

@@ -123,8 +123,13 @@ def _rollout_or_404(rollout_id: int):
     return found
 
 
+def _live(rollout) -> bool:
+    """True while the rollout may still change (a cancelled one's running jobs too)."""
+    return rollout.is_active or any(s.status in STEP_IN_FLIGHT for s in rollout.steps)
+
+
 def _context(rollout) -> dict:
-    return {"rollout": rollout, "counts": rollouts.counts(rollout),
+    return {"rollout": rollout, "counts": rollouts.counts(rollout), "live": _live(rollout),
             "selection": rollouts.selection_of(rollout),
             "waves": sorted({s.wave for s in rollout.steps})}
 
@@ -140,8 +145,7 @@ def status(rollout_id: int):
     """Fragment polled by the rollout page; 286 (stop polling) once it ended."""
     rollout = _rollout_or_404(rollout_id)
     html = render_template("rollouts/_status.html", **_context(rollout))
-    running = rollout.is_active or any(s.status in STEP_IN_FLIGHT for s in rollout.steps)
-    code = 200 if running or request.headers.get("HX-Request") != "true" else 286
+    code = 200 if _live(rollout) or request.headers.get("HX-Request") != "true" else 286
     return html, code, {"Vary": "HX-Request", "Cache-Control": "no-store"}
 
 
