@@ -212,7 +212,7 @@ def test_api_shapes_roles_policy_and_cancel(make_app, tmp_path, monkeypatch):
 
 def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monkeypatch):
     names = TENANTS[:6]
-    app = make_app(fleet(tmp_path, monkeypatch, names, sleep=2))
+    app = make_app(fleet(tmp_path, monkeypatch, names, sleep=1))
     client = app.test_client()
     headers = token_headers(app, "olga", "operator")
     posted = client.post("/api/v1/rollouts", headers=headers, json={
