@@ -344,7 +344,6 @@ class StepStatus(StrEnum):
 
 
 STEP_IN_FLIGHT = (StepStatus.STARTING, StepStatus.AWAITING_APPROVAL, StepStatus.RUNNING)
-STEP_FINAL = (StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.NOT_RUN)
 
 
 class Rollout(db.Model):

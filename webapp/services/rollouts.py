@@ -21,6 +21,7 @@ from ..core.plan import PlanError, validate_request
 from ..extensions import db
 from ..models import (
     ROLLOUT_ACTIVE,
+    STEP_IN_FLIGHT,
     JobStatus,
     RequestStatus,
     Rollout,
@@ -32,7 +33,7 @@ from ..models import (
 )
 from . import audit
 from .catalog import Catalog
-from .jobs import authorize
+from .jobs import authorize, reap_abandoned
 from .refusals import Reason, Refused
 from .rollout_advance import advance
 
@@ -116,12 +117,19 @@ def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) 
 
 
 def get(catalog: Catalog, rollout_id: int, *, advancing: bool = True) -> Rollout | None:
-    """The rollout (advanced first, unless ``advancing`` is False), or None."""
+    """The rollout, or None. Unless ``advancing`` is False, a rollout that
+    can still change is advanced first, after jobs whose process is gone
+    were marked abandoned (so their steps end)."""
     if not 0 < rollout_id < 2**63:
         return None
-    if advancing and db.session.get(Rollout, rollout_id) is not None:
+    rollout = db.session.get(Rollout, rollout_id)
+    if rollout is None:
+        return None
+    if advancing and (rollout.is_active or any(s.status in STEP_IN_FLIGHT
+                                               for s in rollout.steps)):
+        reap_abandoned()
         advance(catalog, rollout_id)
-    db.session.expire_all()
+        db.session.expire_all()
     return db.session.get(Rollout, rollout_id)
 
 
