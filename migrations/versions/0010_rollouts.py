@@ -70,15 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Downgrade schema."""
-    with op.batch_alter_table('rollout_steps', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_rollout_steps_status'))
-        batch_op.drop_index(batch_op.f('ix_rollout_steps_rollout_id'))
-        batch_op.drop_index(batch_op.f('ix_rollout_steps_request_id'))
-        batch_op.drop_index(batch_op.f('ix_rollout_steps_job_id'))
-
+    """Downgrade schema (dropping a table drops its indexes; MySQL refuses to
+    drop an index a foreign key still needs)."""
     op.drop_table('rollout_steps')
-    with op.batch_alter_table('rollouts', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_rollouts_status'))
-
     op.drop_table('rollouts')
