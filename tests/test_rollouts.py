@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import sqlalchemy as sa
 from conftest import add_user
 from jobtools import token_headers, version_table
@@ -217,9 +218,15 @@ def test_api_shapes_roles_policy_and_cancel(make_app, tmp_path, monkeypatch):
     assert len(denied) == len(refused) + 1  # and the form's refusal
 
 
-def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monkeypatch):
+@pytest.mark.postgresql
+def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monkeypatch,
+                                                       pg_url):
+    """Eight advancers at once on a dashboard database with row locks
+    (PostgreSQL, as several dashboard hosts share it), then the job processes'."""
     names = TENANTS[:6]
-    app = make_app(fleet(tmp_path, monkeypatch, names, sleep=1))
+    app = make_app(fleet(tmp_path, monkeypatch, names, sleep=1),
+                   SQLALCHEMY_DATABASE_URI=pg_url,
+                   SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True})
     client = app.test_client()
     headers = token_headers(app, "olga", "operator")
     posted = client.post("/api/v1/rollouts", headers=headers, json={
