@@ -14,10 +14,13 @@ from webapp.models import Job
 
 
 def two_revisions(sleep: float = 0) -> list[Rev]:
-    """r000 <- r001, each creating a table; r001 sleeps ``sleep`` seconds first."""
+    """r000 <- r001, each creating a table; r000 prints the migration process's
+    niceness ("niceness N"), r001 sleeps ``sleep`` seconds first."""
+    first = ('import os; print(f"niceness {os.nice(0)}", flush=True); '
+             'op.create_table("t_r000", sa.Column("id", sa.Integer, primary_key=True))')
     body = (f"import time; time.sleep({sleep}); " if sleep else "") + \
         'op.create_table("t_r001", sa.Column("id", sa.Integer, primary_key=True))'
-    return [Rev("r000", None), Rev("r001", "r000", upgrade=body)]
+    return [Rev("r000", None, upgrade=first), Rev("r001", "r000", upgrade=body)]
 
 
 def fleet(tmp_path: Path, monkeypatch, names: list[str], *, sleep: float = 0,

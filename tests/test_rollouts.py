@@ -3,6 +3,8 @@ waves, the concurrency limit, stop on first failure, pause/resume."""
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 
 import pytest
@@ -39,6 +41,11 @@ def test_thirty_tenants_in_waves_never_more_than_n_at_once(make_app, tmp_path, m
                for w in (1, 2, 3)}
     for wave in (1, 2):
         assert max(f for _, f in by_wave[wave]) <= min(s for s, _ in by_wave[wave + 1])
+    # jobs started by finishing jobs, generation after generation, run their
+    # migration at most 5 nicer than this process (no +5 per generation)
+    niceness = {int(n) for s in steps for n in re.findall(
+        r"niceness (\d+)", client.get(f"/api/v1/jobs/{s['job']}", headers=headers).json["log"])}
+    assert len(niceness) >= 1 and max(niceness) <= os.nice(0) + 5, niceness
 
 
 def test_tag_selection_and_stop_on_first_failure(make_app, tmp_path, monkeypatch):
