@@ -139,7 +139,7 @@ def recent(limit: int = 50) -> list[Rollout]:
                                    .limit(limit)).scalars())
 
 
-def _controlled(catalog: Catalog, rollout_id: int, user: User, verb: str) -> Rollout:
+def _controlled(rollout_id: int, user: User, verb: str) -> Rollout:
     if not user.has_role("operator"):
         raise Refused(Reason.ROLE, f"To {verb} a rollout needs the operator role; you are a "
                       f"{user.role}.")
@@ -162,7 +162,7 @@ def pause(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) -> 
 
     :raises Refused: role (operator), not_found, not_open (not running).
     """
-    _controlled(catalog, rollout_id, user, "pause")
+    _controlled(rollout_id, user, "pause")
     if not _change(rollout_id, (RolloutStatus.RUNNING,), RolloutStatus.PAUSED):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} is not running.")
     audit.record(actor, "rollout.pause", "ok", rollout=rollout_id)
@@ -174,7 +174,7 @@ def resume(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) ->
 
     :raises Refused: role (operator), not_found, not_open (not paused).
     """
-    _controlled(catalog, rollout_id, user, "resume")
+    _controlled(rollout_id, user, "resume")
     if not _change(rollout_id, (RolloutStatus.PAUSED,), RolloutStatus.RUNNING):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} is not paused.")
     audit.record(actor, "rollout.resume", "ok", rollout=rollout_id)
@@ -191,7 +191,7 @@ def cancel(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) ->
     from .approvals import withdraw
     from .jobs import cancel_queued
 
-    rollout = _controlled(catalog, rollout_id, user, "cancel")
+    rollout = _controlled(rollout_id, user, "cancel")
     if not _change(rollout_id, ROLLOUT_ACTIVE, RolloutStatus.CANCELLED, finished_at=utcnow(),
                    note=f"cancelled by {user.username}"):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} has already ended.")

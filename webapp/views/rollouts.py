@@ -82,7 +82,7 @@ def _form_data(form) -> dict:
     """The start form's fields in the API's keys."""
     return {"command": form.get("command", ""), "revision": form.get("revision", ""),
             "tier": form.getlist("tier"), "targets": form.getlist("targets"),
-            "tag": [t for t in form.get("tag", "").replace(",", " ").split()],
+            "tag": form.get("tag", "").replace(",", " ").split(),
             "batch_size": form.get("batch_size", ""),
             "concurrency": form.get("concurrency", ""), "reason": form.get("reason", ""),
             "stop_on_failure": form.get("stop_on_failure") == "on",
