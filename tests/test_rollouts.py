@@ -9,6 +9,8 @@ import threading
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from conftest import add_user
 from jobtools import token_headers, version_table
 from rollouttools import fleet, job_intervals, jobs_per_target, most_at_once, wait_rollout
@@ -96,10 +98,20 @@ def test_pause_then_resume(make_app, tmp_path, monkeypatch):
     assert [s["status"] for s in data["steps"] if s["wave"] == 2] == ["pending", "pending"]
     assert set(jobs_per_target(app)) == set(names[:2])
     assert client.post(f"/api/v1/rollouts/{rollout}/pause", headers=headers).status_code == 409
+    # meanwhile someone upgrades tenant-03 by hand: its plan is made when its
+    # step starts, from its state then, so there is nothing left to do
+    config = Config(str(tmp_path / "env" / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'db' / 'tenant-03.db'}")
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
     resumed = client.post(f"/api/v1/rollouts/{rollout}/resume", headers=headers)
     assert resumed.status_code == 200 and resumed.json["status"] == "running"
     done = wait_rollout(client, rollout, headers)
-    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 4
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 3
+    skipped = done["steps"][3]
+    assert (skipped["target"], skipped["status"], skipped["job"]) == ("tenant-03", "skipped",
+                                                                      None)
+    assert skipped["note"].startswith("nothing_to_do")
     with app.app_context():
         from webapp.services import audit
 
