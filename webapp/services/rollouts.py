@@ -62,8 +62,8 @@ class RolloutSpec:
 def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) -> Rollout:
     """Check and store a rollout, then start its first wave (unless ``paused``).
 
-    Every selected target is checked first — role and policy
-    (:func:`webapp.services.jobs.authorize`), the command and revision
+    Every selected target is checked first — the user's role there and its
+    policy (:func:`webapp.services.jobs.authorize`), the command and revision
     against its history — so a rollout that could not run everywhere is
     refused whole and nothing is stored. Plans are computed later, when
     each step starts, from that target's state then.
@@ -71,9 +71,6 @@ def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) 
     :raises Refused: role/policy (403), bad input or empty selection (400),
         unknown target or revision (404), unreadable script directory (409).
     """
-    if not user.has_role("operator"):
-        raise Refused(Reason.ROLE, f"Starting a rollout needs the operator role; you are a "
-                      f"{user.role}.")
     if not 1 <= spec.concurrency <= MAX_CONCURRENCY:
         raise Refused(Reason.BAD_INPUT, f"concurrency must be between 1 and {MAX_CONCURRENCY}")
     if len(spec.reason) > MAX_REASON:
@@ -139,13 +136,21 @@ def recent(limit: int = 50) -> list[Rollout]:
                                    .limit(limit)).scalars())
 
 
-def _controlled(rollout_id: int, user: User, verb: str) -> Rollout:
-    if not user.has_role("operator"):
-        raise Refused(Reason.ROLE, f"To {verb} a rollout needs the operator role; you are a "
-                      f"{user.role}.")
+def _controlled(catalog: Catalog, rollout_id: int, user: User) -> Rollout:
+    """The rollout, if ``user`` may run jobs (operator) on every target of it
+    that is still configured — the right to pause, resume or cancel it.
+
+    :raises Refused: not_found, role.
+    """
     rollout = db.session.get(Rollout, rollout_id) if 0 < rollout_id < 2**63 else None
     if rollout is None:
         raise Refused(Reason.NOT_FOUND, f"There is no rollout {rollout_id}.")
+    if not user.has_role("operator") and not rollout.steps:
+        raise Refused(Reason.ROLE, f"This needs the operator role; you are a {user.role}.")
+    for step in rollout.steps:
+        target = catalog.get(step.target)
+        if target is not None:
+            authorize(user, target, "upgrade")  # the role only: a policy may have changed
     return rollout
 
 
@@ -162,7 +167,7 @@ def pause(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) -> 
 
     :raises Refused: role (operator), not_found, not_open (not running).
     """
-    _controlled(rollout_id, user, "pause")
+    _controlled(catalog, rollout_id, user)
     if not _change(rollout_id, (RolloutStatus.RUNNING,), RolloutStatus.PAUSED):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} is not running.")
     audit.record(actor, "rollout.pause", "ok", rollout=rollout_id)
@@ -174,7 +179,7 @@ def resume(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) ->
 
     :raises Refused: role (operator), not_found, not_open (not paused).
     """
-    _controlled(rollout_id, user, "resume")
+    _controlled(catalog, rollout_id, user)
     if not _change(rollout_id, (RolloutStatus.PAUSED,), RolloutStatus.RUNNING):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} is not paused.")
     audit.record(actor, "rollout.resume", "ok", rollout=rollout_id)
@@ -191,7 +196,7 @@ def cancel(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) ->
     from .approvals import withdraw
     from .jobs import cancel_queued
 
-    rollout = _controlled(rollout_id, user, "cancel")
+    rollout = _controlled(catalog, rollout_id, user)
     if not _change(rollout_id, ROLLOUT_ACTIVE, RolloutStatus.CANCELLED, finished_at=utcnow(),
                    note=f"cancelled by {user.username}"):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} has already ended.")
