@@ -237,7 +237,7 @@ def write_targets_file(path: Path, targets: dict[str, dict]) -> Path:
 
 
 def _toml(value) -> str:
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
