@@ -111,9 +111,9 @@ class Target:
     directory: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
+    tags: tuple[str, ...] = ()  # free labels ("eu", "tenant") that fleet rollouts select by
     webhook_url: str | None = None
     queue: str | None = None  # the Celery queue whose workers run this target's jobs
-    tags: tuple[str, ...] = ()  # free labels ("eu", "tenant") that fleet rollouts select by
     url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
