@@ -78,8 +78,18 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     from . import auth_setup, cli, ratelimit, security
     from .api import bp as api_bp
-    from .views import (admin, audit, auth, authoring, errors, jobs, main, requests,
-                        rollouts, targets)
+    from .views import (
+        admin,
+        audit,
+        auth,
+        authoring,
+        errors,
+        jobs,
+        main,
+        requests,
+        rollouts,
+        targets,
+    )
 
     auth_setup.init_app(app)
     security.init_app(app)
