@@ -42,7 +42,7 @@ def fleet(tmp_path: Path, monkeypatch, names: list[str], *, sleep: float = 0,
 
 def wait_rollout(client, rollout_id: int, headers: dict, timeout: float = 90,
                  until=lambda r: r["status"] not in ("running", "paused")) -> dict:
-    """Poll ``GET /api/v1/rollouts/<id>`` (which advances it) until ``until(json)``."""
+    """Poll ``GET /api/v1/rollouts/<id>`` (which records ended steps) until ``until(json)``."""
     deadline = time.monotonic() + timeout
     while True:
         data = client.get(f"/api/v1/rollouts/{rollout_id}", headers=headers).json

@@ -279,3 +279,52 @@ def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monke
     assert done["status"] == "succeeded"
     assert jobs_per_target(app) == {name: 1 for name in names}
     assert most_at_once(job_intervals(app, [s["job"] for s in done["steps"]])) <= 3
+
+
+def test_a_view_never_starts_a_step(make_app, tmp_path, monkeypatch):
+    """The job of wave 1 is killed: the reaper (run by the views) finds it
+    abandoned and its step failed, but no GET — page, fragment or API —
+    starts wave 2 (a GET never starts a migration); "Start next steps"
+    (a POST) does."""
+    import signal
+    import time
+
+    from conftest import login
+
+    app = make_app(fleet(tmp_path, monkeypatch, ["a", "b"], sleep=30))
+    add_user(app, "olga", "operator")
+    headers = token_headers(app, "pipe", "operator")
+    client = app.test_client()
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "targets": ["a", "b"], "batch_size": 1,
+        "stop_on_failure": False})
+    assert posted.status_code == 202, posted.json
+    rollout = posted.json["id"]
+    time.sleep(1)
+    os.kill(_worker_pid(app, posted.json["steps"][0]["job"]), signal.SIGKILL)
+    data = wait_rollout(client, rollout, headers,
+                        until=lambda r: r["steps"][0]["status"] == "failed")
+    ui = app.test_client()
+    login(ui, "olga")
+    for _ in range(3):  # the page, its polled fragment and the API, again and again
+        page = ui.get(f"/rollouts/{rollout}").get_data(as_text=True)
+        ui.get(f"/rollouts/{rollout}/status", headers={"HX-Request": "true"})
+        data = client.get(f"/api/v1/rollouts/{rollout}", headers=headers).json
+    assert data["status"] == "running" and data["steps"][1]["status"] == "pending", data
+    assert set(jobs_per_target(app)) == {"a"}
+    assert version_table(f"sqlite:///{tmp_path / 'db' / 'b.db'}") == set()
+    assert "Start next steps" in page and "never starts a migration" in page
+    proceeded = client.post(f"/api/v1/rollouts/{rollout}/proceed", headers=headers)
+    assert proceeded.status_code == 200, proceeded.json
+    assert proceeded.json["steps"][1]["status"] in ("running", "succeeded")
+    os.kill(_worker_pid(app, proceeded.json["steps"][1]["job"]), signal.SIGKILL)  # not 30 s
+    done = wait_rollout(client, rollout, headers)
+    assert done["status"] == "failed" and set(jobs_per_target(app)) == {"a", "b"}
+
+
+def _worker_pid(app, job_id: int) -> int:
+    with app.app_context():
+        from webapp.extensions import db
+        from webapp.models import Job
+
+        return db.session.get(Job, job_id).worker_pid

@@ -72,18 +72,20 @@ def rollout_list():
 
 @bp.route("/rollouts/<int:rollout_id>")
 def rollout_show(rollout_id: int):
-    """One rollout (advanced first: a pipeline polling it moves it on)."""
+    """One rollout (the ends of its steps recorded first; a GET starts no step)."""
     found = rollouts.get(get_catalog(), rollout_id)
     if found is None:
         abort(404, description=f"no rollout {rollout_id}")
     return jsonify(rollout_json(found))
 
 
-@bp.route("/rollouts/<int:rollout_id>/<any(pause, resume, cancel):action>",
+@bp.route("/rollouts/<int:rollout_id>/<any(pause, resume, proceed, cancel):action>",
           methods=["POST"])
 def rollout_control(rollout_id: int, action: str):
-    """Pause, resume or cancel: the rollout's JSON, or 403/404/409."""
-    change = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
+    """Pause, resume, proceed (start next steps) or cancel: the rollout's JSON,
+    or 403/404/409."""
+    change = {"pause": rollouts.pause, "resume": rollouts.resume,
+              "proceed": rollouts.proceed, "cancel": rollouts.cancel}
     try:
         found = change[action](get_catalog(), rollout_id, current_user, _api_actor())
     except Refused as exc:

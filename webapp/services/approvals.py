@@ -28,7 +28,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import audit, notify
+from . import audit, notify, rollout_advance
 from .catalog import Catalog
 from .jobs import JobRequest, plan_job, start_job
 from .refusals import Reason, Refused
@@ -172,6 +172,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
                     approver=user.username, comment=comment,
                     text=f"{user.username} rejected request {request.id} on "
                          f"{request.target}: {comment}")
+        rollout_advance.request_ended(request.id, catalog)
         return request, None
     audit.record(actor, "request.approve", "ok", target=request.target, commit=False,
                  request=request.id, comment=comment, plan_hash=request.plan_hash)
@@ -256,6 +257,9 @@ def withdraw(request_id: int, user: User, actor: audit.Actor) -> ApprovalRequest
     audit.record(actor, "request.withdraw", "ok", target=request.target, commit=False,
                  request=request.id)
     db.session.commit()
+    from .catalog import get_catalog
+
+    rollout_advance.request_ended(request.id, get_catalog())
     return request
 
 

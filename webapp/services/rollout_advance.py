@@ -2,7 +2,10 @@
 
 There is no scheduler: :func:`advance` runs when one of the rollout's jobs
 reaches a final state (:func:`job_finished`, called by the job's own process
-or Celery worker) and on every view of the rollout. It is idempotent and safe
+or Celery worker), when one of its approval requests is rejected or withdrawn
+(:func:`request_ended`), and on the POSTs that start, resume or continue a
+rollout. A view of a rollout (a GET) only records what ended
+(``start=False``): a GET never starts a migration. It is idempotent and safe
 to call from any number of processes and hosts at once:
 
 - a *lease* on the rollout row (an atomic ``UPDATE ... WHERE lease_until <
@@ -51,11 +54,15 @@ LEASE = timedelta(minutes=5)  # longer than starting a few steps ever takes
 MAX_PASSES = 50               # passes of one advance (each starts or ends something)
 
 
-def advance(catalog: Catalog, rollout_id: int) -> None:
+def advance(catalog: Catalog, rollout_id: int, *, start: bool = True) -> None:
     """Bring rollout ``rollout_id`` up to date: record steps whose job or
     request ended, start pending steps of the current wave up to the
     concurrency limit, end the rollout when nothing is left. Returns at once
     (after flagging ``dirty``) when another advancer holds the lease.
+
+    :param start: False for a page or API view (GET): record ended steps and
+        end the rollout when nothing is left, but start no step — only a job's
+        end, a decision or a POST may start a migration.
     """
     token = secrets.token_hex(16)
     if not _acquire(rollout_id, token):
@@ -65,7 +72,8 @@ def advance(catalog: Catalog, rollout_id: int) -> None:
     try:
         for _ in range(MAX_PASSES):
             db.session.expire_all()
-            if not _advance_once(catalog, rollout_id, token) and _release(rollout_id, token):
+            if not _advance_once(catalog, rollout_id, token, start) \
+                    and _release(rollout_id, token):
                 return
     finally:
         _release(rollout_id, token, force=True)
@@ -114,7 +122,7 @@ def _move(step: RolloutStep, old: str, new: StepStatus, **values) -> bool:
     return bool(moved)
 
 
-def _advance_once(catalog: Catalog, rollout_id: int, token: str) -> bool:
+def _advance_once(catalog: Catalog, rollout_id: int, token: str, start: bool) -> bool:
     """One pass; True when it changed something (another pass may follow)."""
     rollout = db.session.get(Rollout, rollout_id)
     if rollout is None:
@@ -134,7 +142,7 @@ def _advance_once(catalog: Catalog, rollout_id: int, token: str) -> bool:
     if not pending and not in_flight:
         _finish(rollout, RolloutStatus.FAILED if failed else RolloutStatus.SUCCEEDED)
         return True
-    if rollout.status == RolloutStatus.PAUSED or not pending:
+    if rollout.status == RolloutStatus.PAUSED or not pending or not start:
         return changed
     wave = min(s.wave for s in pending + in_flight)
     slots = rollout.concurrency - len(in_flight)
@@ -254,6 +262,21 @@ def _finish(rollout: Rollout, status: RolloutStatus) -> None:
     db.session.commit()
 
 
+def request_ended(request_id: int, catalog: Catalog) -> None:
+    """Hook for a rejected or withdrawn approval request (a POST): when it was a
+    rollout step's, record that step's end and start what comes next. Never
+    raises: the decision itself is already recorded."""
+    try:
+        step = db.session.execute(db.select(RolloutStep).where(
+            RolloutStep.request_id == request_id)).scalars().first()
+        if step is not None:
+            advance(catalog, step.rollout_id)
+    except Exception as exc:  # the rollout page's "Start next steps" does it too
+        db.session.rollback()
+        print(f"advancing the rollout of request {request_id} failed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 def step_for_job(job_id: int) -> RolloutStep | None:
     """The rollout step carried out by job ``job_id`` (directly, or through
     the approval request that started it), or None."""
@@ -284,7 +307,7 @@ def job_finished(job: Job, catalog: Catalog) -> None:
                 "ROLLOUT_QUEUE"))
         else:
             advance(catalog, step.rollout_id)
-    except Exception as exc:  # a view of the rollout advances it too
+    except Exception as exc:  # the rollout page's "Start next steps" does it too
         db.session.rollback()
         print(f"advancing the rollout of job {job.id} failed: {type(exc).__name__}: {exc}",
               file=sys.stderr)

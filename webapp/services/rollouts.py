@@ -114,9 +114,10 @@ def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) 
 
 
 def get(catalog: Catalog, rollout_id: int, *, advancing: bool = True) -> Rollout | None:
-    """The rollout, or None. Unless ``advancing`` is False, a rollout that
-    can still change is advanced first, after jobs whose process is gone
-    were marked abandoned (so their steps end)."""
+    """The rollout, or None. Unless ``advancing`` is False, the ends of its
+    steps are recorded first, after jobs whose process is gone were marked
+    abandoned (so their steps end). Never starts a step: views are GETs, and
+    a GET never starts a migration (:func:`proceed` does, on a POST)."""
     if not 0 < rollout_id < 2**63:
         return None
     rollout = db.session.get(Rollout, rollout_id)
@@ -125,7 +126,7 @@ def get(catalog: Catalog, rollout_id: int, *, advancing: bool = True) -> Rollout
     if advancing and (rollout.is_active or any(s.status in STEP_IN_FLIGHT
                                                for s in rollout.steps)):
         reap_abandoned()
-        advance(catalog, rollout_id)
+        advance(catalog, rollout_id, start=False)
         db.session.expire_all()
     return db.session.get(Rollout, rollout_id)
 
@@ -183,7 +184,27 @@ def resume(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) ->
     if not _change(rollout_id, (RolloutStatus.PAUSED,), RolloutStatus.RUNNING):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} is not paused.")
     audit.record(actor, "rollout.resume", "ok", rollout=rollout_id)
-    return get(catalog, rollout_id)
+    reap_abandoned()
+    advance(catalog, rollout_id)  # a POST: the next steps start now
+    return get(catalog, rollout_id, advancing=False)
+
+
+def proceed(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) -> Rollout:
+    """Start the steps a running rollout is ready for now (POST "Start next
+    steps"). Steps normally start when a job of the rollout ends; this is for
+    a step that ended without its job process saying so (a job found
+    abandoned, a request that expired).
+
+    :raises Refused: role (operator), not_found, not_open (not running).
+    """
+    rollout = _controlled(catalog, rollout_id, user)
+    if rollout.status != RolloutStatus.RUNNING:
+        raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} is {rollout.status}, "
+                                       "not running.")
+    audit.record(actor, "rollout.proceed", "ok", rollout=rollout_id)
+    reap_abandoned()
+    advance(catalog, rollout_id)
+    return get(catalog, rollout_id, advancing=False)
 
 
 def cancel(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) -> Rollout:

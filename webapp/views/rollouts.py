@@ -1,5 +1,6 @@
 """Fleet rollout pages: the list and start form, one rollout's live page,
-pause / resume / cancel (POST + CSRF). Every view of a rollout advances it."""
+pause / resume / proceed / cancel (POST + CSRF). A view records the ends of
+steps but never starts one."""
 
 from __future__ import annotations
 
@@ -128,8 +129,18 @@ def _live(rollout) -> bool:
     return rollout.is_active or any(s.status in STEP_IN_FLIGHT for s in rollout.steps)
 
 
+def _ready(rollout) -> bool:
+    """True when a running rollout has pending steps and free slots: steps
+    that normally start when a job ends, offered as "Start next steps"."""
+    pending = [s for s in rollout.steps if s.status == "pending"]
+    in_flight = [s for s in rollout.steps if s.status in STEP_IN_FLIGHT]
+    return rollout.status == "running" and bool(pending) \
+        and len(in_flight) < rollout.concurrency
+
+
 def _context(rollout) -> dict:
     return {"rollout": rollout, "counts": rollouts.counts(rollout), "live": _live(rollout),
+            "ready": _ready(rollout),
             "selection": rollouts.selection_of(rollout),
             "waves": sorted({s.wave for s in rollout.steps})}
 
@@ -149,10 +160,12 @@ def status(rollout_id: int):
     return html, code, {"Vary": "HX-Request", "Cache-Control": "no-store"}
 
 
-@bp.route("/rollouts/<int:rollout_id>/<any(pause, resume, cancel):action>", methods=["POST"])
+@bp.route("/rollouts/<int:rollout_id>/<any(pause, resume, proceed, cancel):action>",
+          methods=["POST"])
 def control(rollout_id: int, action: str):
-    """Pause, resume or cancel (operator role; POST + CSRF)."""
-    change = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
+    """Pause, resume, proceed (start next steps) or cancel (operator role; POST + CSRF)."""
+    change = {"pause": rollouts.pause, "resume": rollouts.resume,
+              "proceed": rollouts.proceed, "cancel": rollouts.cancel}
     try:
         change[action](get_catalog(), rollout_id, current_user, actor())
     except Refused as exc:
