@@ -69,6 +69,17 @@ def init_app(app: Flask) -> None:
             return response
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
+    @app.context_processor
+    def role_helpers():
+        def can(target, role: str) -> bool:
+            """Template helper: the logged-in user's role on ``target`` is
+            ``role`` or above (buttons follow it; the server checks again)."""
+            from .core.permissions import Role
+
+            return current_user.is_authenticated and \
+                accounts.role_on(current_user, target) >= Role.parse(role)
+        return {"can": can}
+
     @app.before_request
     def require_login():
         if request.endpoint in PUBLIC_ENDPOINTS:

@@ -1,4 +1,5 @@
-"""``flask --app wsgi ...`` commands: init, create-user, create-token, db-upgrade."""
+"""``flask --app wsgi ...`` commands: init, create-user, set-groups, create-token,
+db-upgrade."""
 
 from __future__ import annotations
 
@@ -84,8 +85,10 @@ def init_app(app: Flask) -> None:
 
     @app.cli.command("create-user")
     @click.argument("name")
-    @click.option("--role", type=click.Choice(["viewer", "operator", "approver", "admin"]),
-                  default="viewer", show_default=True)
+    @click.option("--role", type=click.Choice(["none", "viewer", "operator", "approver",
+                                               "admin"]),
+                  default="viewer", show_default=True,
+                  help="Global role; 'none' = only what per-target grants give.")
     @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
     def create_user(name: str, role: str, password_stdin: bool) -> None:
         """Create a local account NAME with ROLE."""
@@ -95,6 +98,21 @@ def init_app(app: Flask) -> None:
         except accounts.AccountError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"created user {name} with role {role}")
+
+    @app.cli.command("set-groups")
+    @click.argument("name")
+    @click.argument("groups", default="")
+    def set_groups(name: str, groups: str) -> None:
+        """Set the groups of local user NAME (comma-separated GROUPS; empty
+        clears them), matched by group:<name> grants in the targets file."""
+        user = accounts.get_user(name)
+        if user is None:
+            raise click.ClickException(f"no user called {name!r}")
+        try:
+            kept = accounts.set_groups(user, groups.split(","))
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"groups of {name}: {', '.join(kept) or '(none)'}")
 
     @app.cli.command("create-token")
     @click.argument("name")

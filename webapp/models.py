@@ -16,7 +16,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
 
-ROLES = ("viewer", "operator", "approver", "admin")
+# "none": only what per-target grants give (see webapp.core.permissions)
+ROLES = ("none", "viewer", "operator", "approver", "admin")
 
 
 def utcnow() -> datetime:
@@ -25,9 +26,15 @@ def utcnow() -> datetime:
 
 
 class User(UserMixin, db.Model):
-    """A local account. ``role`` is one of :data:`ROLES` (ordered by power)."""
+    """An account. ``role`` is one of :data:`ROLES` (ordered by power), the
+    global role; ``groups`` is a JSON list of group names (per-target grants
+    ``group:<name>``), set by ``flask set-groups`` or from the identity
+    provider's claim at each single sign-on. ``oidc_issuer``/``oidc_subject``
+    identify an account made by single sign-on (its ``password_hash`` is empty).
+    """
 
     __tablename__ = "users"
+    __table_args__ = (db.UniqueConstraint("oidc_issuer", "oidc_subject"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -41,6 +48,9 @@ class User(UserMixin, db.Model):
     # bumped on logout, password change, role change and disable: every
     # session cookie carrying an older value stops working (see get_id)
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    groups_json: Mapped[str] = mapped_column("groups", Text, default="[]", server_default="[]")
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user",
                                                   cascade="all, delete-orphan")
@@ -60,6 +70,14 @@ class User(UserMixin, db.Model):
         Order: viewer < operator < approver < admin.
         """
         return ROLES.index(self.role) >= ROLES.index(minimum)
+
+    @property
+    def groups(self) -> list[str]:
+        """The group names stored for this account (``groups`` decoded)."""
+        import json
+
+        value = json.loads(self.groups_json or "[]")
+        return [g for g in value if isinstance(g, str)] if isinstance(value, list) else []
 
 
 class ApiToken(db.Model):
@@ -183,6 +201,8 @@ class AuditEvent(db.Model):
     """An append-only record of an action or a denied attempt.
 
     ``details`` is JSON text; it never contains a database URL or password.
+    It carries ``identity`` (the identity provider's ``iss`` and ``sub``) for
+    single sign-on users and ``granted_by`` (which grants allowed the action).
     """
 
     __tablename__ = "audit_events"
@@ -196,6 +216,17 @@ class AuditEvent(db.Model):
     target: Mapped[str | None] = mapped_column(String(64), index=True)
     job_id: Mapped[int | None]
     details: Mapped[str] = mapped_column(Text, default="{}")
+
+    @property
+    def details_dict(self) -> dict:
+        """``details`` decoded ({} when unreadable)."""
+        import json
+
+        try:
+            value = json.loads(self.details or "{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 class RequestStatus(StrEnum):

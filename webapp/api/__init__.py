@@ -34,10 +34,17 @@ def csrf_for_sessions():
 def targets():
     """``[{"name", "tier", "current", "heads", "pending", "reachable"}]`` for every target.
 
-    Extra fields: ``label``, ``error`` (why unreachable; no password).
+    Extra fields: ``label``, ``error`` (why unreachable; no password). Only
+    the targets on which the caller has at least the viewer role.
     """
+    from flask_login import current_user
+
+    from ..services import accounts
+
+    catalog = get_catalog()
     result = []
-    for status in get_catalog().statuses():
+    for status in catalog.statuses(accounts.visible_targets(current_user,
+                                                            catalog.targets.values())):
         result.append({
             "name": status.target.name,
             "label": status.target.label,
@@ -61,6 +68,9 @@ def history(name: str):
     target = catalog.get(name)
     if target is None:
         abort(404, description=f"no target called {name[:80]!r}")
+    denied = _viewer_refusal(target)
+    if denied is not None:
+        return denied
     status = catalog.status(target)
     if status.history is None:
         return jsonify(error="script directory unreadable", detail=status.history_error), 409
@@ -84,13 +94,32 @@ def history(name: str):
     } for info in status.history.revisions])
 
 
+def _viewer_refusal(target):
+    """None when the caller may see ``target`` (viewer role there or above);
+    else a 403 JSON answer (the attempt is audited)."""
+    from flask import request
+    from flask_login import current_user
+
+    from ..core.permissions import Role
+    from ..services import accounts, audit
+
+    role = accounts.role_on(current_user, target)
+    if role >= Role.VIEWER:
+        return None
+    audit.record(_api_actor(), "access", "denied", target=target.name if target else None,
+                 reason="role", needed="viewer", role=role.label, path=request.path[:200],
+                 via="api")
+    return jsonify(error=Reason.ROLE, detail=f"You have no role on "
+                   f"{target.name if target else 'this target'}."), 403
+
+
 def _api_actor():
     from flask import request
     from flask_login import current_user
 
     from ..services import audit
 
-    return audit.Actor(current_user.username, request.remote_addr)
+    return audit.Actor.of(current_user, request.remote_addr)
 
 
 def job_json(job) -> dict:
@@ -209,7 +238,8 @@ def job(job_id: int):
     found = jobs.get_job(job_id)
     if found is None:
         abort(404, description=f"no job {job_id}")
-    return jsonify(job_json(found))
+    denied = _viewer_refusal(get_catalog().get(found.target))
+    return denied if denied is not None else jsonify(job_json(found))
 
 
 @bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
@@ -259,10 +289,13 @@ def request_json(found) -> dict:
 def requests_list():
     """Open (and approved, not yet run) requests, newest first; ``?all=1`` for all."""
     from flask import request
+    from flask_login import current_user
 
-    from ..services import approvals
+    from ..services import accounts, approvals
 
-    rows = approvals.list_requests(open_only=request.args.get("all") != "1")
+    catalog = get_catalog()
+    visible = [t.name for t in accounts.visible_targets(current_user, catalog.targets.values())]
+    rows = approvals.list_requests(open_only=request.args.get("all") != "1", targets=visible)
     return jsonify([request_json(r) for r in rows])
 
 

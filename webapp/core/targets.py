@@ -14,10 +14,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
+
+from .permissions import GRANT_LISTS, Grants, parse_grants
 
 TIERS = ("development", "staging", "production")
 TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -75,13 +77,16 @@ class Policy:
     """What a target allows. Read from ``[targets.<name>.policy]``.
 
     ``approvals_required`` is the number of distinct approvers a job needs
-    (0 = none); the other fields are booleans.
+    (0 = none); the other fields are booleans. ``grants`` holds the optional
+    lists ``viewers``, ``operators``, ``approvers``, ``admins`` (see
+    :mod:`webapp.core.permissions`).
     """
 
     approvals_required: int = 0
     allow_downgrade: bool = True
     allow_revision_authoring: bool = False
     run_on_approval: bool = True
+    grants: Grants = field(default_factory=Grants)
 
     @property
     def is_protected(self) -> bool:
@@ -114,6 +119,7 @@ class Target:
     tags: tuple[str, ...] = ()  # free labels ("eu", "tenant") that fleet rollouts select by
     webhook_url: str | None = None
     queue: str | None = None  # the Celery queue whose workers run this target's jobs
+    tier_grants: Grants = field(default_factory=Grants)  # [tiers.<tier>.policy] lists
     url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
@@ -256,11 +262,12 @@ def load_targets(path: str | Path, *, url_defaults: Mapping[str, str] | None = N
         found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         raise TargetsFileError(path, f"invalid TOML: {exc}",
                                line=int(found.group(1)) if found else None) from None
-    unknown_top = set(data) - {"targets"}
+    unknown_top = set(data) - {"targets", "tiers"}
     if unknown_top:
         key = sorted(unknown_top)[0]
-        raise TargetsFileError(path, "unknown top-level key (expected only [targets.<name>])",
-                               key=key)
+        raise TargetsFileError(path, "unknown top-level key (expected [targets.<name>] "
+                               "and optional [tiers.<tier>.policy])", key=key)
+    tier_grants = _tier_grants(path, data.get("tiers", {}))
     raw_targets = data.get("targets")
     if not isinstance(raw_targets, dict) or not raw_targets:
         raise TargetsFileError(path, "no targets defined; add a [targets.<name>] table",
@@ -269,6 +276,38 @@ def load_targets(path: str | Path, *, url_defaults: Mapping[str, str] | None = N
     result: dict[str, Target] = {}
     for name, raw in raw_targets.items():
         result[name] = _parse_target(path, text, base, name, raw, url_defaults or {})
+        tier = tier_grants.get(result[name].tier)
+        if tier is not None:
+            result[name] = replace(result[name], tier_grants=tier)
+    return result
+
+
+def _tier_grants(path: Path, raw: object) -> dict[str, Grants]:
+    """``[tiers.<tier>.policy]`` tables → grants by tier.
+
+    :raises TargetsFileError: unknown tier or key, malformed list.
+    """
+    if not isinstance(raw, dict):
+        raise TargetsFileError(path, "must be a table of [tiers.<tier>.policy]", key="tiers")
+    result = {}
+    for tier, table in raw.items():
+        if tier not in TIERS:
+            raise TargetsFileError(path, f"must be one of {', '.join(TIERS)}",
+                                   key=f"tiers.{tier}")
+        if not isinstance(table, dict) or set(table) - {"policy"} \
+                or not isinstance(table.get("policy", {}), dict):
+            raise TargetsFileError(path, "only a [tiers.<tier>.policy] table is allowed",
+                                   key=f"tiers.{tier}")
+        policy = table.get("policy", {})
+        unknown = set(policy) - set(GRANT_LISTS)
+        if unknown:
+            raise TargetsFileError(path, f"unknown tier policy key (known: "
+                                   f"{', '.join(GRANT_LISTS)})",
+                                   key=f"tiers.{tier}.policy.{sorted(unknown)[0]}")
+        grants, bad, problem = parse_grants(policy)
+        if bad is not None:
+            raise TargetsFileError(path, problem or "invalid", key=f"tiers.{tier}.policy.{bad}")
+        result[tier] = grants
     return result
 
 
@@ -330,10 +369,15 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
     if not isinstance(policy_raw, dict):
         raise fail("must be a table", "policy")
     policy_values: dict[str, int | bool] = dict(_POLICY_DEFAULTS)
+    grants, bad, problem = parse_grants(policy_raw)
+    if bad is not None:
+        raise fail(problem or "invalid", f"policy.{bad}")
     for key, value in policy_raw.items():
+        if key in GRANT_LISTS:
+            continue
         if key not in _POLICY_DEFAULTS:
-            raise fail(f"unknown policy key (known: {', '.join(_POLICY_DEFAULTS)})",
-                       f"policy.{key}")
+            raise fail(f"unknown policy key (known: "
+                       f"{', '.join([*_POLICY_DEFAULTS, *GRANT_LISTS])})", f"policy.{key}")
         expected = type(_POLICY_DEFAULTS[key])
         if type(value) is not expected:
             raise fail(f"must be {'an integer' if expected is int else 'true or false'}",
@@ -368,6 +412,6 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         flask_app=flask_app,
         directory=directory,
         env=dict(env),
-        policy=Policy(**policy_values),  # type: ignore[arg-type]
+        policy=Policy(**policy_values, grants=grants),  # type: ignore[arg-type]
         url_defaults=dict(url_defaults),
     )

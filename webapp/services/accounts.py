@@ -1,4 +1,6 @@
-"""Accounts: local users with hashed passwords, roles, API tokens, login throttling.
+"""Accounts: local users with hashed passwords, roles, groups, API tokens,
+login throttling, and :func:`role_on` — the one answer to "what may this
+user do on this target" (global role plus per-target and per-tier grants).
 
 Passwords are hashed with werkzeug's scrypt; tokens are random 256-bit
 strings of which only the SHA-256 is stored.
@@ -6,11 +8,15 @@ strings of which only the SHA-256 is stored.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+from collections.abc import Iterable
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..core.permissions import Access, Role, effective_access
+from ..core.targets import Target
 from ..extensions import db
 from ..models import ROLES, ApiToken, User, utcnow
 from . import login_throttle, passwords
@@ -20,6 +26,8 @@ MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
 MAX_FAILED_LOGINS = login_throttle.MAX_FAILED_LOGINS
 LOCKOUT = login_throttle.LOCKOUT
 LoginThrottled = login_throttle.LoginThrottled
+GROUP_RE = re.compile(r"^[^\s,]{1,128}$")
+MAX_GROUPS = 200
 TOKEN_PREFIX = "adb_"
 
 _dummy_hash: str | None = None
@@ -78,7 +86,7 @@ def authenticate(username: str, password: str) -> User | None:
     login_throttle.reserve_attempt(username)
     user = db.session.execute(
         db.select(User).filter_by(username=username)).scalar_one_or_none()
-    if user is None:
+    if user is None or not user.password_hash:  # unknown, or single sign-on only
         check_password_hash(_dummy_password_hash(), password)
         return None
     if not check_password_hash(user.password_hash, password) or not user.is_active:
@@ -213,3 +221,53 @@ def get_user(username: str) -> User | None:
 def user_count() -> int:
     """Number of accounts."""
     return db.session.execute(db.select(db.func.count(User.id))).scalar_one()
+
+
+def clean_groups(groups: Iterable[object]) -> list[str]:
+    """Group names kept for an account: strings without spaces or commas,
+    1-128 characters, at most :data:`MAX_GROUPS`, sorted, no duplicates."""
+    return sorted({g for g in groups if isinstance(g, str) and GROUP_RE.match(g)})[:MAX_GROUPS]
+
+
+def set_groups(user: User, groups: Iterable[str]) -> list[str]:
+    """Store ``user``'s groups (commits); return them as stored.
+
+    :raises AccountError: a name with spaces or commas, or too long.
+    """
+    groups = [g.strip() for g in groups if g.strip()]
+    bad = [g for g in groups if not GROUP_RE.match(g)]
+    if bad:
+        raise AccountError(f"group names have 1-128 characters, no spaces or commas "
+                           f"(got {bad[0][:40]!r})")
+    kept = clean_groups(groups)
+    user.groups_json = json.dumps(kept)
+    db.session.commit()
+    return kept
+
+
+def access_on(user: User, target: Target | None) -> Access:
+    """``user``'s effective role on ``target`` and the grants behind it.
+
+    The global role (``users.role``), raised by the target's
+    ``[targets.NAME.policy]`` lists and its tier's ``[tiers.TIER.policy]``
+    lists that name ``user:<username>`` or one of the user's groups. For a
+    target no longer configured (None) only the global role counts.
+    """
+    global_role = Role.parse(user.role)
+    if target is None:
+        sources = ((global_role, f"global role {global_role.label}"),) \
+            if global_role > Role.NONE else ()
+        return Access(global_role, sources)
+    return effective_access(global_role, user.username, user.groups,
+                            target_name=target.name, target_grants=target.policy.grants,
+                            tier=target.tier, tier_grants=target.tier_grants)
+
+
+def role_on(user: User, target: Target | None) -> Role:
+    """``user``'s effective role on ``target`` (see :func:`access_on`)."""
+    return access_on(user, target).role
+
+
+def visible_targets(user: User, targets: Iterable[Target]) -> list[Target]:
+    """The targets on which ``user`` has at least the viewer role, in order."""
+    return [t for t in targets if role_on(user, t) >= Role.VIEWER]

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from flask import current_app
 
+from ..core.permissions import Role
 from ..core.plan import Plan, PlanStep
 from ..extensions import db
 from ..models import (
@@ -28,7 +29,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import audit, notify, rollout_advance
+from . import accounts, audit, notify, rollout_advance
 from .catalog import Catalog
 from .jobs import JobRequest, plan_job, start_job
 from .refusals import Reason, Refused
@@ -82,12 +83,16 @@ def get_request(request_id: int) -> ApprovalRequest | None:
     return db.session.get(ApprovalRequest, request_id)
 
 
-def list_requests(*, open_only: bool = False, limit: int = 100) -> list[ApprovalRequest]:
-    """Requests newest first; ``open_only`` keeps open and approved ones."""
+def list_requests(*, open_only: bool = False, limit: int = 100,
+                  targets: list[str] | None = None) -> list[ApprovalRequest]:
+    """Requests newest first; ``open_only`` keeps open and approved ones;
+    ``targets`` keeps those on these target names (the ones a user may see)."""
     expire_requests()
     stmt = db.select(ApprovalRequest).order_by(ApprovalRequest.id.desc()).limit(limit)
     if open_only:
         stmt = stmt.where(ApprovalRequest.status.in_(REQUEST_PENDING))
+    if targets is not None:
+        stmt = stmt.where(ApprovalRequest.target.in_(targets))
     return list(db.session.execute(stmt).scalars())
 
 
@@ -125,19 +130,29 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
     return request
 
 
-def _open_for_decision(request: ApprovalRequest | None, user: User) -> ApprovalRequest:
+def can_decide_grants(catalog: Catalog, request: ApprovalRequest, user: User) -> list[str]:
+    """The grants that let ``user`` approve or reject requests on the
+    request's target (empty: the user may not decide there)."""
+    access = accounts.access_on(user, catalog.get(request.target))
+    return access.granted_by(Role.APPROVER) if access.allows(Role.APPROVER) else []
+
+
+def _open_for_decision(catalog: Catalog, request: ApprovalRequest | None,
+                       user: User) -> tuple[ApprovalRequest, list[str]]:
     if request is None:
         raise Refused(Reason.NOT_FOUND, "There is no such request.")
-    if not user.has_role("approver"):
-        raise Refused(Reason.ROLE, f"Approving needs the approver role; your role is "
-                         f"{user.role}.")
+    granted_by = can_decide_grants(catalog, request, user)
+    if not granted_by:
+        raise Refused(Reason.ROLE, f"Approving on {request.target} needs the approver "
+                      f"role; your role there is "
+                      f"{accounts.role_on(user, catalog.get(request.target)).label}.")
     if request.requester_id == user.id:
         raise Refused(Reason.SELF_APPROVAL, "You cannot approve or reject your own "
                          "request: another approver must decide.")
     if request.status != RequestStatus.OPEN:
         raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not open.")
-    return request
+    return request, granted_by
 
 
 def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment: str,
@@ -156,7 +171,8 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
         raise Refused(Reason.BAD_INPUT, f"A comment has at most {MAX_COMMENT} characters.")
     if decision not in ("approve", "reject"):
         raise Refused(Reason.BAD_INPUT, "decision must be approve or reject")
-    request = _open_for_decision(get_request(request_id), user)
+    request, granted_by = _open_for_decision(catalog, get_request(request_id), user)
+    actor = actor.granted(granted_by)
     if any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
            for a in request.approvals):
         raise Refused(Reason.ALREADY_DECIDED, "You have already decided on this request.")

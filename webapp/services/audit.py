@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..extensions import db
@@ -23,10 +23,27 @@ _CREDENTIALS_RE = re.compile(r"(\w+(?:\+\w+)?://[^:/@\s]*:)[^@\s]*@")
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: ``username`` (None for anonymous) and ``address`` (client IP)."""
+    """Who acts: ``username`` (None for anonymous) and ``address`` (client IP);
+    for a single sign-on account ``issuer`` and ``subject`` (the identity
+    provider's ``iss`` and ``sub``); ``granted_by`` the grants that allowed
+    the action (see :meth:`granted`). Events recorded for an actor carry the
+    last two in their details (``identity``, ``granted_by``)."""
 
     username: str | None
     address: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    granted_by: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, user, address: str | None) -> Actor:
+        """The actor for an account (a :class:`~webapp.models.User`) at ``address``."""
+        return cls(user.username, address, getattr(user, "oidc_issuer", None),
+                   getattr(user, "oidc_subject", None))
+
+    def granted(self, granted_by: list[str]) -> Actor:
+        """This actor, with the grants that allow what it does next."""
+        return replace(self, granted_by=tuple(granted_by))
 
 
 SYSTEM = Actor("system", "local")
@@ -48,8 +65,13 @@ def record(actor: Actor, action: str, outcome: str, *, target: str | None = None
 
     :param action: dotted name, e.g. ``login``, ``job.confirm``, ``job.end``.
     :param outcome: ``ok``, ``denied``, ``failed``, ``succeeded``, ...
-    :param details: JSON-serialisable facts (credentials in URLs are masked).
+    :param details: JSON-serialisable facts (credentials in URLs are masked);
+        ``identity`` and ``granted_by`` are added from ``actor``.
     """
+    if actor.subject and "identity" not in details:
+        details["identity"] = {"iss": actor.issuer, "sub": actor.subject}
+    if actor.granted_by and "granted_by" not in details:
+        details["granted_by"] = list(actor.granted_by)
     event = AuditEvent(username=actor.username, client_address=(actor.address or "")[:64],
                        action=action[:48], outcome=outcome[:16], target=target,
                        job_id=job_id, details=json.dumps(_scrub(details), default=str))

@@ -17,10 +17,11 @@ import cachetools
 
 from ..core.history import HistoryError
 from ..core.lint import lint_sql
+from ..core.permissions import Role
 from ..core.runner import TargetProcessError, run_agent
 from ..core.targets import Target, TargetUrlMissing
 from ..models import User
-from . import audit
+from . import accounts, audit
 from .catalog import Catalog, Memo
 from .refusals import Reason, Refused
 
@@ -146,8 +147,11 @@ def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, 
     :raises Refused: 403 role/policy, 400 bad input, 409 not possible now,
         422 Alembic or env.py failed.
     """
-    if not user.has_role("operator"):
-        raise Refused(Reason.ROLE, "Writing revisions needs the operator role.")
+    access = accounts.access_on(user, target)
+    if not access.allows(Role.OPERATOR):
+        raise Refused(Reason.ROLE, f"Writing revisions on {target.name} needs the operator "
+                      f"role; your role there is {access.role.label}.")
+    actor = actor.granted(access.granted_by(Role.OPERATOR))
     if not target.policy.allow_revision_authoring:
         raise Refused(Reason.POLICY, f"The policy of {target.name} does not allow writing "
                          "revision files (allow_revision_authoring = false).")

@@ -110,10 +110,10 @@ class Catalog:
         """Live status of one target (see :func:`core.status.target_status`)."""
         return target_status(target, self.histories, self.engines, self.database_url)
 
-    def statuses(self) -> list[TargetStatus]:
-        """Live status of every target, in parallel, in file order."""
-        return all_statuses(self.targets.values(), self.histories, self.engines,
-                            self.database_url)
+    def statuses(self, targets: list[Target] | None = None) -> list[TargetStatus]:
+        """Live status of every target (or of ``targets``), in parallel, in order."""
+        return all_statuses(self.targets.values() if targets is None else targets,
+                            self.histories, self.engines, self.database_url)
 
     def history(self, target: Target) -> History:
         """Cached history of the target's script directory.

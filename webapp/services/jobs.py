@@ -31,13 +31,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from ..core.history import HistoryError
+from ..core.permissions import Role
 from ..core.plan import Plan, PlanError, compute_plan, is_transactional_ddl, validate_request
 from ..core.runner import TargetProcessError, write_run_request
 from ..core.status import DatabaseUnavailable, current_heads
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
 from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
-from . import audit, liveness
+from . import accounts, audit, liveness
 from .catalog import Catalog
 from .refusals import Reason, Refused, approvals_text
 
@@ -79,7 +80,7 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
         database, nothing to do, plan changed, busy, unreachable...
     """
     target = request.target
-    authorize(user, target, request.command)
+    actor = actor.granted(authorize(user, target, request.command))
     plan = None
     if fast_plan and not target.policy.is_protected:  # approvers must see the SQL
         plan = quick_upgrade_plan(catalog, request)
@@ -97,23 +98,28 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
                                     confirmed_hash=confirmed_hash))
 
 
-def authorize(user: User, target: Target, command: str) -> None:
-    """Server-side role and policy checks for running ``command`` on ``target``.
+def authorize(user: User, target: Target, command: str) -> list[str]:
+    """Server-side role and policy checks for running ``command`` on ``target``,
+    with the user's effective role there (:func:`accounts.access_on`).
 
     On a protected target passing these checks allows a *request*; the job
     itself needs approvals (see :mod:`webapp.services.approvals`).
 
+    :return: the grants that allow it (for the audit log), e.g.
+        ``["group:dba on target shop-prod (approver)"]``.
     :raises Refused: :attr:`Reason.ROLE` or :attr:`Reason.POLICY`.
     """
-    if not user.has_role("operator"):
-        raise Refused(Reason.ROLE, "Running migrations needs the operator role; "
-                      f"your role is {user.role}.")
-    if command == "stamp" and not user.has_role("admin"):
+    access = accounts.access_on(user, target)
+    if not access.allows(Role.OPERATOR):
+        raise Refused(Reason.ROLE, f"Running migrations on {target.name} needs the operator "
+                      f"role; your role there is {access.role.label}.")
+    if command == "stamp" and not access.allows(Role.ADMIN):
         raise Refused(Reason.ROLE, "stamp needs the admin role: it rewrites the version "
                       "table without running migrations.")
     if command == "downgrade" and not target.policy.allow_downgrade:
         raise Refused(Reason.POLICY, f"The policy of {target.name} does not allow "
                       "downgrades (allow_downgrade = false).")
+    return access.granted_by(Role.ADMIN if command == "stamp" else Role.OPERATOR)
 
 
 def _unreachable(exc: Exception) -> Refused:
@@ -390,12 +396,16 @@ def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
     :raises Refused: role (operator needed), not_found, not_open (a worker
         already took it, or it ended).
     """
-    if not user.has_role("operator"):
-        raise Refused(Reason.ROLE, f"Cancelling a job needs the operator role; your role is "
-                      f"{user.role}.")
     job = get_job(job_id)
     if job is None:
         raise Refused(Reason.NOT_FOUND, f"There is no job {job_id}.")
+    from .catalog import get_catalog
+
+    access = accounts.access_on(user, get_catalog().get(job.target))
+    if not access.allows(Role.OPERATOR):
+        raise Refused(Reason.ROLE, f"Cancelling a job on {job.target} needs the operator "
+                      f"role; your role there is {access.role.label}.")
+    actor = actor.granted(access.granted_by(Role.OPERATOR))
     done = db.session.execute(update(Job).where(
         Job.id == job_id, Job.status == JobStatus.QUEUED, Job.worker_pid.is_(None)).values(
         status=JobStatus.ABANDONED, finished_at=utcnow(),

@@ -43,7 +43,7 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
         app (its engine cannot be pointed at a copy: :attr:`Reason.UNSUPPORTED`).
     """
     target = request.target
-    jobs.authorize(user, target, request.command)
+    actor = actor.granted(jobs.authorize(user, target, request.command))
     if target.flask_app:
         raise Refused(Reason.UNSUPPORTED, f"{target.name} is a Flask-Migrate app: its env.py "
                       "connects with the app's own engine, which cannot be pointed at a "

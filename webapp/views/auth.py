@@ -72,7 +72,7 @@ def logout():
     session version is bumped, so a copy of the old cookie no longer works."""
     if current_user.is_authenticated:
         accounts.end_sessions(current_user)
-        audit.record(audit.Actor(current_user.username, request.remote_addr), "logout", "ok")
+        audit.record(audit.Actor.of(current_user, request.remote_addr), "logout", "ok")
     session.clear()  # nothing (CSRF token, flashes) outlives the session
     logout_user()
     flash("You are logged out.", "info")

@@ -6,8 +6,9 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from flask_login import current_user
 
 from ..core.history import HistoryError
+from ..core.permissions import Role
 from ..core.runner import TargetProcessError
-from ..services import authoring, jobs
+from ..services import accounts, authoring, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
 from .jobs import _refused, actor
@@ -52,7 +53,7 @@ def preview_result(name: str):
                            if result.downgrade else None,
                            sql_html=highlight_sql(result.sql) if result.sql else None,
                            pygments_css=PYGMENTS_CSS,
-                           can_write=current_user.has_role("operator")
+                           can_write=accounts.role_on(current_user, target) >= Role.OPERATOR
                            and target.policy.allow_revision_authoring)
     return html, 200, {"Vary": "HX-Request"}
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from ..core.permissions import Role
 from ..services import audit, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused, approvals_text
 from .refusals import http_status
-from .targets import PYGMENTS_CSS, get_target_or_404, sql_sections_html
+from .targets import PYGMENTS_CSS, get_target_or_404, require_role_on, sql_sections_html
 
 bp = Blueprint("jobs", __name__)
 
@@ -21,8 +22,9 @@ MAX_FIELD = 200  # characters; longer input is refused before any lookup
 
 
 def actor() -> audit.Actor:
-    """The logged-in user and client address, for the audit log."""
-    return audit.Actor(current_user.username, request.remote_addr)
+    """The logged-in user (with its identity provider subject) and client
+    address, for the audit log."""
+    return audit.Actor.of(current_user, request.remote_addr)
 
 
 def _job_request(name: str, source) -> jobs.JobRequest:
@@ -86,6 +88,7 @@ def _job_or_404(job_id: int):
     job = jobs.get_job(job_id)
     if job is None:
         abort(404, description=f"There is no job {job_id}.")
+    require_role_on(get_catalog().get(job.target), Role.VIEWER)
     return job
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template
+from flask_login import current_user
 
-from ..services import jobs
+from ..services import accounts, jobs
 from ..services.catalog import get_catalog
 from .targets import get_target_or_404
 
@@ -22,7 +23,9 @@ def index():
     """The dashboard. Cards load their status separately (htmx), so one
     unreachable database does not delay the others."""
     catalog = get_catalog()
-    return render_template("main/index.html", targets=list(catalog.targets.values()),
+    return render_template("main/index.html",
+                           targets=accounts.visible_targets(current_user,
+                                                            catalog.targets.values()),
                            catalog=catalog)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from ..core.permissions import Role
 from ..models import REQUEST_PENDING, RequestStatus
-from ..services import approvals, audit, jobs
+from ..services import accounts, approvals, audit, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from .jobs import _job_request, _refused, actor
 from .refusals import http_status
-from .targets import PYGMENTS_CSS, sql_sections_html
+from .targets import PYGMENTS_CSS, require_role_on, sql_sections_html
 
 bp = Blueprint("requests", __name__)
 
@@ -35,9 +36,12 @@ def create(name: str):
 @bp.route("/requests")
 def index():
     """Open requests first, then recent decided ones."""
+    visible = [t.name for t in accounts.visible_targets(current_user,
+                                                         get_catalog().targets.values())]
     return render_template("requests/index.html",
-                           open_requests=approvals.list_requests(open_only=True),
-                           recent=[r for r in approvals.list_requests(limit=50)
+                           open_requests=approvals.list_requests(open_only=True,
+                                                                 targets=visible),
+                           recent=[r for r in approvals.list_requests(limit=50, targets=visible)
                                    if r.status not in REQUEST_PENDING])
 
 
@@ -45,6 +49,7 @@ def _request_or_404(request_id: int):
     found = approvals.get_request(request_id)
     if found is None:
         abort(404, description=f"There is no request {request_id}.")
+    require_role_on(get_catalog().get(found.target), Role.VIEWER)
     return found
 
 
@@ -62,7 +67,8 @@ def show(request_id: int):
         rehearsal=rehearsals.latest_for(found.target, found.plan_hash),
         approved=len({a.approver_id for a in approvals.approvals_for_current_plan(found)}),
         sections=sql_sections_html(plan.sql, plan.findings), pygments_css=PYGMENTS_CSS,
-        can_decide=(found.status == RequestStatus.OPEN and current_user.has_role("approver")
+        can_decide=(found.status == RequestStatus.OPEN
+                    and bool(approvals.can_decide_grants(get_catalog(), found, current_user))
                     and found.requester_id != current_user.id
                     and not any(a.approver_id == current_user.id and not a.void
                                 and a.plan_hash == found.plan_hash for a in found.approvals)),

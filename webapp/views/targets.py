@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request
+from flask_login import current_user
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -11,10 +12,11 @@ from pygments.lexers import PythonLexer, SqlLexer
 from ..core.graph import add_dependencies, layout, row_svg
 from ..core.history import History, HistoryError
 from ..core.lint import sql_sections
+from ..core.permissions import Role
 from ..core.runner import TargetProcessError
 from ..core.status import TargetStatus
 from ..core.targets import Target, TargetUrlMissing
-from ..services import checks, jobs
+from ..services import accounts, audit, checks, jobs
 from ..services.catalog import get_catalog
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
@@ -44,14 +46,30 @@ def sql_sections_html(sql: str, findings: list[dict]) -> list[dict]:
 
 
 def get_target_or_404(name: str) -> Target:
-    """The configured target ``name``.
+    """The configured target ``name``, if the logged-in user may see it.
 
     :raises NotFound: (404) no such target.
+    :raises Forbidden: (403, audited) the user has no role on it
+        (:func:`webapp.services.accounts.role_on` below viewer).
     """
     target = get_catalog().get(name)
     if target is None:
         abort(404, description=f"There is no target called {name[:80]!r}.")
+    require_role_on(target, Role.VIEWER)
     return target
+
+
+def require_role_on(target: Target | None, needed: Role) -> None:
+    """403 (audited) unless the logged-in user's role on ``target`` is ``needed``
+    or above (global role and grants; see :func:`accounts.role_on`)."""
+    role = accounts.role_on(current_user, target)
+    if role < needed:
+        audit.record(audit.Actor.of(current_user, request.remote_addr), "access", "denied",
+                     target=target.name if target else None, reason="role",
+                     needed=needed.label, role=role.label, path=request.path[:200])
+        abort(403, description=f"This needs the {needed.label} role on "
+                               f"{target.name if target else 'this target'}; your role there "
+                               f"is {role.label}.")
 
 
 def history_rows(history: History, status: TargetStatus, limit: int | None = None) -> list[dict]:
