@@ -78,6 +78,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     from . import auth_setup, cli, ratelimit, security
     from .api import bp as api_bp
+    from .services import sso
     from .views import (
         admin,
         audit,
@@ -90,9 +91,12 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
         rollouts,
         targets,
     )
+    from .views import sso as sso_views
 
     auth_setup.init_app(app)
     security.init_app(app)
+    sso.init_app(app)
+    app.register_blueprint(sso_views.bp)
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(main.bp)

@@ -1,5 +1,6 @@
 """Authentication wiring: sessions (Flask-Login), bearer tokens for the API,
-and one rule for every request: log in first, except ``/login``, ``/healthz``
+and one rule for every request: log in first, except ``/login`` (and its
+single sign-on steps ``/login/oidc``, ``/login/oidc/callback``), ``/healthz``
 and static files.
 """
 
@@ -15,7 +16,8 @@ from .extensions import login_manager
 from .models import User
 from .services import accounts
 
-PUBLIC_ENDPOINTS = {"auth.login", "main.healthz", "static"}
+# the single sign-on start and callback are steps of logging in, like /login
+PUBLIC_ENDPOINTS = {"auth.login", "sso.start", "sso.callback", "main.healthz", "static"}
 # GET downloads a pipeline fetches with its token, like the API
 TOKEN_ENDPOINTS = {"authoring.pending_sql", "authoring.range_sql"}
 

@@ -4,7 +4,9 @@
 ``instance/``), ``DASHBOARD_TARGETS``, ``DASHBOARD_ENV`` (development |
 production), ``DASHBOARD_COOKIE_SECURE``, ``DASHBOARD_TRUSTED_PROXIES``,
 ``DASHBOARD_RATELIMIT_STORAGE_URL``, ``DASHBOARD_LOGIN_RATE_LIMIT``,
-``DASHBOARD_MAX_CONTENT_LENGTH``.
+``DASHBOARD_MAX_CONTENT_LENGTH``;
+single sign-on: ``DASHBOARD_OIDC_*`` and ``DASHBOARD_LOCAL_LOGIN`` (see
+:func:`oidc_settings`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,73 @@ def secret_key(environ: Mapping[str, str], instance_path: Path, production: bool
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key)
     return key
+
+
+ROLE_NAMES = ("none", "viewer", "operator", "approver", "admin")
+
+
+def parse_role_map(text: str) -> dict[str, str]:
+    """``"dba=approver,devs=operator"`` → ``{"dba": "approver", "devs": "operator"}``
+    (claim value → role; whitespace around items is ignored).
+
+    :raises ConfigurationError: an item without ``=`` or an unknown role.
+    """
+    result = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        value, sep, role = item.rpartition("=")
+        value, role = value.strip(), role.strip()
+        if not sep or not value:
+            raise ConfigurationError(f"DASHBOARD_OIDC_ROLE_MAP: {item!r} is not VALUE=ROLE "
+                                     "(e.g. dba=approver,devs=operator)")
+        if role not in ROLE_NAMES:
+            raise ConfigurationError(f"DASHBOARD_OIDC_ROLE_MAP: {role!r} is not a role "
+                                     f"({', '.join(ROLE_NAMES)})")
+        result[value] = role
+    return result
+
+
+def oidc_settings(environ: Mapping[str, str]) -> dict:
+    """Single sign-on settings: ``OIDC_ISSUER`` (None = off), ``OIDC_CLIENT_ID``,
+    ``OIDC_CLIENT_SECRET``, ``OIDC_SCOPES``, ``OIDC_ROLES_CLAIM``,
+    ``OIDC_ROLE_MAP`` (claim value → role), ``OIDC_DEFAULT_ROLE``,
+    ``OIDC_NAME`` (the button's provider name), ``LOCAL_LOGIN`` (bool).
+
+    :raises ConfigurationError: issuer without client id/secret (or the
+        reverse), a bad role map or default role, local login off without
+        single sign-on.
+    """
+    issuer = environ.get("DASHBOARD_OIDC_ISSUER", "").strip().rstrip("/") or None
+    client_id = environ.get("DASHBOARD_OIDC_CLIENT_ID", "").strip() or None
+    secret = environ.get("DASHBOARD_OIDC_CLIENT_SECRET", "").strip() or None
+    if (issuer is None) != (client_id is None) or (issuer is None) != (secret is None):
+        raise ConfigurationError("single sign-on needs all of DASHBOARD_OIDC_ISSUER, "
+                                 "DASHBOARD_OIDC_CLIENT_ID and DASHBOARD_OIDC_CLIENT_SECRET")
+    default_role = environ.get("DASHBOARD_OIDC_DEFAULT_ROLE", "none").strip() or "none"
+    if default_role not in ROLE_NAMES:
+        raise ConfigurationError(f"DASHBOARD_OIDC_DEFAULT_ROLE must be one of "
+                                 f"{', '.join(ROLE_NAMES)}, got {default_role!r}")
+    local = environ.get("DASHBOARD_LOCAL_LOGIN", "on").strip().lower()
+    if local not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"DASHBOARD_LOCAL_LOGIN must be on or off, got {local!r}")
+    local_login = local in ("on", "true", "1", "yes")
+    if not local_login and issuer is None:
+        raise ConfigurationError("DASHBOARD_LOCAL_LOGIN=off needs single sign-on "
+                                 "(DASHBOARD_OIDC_ISSUER...): nobody could log in")
+    return {
+        "OIDC_ISSUER": issuer,
+        "OIDC_CLIENT_ID": client_id,
+        "OIDC_CLIENT_SECRET": secret,
+        "OIDC_SCOPES": environ.get("DASHBOARD_OIDC_SCOPES", "").strip()
+        or "openid profile email",
+        "OIDC_ROLES_CLAIM": environ.get("DASHBOARD_OIDC_ROLES_CLAIM", "").strip() or "groups",
+        "OIDC_ROLE_MAP": parse_role_map(environ.get("DASHBOARD_OIDC_ROLE_MAP", "")),
+        "OIDC_DEFAULT_ROLE": default_role,
+        "OIDC_NAME": environ.get("DASHBOARD_OIDC_NAME", "").strip() or "single sign-on",
+        "LOCAL_LOGIN": local_login,
+    }
 
 
 def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
@@ -97,4 +166,5 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "LOGIN_RATE_LIMIT": environ.get("DASHBOARD_LOGIN_RATE_LIMIT") or "30 per minute",
         # request bodies (forms, JSON) above this answer 413
         "MAX_CONTENT_LENGTH": int(environ.get("DASHBOARD_MAX_CONTENT_LENGTH") or 1024 * 1024),
+        **oidc_settings(environ),
     }

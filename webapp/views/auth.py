@@ -38,9 +38,19 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Show the login form; on POST check the password and start a session."""
+    """Show the login form (and the single sign-on button); on POST check the
+    password and start a session. With ``DASHBOARD_LOCAL_LOGIN=off`` a POST
+    is refused (403): accounts sign in through the identity provider only."""
+    from flask import current_app
+
     form = LoginForm()
     status = 200
+    if request.method == "POST" and not current_app.config.get("LOCAL_LOGIN", True):
+        audit.record(audit.Actor((form.username.data or "")[:64] or None, request.remote_addr),
+                     "login", "denied", reason="local_login_off")
+        flash("Passwords are switched off here: sign in with "
+              f"{current_app.config.get('OIDC_NAME')}.", "error")
+        return render_template("auth/login.html", form=form), 403
     if form.validate_on_submit():
         try:
             user = accounts.authenticate(form.username.data, form.password.data)
