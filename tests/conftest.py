@@ -182,13 +182,14 @@ def free_port() -> int:
 
 
 def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None = None,
-                   workers: int = 2, secret: str = "gunicorn-test-secret"):
+                   workers: int = 2, secret: str = "gunicorn-test-secret",
+                   port: int | None = None):
     """Run `flask init` (schema, demo databases, admin with PASSWORD), then real
-    gunicorn on a free port. Return (process, base URL, environment).
+    gunicorn on ``port`` (default: a free one). Return (process, base URL, environment).
 
     :raises RuntimeError: gunicorn exited or did not listen within 30 s (its log).
     """
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DASHBOARD_TARGETS",
                                                             "DASHBOARD_ENV")}
     env.update({"DASHBOARD_INSTANCE_PATH": str(instance_path), "DASHBOARD_SECRET_KEY": secret,
@@ -225,13 +226,14 @@ def stop_gunicorn(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def gunicorn_server(instance_path, tmp_path):
-    """Start real gunicorn: ``start(env_overrides, workers) -> base_url``; the
+    """Start real gunicorn: ``start(env_overrides, workers, port) -> base_url``; the
     environment it runs with is ``start.env`` afterwards."""
     procs = []
 
-    def start(extra_env: dict | None = None, workers: int = 2) -> str:
+    def start(extra_env: dict | None = None, workers: int = 2, port: int | None = None) -> str:
         log_path = tmp_path / f"gunicorn-{len(procs)}.log"
-        proc, base, env = start_gunicorn(instance_path, log_path, extra_env, workers)
+        proc, base, env = start_gunicorn(instance_path, log_path, extra_env, workers,
+                                         port=port)
         procs.append(proc)
         start.env = env
         start.log_path = log_path
