@@ -210,6 +210,16 @@ def test_a_local_username_is_not_taken_over(sso_app, idp):
     assert client.get("/").status_code == 302
 
 
+def test_an_unreachable_provider_is_a_clear_502(demo_app_factory, idp):
+    from conftest import free_port
+
+    app = demo_app_factory(**idp.config(OIDC_ISSUER=f"http://127.0.0.1:{free_port()}"))
+    answer = app.test_client().get("/login/oidc")
+    assert answer.status_code == 502
+    assert "cannot be reached" in answer.get_data(as_text=True)
+    assert audit_rows(app)[-1]["reason"] == "provider_unreachable"
+
+
 def test_settings_from_the_environment():
     assert parse_role_map(" dba=approver , devs=operator,") == {"dba": "approver",
                                                                  "devs": "operator"}
