@@ -23,7 +23,7 @@ from ..models import User
 from .accounts import USERNAME_RE, clean_groups
 
 CLIENT_NAME = "oidc"
-oauth = OAuth()
+EXTENSION = "alembic_dashboard_oidc"
 
 
 class SsoRefused(Exception):
@@ -35,7 +35,8 @@ def init_app(app: Flask) -> None:
     """Register the OpenID Connect client when ``OIDC_ISSUER`` is set."""
     if not app.config.get("OIDC_ISSUER"):
         return
-    oauth.init_app(app)
+    # one registry per app: Authlib caches the client and the provider's metadata
+    oauth = app.extensions[EXTENSION] = OAuth(app)
     oauth.register(
         CLIENT_NAME,
         client_id=app.config["OIDC_CLIENT_ID"],
@@ -53,7 +54,7 @@ def enabled() -> bool:
 
 def client():
     """The registered Authlib client (``authorize_redirect``, ``authorize_access_token``)."""
-    return oauth.create_client(CLIENT_NAME)
+    return current_app.extensions[EXTENSION].create_client(CLIENT_NAME)
 
 
 def claim_values(claims: Mapping, name: str) -> list[str]:
