@@ -106,8 +106,10 @@ class Idp:
             self.process.wait()
 
 
-def start(redirect_uris: list[str], log_path: Path) -> Idp:
-    """Start the provider on a free 127.0.0.1 port for ``redirect_uris``.
+def start(redirect_uris: list[str], log_path: Path, *, claims_at_userinfo: bool = False) -> Idp:
+    """Start the provider on a free 127.0.0.1 port for ``redirect_uris``
+    (``claims_at_userinfo``: the ID token carries only ``sub``; the other
+    claims come from the userinfo endpoint).
 
     :raises RuntimeError: it exited or did not listen within 20 s (its log).
     """
@@ -115,7 +117,8 @@ def start(redirect_uris: list[str], log_path: Path) -> Idp:
     port = free_port()
     client_id, secret = "alembic-dashboard", secrets.token_urlsafe(24)
     env = {**os.environ, "IDP_PORT": str(port), "IDP_CLIENT_ID": client_id,
-           "IDP_CLIENT_SECRET": secret, "IDP_REDIRECT_URIS": ",".join(redirect_uris)}
+           "IDP_CLIENT_SECRET": secret, "IDP_REDIRECT_URIS": ",".join(redirect_uris),
+           "IDP_CLAIMS_AT_USERINFO": "1" if claims_at_userinfo else "0"}
     log = open(log_path, "w")
     process = subprocess.Popen([shutil.which("node") or "node", "provider.mjs"], cwd=folder,
                                env=env, stdout=log, stderr=subprocess.STDOUT)

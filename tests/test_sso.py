@@ -210,6 +210,19 @@ def test_a_local_username_is_not_taken_over(sso_app, idp):
     assert client.get("/").status_code == 302
 
 
+def test_groups_served_only_at_userinfo_are_read_there(demo_app_factory, tmp_path):
+    provider = idp_tools.start([CALLBACK], tmp_path / "idp.log", claims_at_userinfo=True)
+    try:
+        app = demo_app_factory(**provider.config())
+        assert sso_login(app.test_client(), provider, "alice").status_code == 302
+        with app.app_context():
+            from webapp.extensions import db
+            user = db.session.execute(db.select(User)).scalar_one()
+            assert (user.username, user.groups, user.role) == ("alice", ["dba"], "approver")
+    finally:
+        provider.stop()
+
+
 def test_an_unreachable_provider_is_a_clear_502(demo_app_factory, idp):
     from conftest import free_port
 

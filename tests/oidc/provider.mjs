@@ -3,6 +3,7 @@
 // node provider.mjs   with environment
 //   IDP_PORT            port to listen on (127.0.0.1)
 //   IDP_CLIENT_ID, IDP_CLIENT_SECRET, IDP_REDIRECT_URIS (comma-separated)
+//   IDP_CLAIMS_AT_USERINFO=1 to keep profile/email/groups out of the ID token
 // Prints "listening <issuer>" once it accepts connections.
 //
 // Users and their groups are below (USERS). The login page is a plain form
@@ -58,8 +59,9 @@ const configuration = {
     email: ['email', 'email_verified'],
     groups: ['groups'],
   },
-  // put the scopes' claims in the ID token (as Okta, Keycloak and Azure AD can)
-  conformIdTokenClaims: false,
+  // put the scopes' claims in the ID token (as Okta, Keycloak and Azure AD can);
+  // IDP_CLAIMS_AT_USERINFO=1: only at the userinfo endpoint (the package's default)
+  conformIdTokenClaims: process.env.IDP_CLAIMS_AT_USERINFO === '1',
   features: { devInteractions: { enabled: false } },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(_ctx, sub) {

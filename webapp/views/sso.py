@@ -72,7 +72,18 @@ def callback():
     if not claims:  # no ID token in the answer: nothing was verified
         return _failed("no_id_token", "token response without id_token", 401,
                        "Single sign-on failed: the identity provider sent no ID token.")
-    issuer = client.load_server_metadata().get("issuer") or current_app.config["OIDC_ISSUER"]
+    claims = dict(claims)
+    metadata = client.load_server_metadata()
+    if current_app.config["OIDC_ROLES_CLAIM"] not in claims and metadata.get("userinfo_endpoint"):
+        # providers that keep groups out of the ID token serve them at userinfo
+        try:
+            extra = client.userinfo(token=token)
+        except (OAuthError, requests.RequestException, ValueError) as exc:
+            return _failed("userinfo_failed", f"{type(exc).__name__}: {exc}", 502,
+                           "The identity provider's userinfo endpoint failed. Try again.")
+        if extra.get("sub") == claims.get("sub"):  # OIDC Core 5.3.2: same subject or ignore
+            claims = {**extra, **claims}
+    issuer = metadata.get("issuer") or current_app.config["OIDC_ISSUER"]
     try:
         user, created = sso.account_for(issuer, claims)
     except sso.SsoRefused as exc:
