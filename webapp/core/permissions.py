@@ -102,9 +102,10 @@ def parse_grants(raw: Mapping[str, object]) -> tuple[Grants, str | None, str | N
 class Access:
     """A user's effective role on one target and where each part came from.
 
-    ``sources`` are ``(role, why)`` pairs, e.g. ``(OPERATOR, "global role
-    operator")``, ``(APPROVER, "group:dba on target shop-prod")``,
-    ``(OPERATOR, "user:olga on tier staging")``.
+    ``sources`` are ``(role, why)`` pairs, e.g. ``(OPERATOR, "global role")``,
+    ``(APPROVER, "group:dba on target shop-prod")``, ``(OPERATOR, "user:olga
+    on tier staging")``; :meth:`granted_by` renders them as
+    ``"group:dba on target shop-prod (approver)"``.
     """
 
     role: Role
@@ -126,7 +127,7 @@ def effective_access(global_role: Role, username: str, groups: Iterable[str], *,
     groups = list(groups)
     sources: list[tuple[Role, str]] = []
     if global_role > Role.NONE:
-        sources.append((global_role, f"global role {global_role.label}"))
+        sources.append((global_role, "global role"))
     sources += [(role, f"{entry} on target {target_name}")
                 for role, entry in target_grants.matching(username, groups)]
     sources += [(role, f"{entry} on tier {tier}")

@@ -255,7 +255,7 @@ def access_on(user: User, target: Target | None) -> Access:
     """
     global_role = Role.parse(user.role)
     if target is None:
-        sources = ((global_role, f"global role {global_role.label}"),) \
+        sources = ((global_role, "global role"),) \
             if global_role > Role.NONE else ()
         return Access(global_role, sources)
     return effective_access(global_role, user.username, user.groups,
