@@ -136,6 +136,7 @@ def test_target_grant_makes_a_group_approver_through_the_form(granted_app):
                           json={"command": "upgrade", "revision": "heads", "reason": "r1"})
     assert created.status_code == 202 and "request" in created.json
     request_id = created.json["request"]
+    assert events(granted_app, "request.create")[0]["granted_by"] == ["global role (operator)"]
     # a global operator is no approver; dev (no role on prod) cannot even see it
     other = token_headers(granted_app, "oscar", "operator")
     assert client.post(f"/api/v1/requests/{request_id}/approve", headers=other,
