@@ -48,7 +48,7 @@ class User(UserMixin, db.Model):
     # bumped on logout, password change, role change and disable: every
     # session cookie carrying an older value stops working (see get_id)
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
-    groups_json: Mapped[str] = mapped_column("groups", Text, default="[]", server_default="[]")
+    groups_json: Mapped[str | None] = mapped_column("groups", Text, default="[]")  # None = []
     oidc_issuer: Mapped[str | None] = mapped_column(String(255))
     oidc_subject: Mapped[str | None] = mapped_column(String(255))
 

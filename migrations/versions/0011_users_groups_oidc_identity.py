@@ -20,8 +20,8 @@ depends_on: Union[str, Sequence[str], None] = None
 def upgrade() -> None:
     """Upgrade schema."""
     with op.batch_alter_table('users') as batch_op:
-        batch_op.add_column(sa.Column('groups', sa.Text(), nullable=False,
-                                      server_default='[]'))
+        # nullable, no server default: MySQL refuses a literal DEFAULT on TEXT
+        batch_op.add_column(sa.Column('groups', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('oidc_issuer', sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column('oidc_subject', sa.String(length=255), nullable=True))
         batch_op.create_unique_constraint('uq_users_oidc_issuer',
