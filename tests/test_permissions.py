@@ -170,3 +170,24 @@ def test_set_groups_cli_and_none_role(granted_app):
     client = granted_app.test_client()
     login(client, "nora")
     assert 'id="no-targets"' in client.get("/").get_data(as_text=True)
+
+
+def test_rollouts_are_shown_only_to_those_who_see_all_their_targets(granted_app):
+    client = granted_app.test_client()
+    olga = bearer(granted_app, "olga")
+    created = client.post("/api/v1/rollouts", headers=olga, json={
+        "command": "upgrade", "revision": "heads", "targets": ["stage", "secret"],
+        "paused": True})
+    assert created.status_code == 202, created.json
+    rollout_id = created.json["id"]
+    dev = bearer(granted_app, "dev")  # sees stage (tier grant), not secret
+    assert client.get("/api/v1/rollouts", headers=dev).json == []
+    assert client.get(f"/api/v1/rollouts/{rollout_id}", headers=dev).status_code == 403
+    assert [r["id"] for r in client.get("/api/v1/rollouts", headers=olga).json] == [rollout_id]
+    refused = client.post("/api/v1/rollouts", headers=dev, json={
+        "command": "upgrade", "revision": "heads", "targets": ["stage", "prod"]})
+    assert refused.status_code == 403 and refused.json["error"] == "role"
+    login(client, "dev")
+    assert client.get(f"/rollouts/{rollout_id}").status_code == 403
+    page = client.get("/rollouts").get_data(as_text=True)
+    assert 'id="new-rollout"' in page and f'data-rollout="{rollout_id}"' not in page

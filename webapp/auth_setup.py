@@ -80,7 +80,12 @@ def init_app(app: Flask) -> None:
 
             return current_user.is_authenticated and \
                 accounts.role_on(current_user, target) >= Role.parse(role)
-        return {"can": can}
+        def can_any(role: str) -> bool:
+            """Template helper: ``role`` or above on at least one target."""
+            from .services.catalog import get_catalog
+
+            return any(can(t, role) for t in get_catalog().targets.values())
+        return {"can": can, "can_any": can_any}
 
     @app.before_request
     def require_login():

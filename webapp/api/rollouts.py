@@ -66,8 +66,9 @@ def rollout_create():
 @bp.route("/rollouts")
 def rollout_list():
     """The 50 newest rollouts, without their steps' details."""
+    catalog = get_catalog()
     return jsonify([{k: v for k, v in rollout_json(r).items() if k != "steps"}
-                    for r in rollouts.recent()])
+                    for r in rollouts.recent() if rollouts.visible_to(catalog, current_user, r)])
 
 
 @bp.route("/rollouts/<int:rollout_id>")
@@ -76,6 +77,9 @@ def rollout_show(rollout_id: int):
     found = rollouts.get(get_catalog(), rollout_id)
     if found is None:
         abort(404, description=f"no rollout {rollout_id}")
+    if not rollouts.visible_to(get_catalog(), current_user, found):
+        return jsonify(error="role", detail="This rollout includes targets you have no "
+                       "role on."), 403
     return jsonify(rollout_json(found))
 
 

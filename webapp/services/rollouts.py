@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from ..core import rollouts as plan
 from ..core.history import HistoryError
+from ..core.permissions import Role
 from ..core.plan import PlanError, validate_request
 from ..extensions import db
 from ..models import (
@@ -32,6 +33,7 @@ from ..models import (
     utcnow,
 )
 from . import audit
+from .accounts import role_on
 from .catalog import Catalog
 from .jobs import authorize, reap_abandoned
 from .refusals import Reason, Refused
@@ -135,6 +137,13 @@ def recent(limit: int = 50) -> list[Rollout]:
     """Newest rollouts first."""
     return list(db.session.execute(db.select(Rollout).order_by(Rollout.id.desc())
                                    .limit(limit)).scalars())
+
+
+def visible_to(catalog: Catalog, user: User, rollout: Rollout) -> bool:
+    """True when ``user`` may see every still-configured target of ``rollout``
+    (viewer role there, :func:`webapp.services.accounts.role_on`)."""
+    return all(role_on(user, catalog.get(s.target)) >= Role.VIEWER for s in rollout.steps
+               if catalog.get(s.target) is not None)
 
 
 def _controlled(catalog: Catalog, rollout_id: int, user: User) -> Rollout:

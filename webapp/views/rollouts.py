@@ -93,7 +93,9 @@ def _form_data(form) -> dict:
 def _index(error: Refused | None = None, form=None):
     catalog = get_catalog()
     tags = sorted({tag for t in catalog.targets.values() for tag in t.tags})
-    page = render_template("rollouts/index.html", rollouts=rollouts.recent(),
+    page = render_template("rollouts/index.html",
+                           rollouts=[r for r in rollouts.recent()
+                                     if rollouts.visible_to(catalog, current_user, r)],
                            targets=list(catalog.targets.values()), tiers=TIERS, tags=tags,
                            error=error, form=form or {})
     return page, http_status(error) if error else 200
@@ -121,6 +123,8 @@ def _rollout_or_404(rollout_id: int):
     found = rollouts.get(get_catalog(), rollout_id)
     if found is None:
         abort(404, description=f"There is no rollout {rollout_id}.")
+    if not rollouts.visible_to(get_catalog(), current_user, found):
+        abort(403, description=f"Rollout {rollout_id} includes targets you have no role on.")
     return found
 
 
