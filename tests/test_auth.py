@@ -23,7 +23,8 @@ def test_every_route_but_login_healthz_static_requires_login(demo_app):
             "<int:request_id>", "1").replace("<any(approve, reject):decision>", "approve").replace(
             "<int:user_id>", "1").replace("<int:token_id>", "1").replace(
             "<any(disable, enable, role, logout):change>", "disable").replace(
-            "<int:rollout_id>", "1").replace("<any(pause, resume, cancel):action>", "pause")
+            "<int:rollout_id>", "1").replace(
+            "<any(pause, resume, proceed, cancel):action>", "pause")
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             response = client.open(url, method=method)
             if url in PUBLIC:
