@@ -357,6 +357,8 @@ def test_live_output_follows_the_tail_and_is_appended(pages, size, artifacts):
     page.locator("#confirm-plan").click()
     expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
     summary, log = page.locator("#job-summary"), page.locator("#job-log")
+    # the URL changes when the navigation commits, before the page is parsed
+    expect(page.locator("#job-log .chunk").first).to_be_attached()
     page.evaluate("() => document.querySelector('#job-log .chunk').dataset.first = 'yes'")
 
     dashboard = pages()
