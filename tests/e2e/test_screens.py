@@ -204,6 +204,8 @@ def test_every_page_fits_the_screen(pages, flow, size, artifacts):
         ("/requests", None, "table.requests"),
         ("/audit", None, "table.audit"),
         ("/targets/demo-qa/preview", None, "#preview h2"),
+        ("/rollouts", "rollouts", "form.rollout-form"),
+        ("/admin/users", "admin-users", "table.users"),
     ]
     for url, name, ready in checks:
         page.goto(url)
