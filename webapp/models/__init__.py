@@ -1,0 +1,35 @@
+"""The dashboard's own tables, one module per area; every name is importable
+from here (``from webapp.models import Job``).
+
+The schema is migrated by Alembic from ``migrations/`` (never ``create_all``).
+
+- :mod:`.accounts`: users, API tokens, login failures (throttling)
+- :mod:`.jobs`: jobs and their states, target guards, applied revisions, rehearsals
+- :mod:`.audit`: audit events
+- :mod:`.approvals`: approval requests and approvals
+- :mod:`.rollouts`: fleet rollouts and their steps
+"""
+
+from __future__ import annotations
+
+from ..extensions import db
+from .accounts import ROLES, ApiToken, LoginFailure, User
+from .approvals import REQUEST_PENDING, Approval, ApprovalRequest, RequestStatus
+from .audit import AuditEvent
+from .clock import utcnow
+from .jobs import JOB_ACTIVE, AppliedRevision, Job, JobStatus, Rehearsal, TargetGuard
+from .rollouts import (
+    ROLLOUT_ACTIVE,
+    STEP_IN_FLIGHT,
+    Rollout,
+    RolloutStatus,
+    RolloutStep,
+    StepStatus,
+)
+
+__all__ = [
+    "JOB_ACTIVE", "REQUEST_PENDING", "ROLES", "ROLLOUT_ACTIVE", "STEP_IN_FLIGHT",
+    "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent", "Job",
+    "JobStatus", "LoginFailure", "Rehearsal", "RequestStatus", "Rollout", "RolloutStatus",
+    "RolloutStep", "StepStatus", "TargetGuard", "User", "db", "utcnow",
+]

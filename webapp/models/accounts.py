@@ -1,0 +1,105 @@
+"""Accounts: users (local or from single sign-on), API tokens, login throttling."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .clock import utcnow
+
+# "none": only what per-target grants give (see webapp.core.permissions)
+ROLES = ("none", "viewer", "operator", "approver", "admin")
+
+
+class User(UserMixin, db.Model):
+    """An account. ``role`` is one of :data:`ROLES` (ordered by power), the
+    global role; ``groups`` is a JSON list of group names (per-target grants
+    ``group:<name>``), set by ``flask set-groups`` or from the identity
+    provider's claim at each single sign-on. ``oidc_issuer``/``oidc_subject``
+    identify an account made by single sign-on (its ``password_hash`` is empty).
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (db.UniqueConstraint("oidc_issuer", "oidc_subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="viewer")
+    is_active_flag: Mapped[bool] = mapped_column("is_active", default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+    failed_login_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_failed_login_at: Mapped[datetime | None]
+    # bumped on logout, password change, role change and disable: every
+    # session cookie carrying an older value stops working (see get_id)
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    groups_json: Mapped[str | None] = mapped_column("groups", Text, default="[]")  # None = []
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user",
+                                                  cascade="all, delete-orphan")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: inactive users cannot log in
+        return self.is_active_flag
+
+    def get_id(self) -> str:
+        """Flask-Login's session id: ``"<id>:<session_version>"``, so a bumped
+        version logs every existing session out."""
+        return f"{self.id}:{self.session_version}"
+
+    def has_role(self, minimum: str) -> bool:
+        """True when this user's role is ``minimum`` or above.
+
+        Order: viewer < operator < approver < admin.
+        """
+        return ROLES.index(self.role) >= ROLES.index(minimum)
+
+    @property
+    def groups(self) -> list[str]:
+        """The group names stored for this account (``groups`` decoded)."""
+        import json
+
+        value = json.loads(self.groups_json or "[]")
+        return [g for g in value if isinstance(g, str)] if isinstance(value, list) else []
+
+
+class ApiToken(db.Model):
+    """A bearer token for the API. Only its SHA-256 is stored; ``prefix`` (the
+    first 8 characters) helps a person tell tokens apart."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(12))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+    @staticmethod
+    def hash_token(token: str) -> str:
+        """SHA-256 hex digest of a token (tokens are random, 256 bits: no salt needed)."""
+        return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class LoginFailure(db.Model):
+    """Failed logins per submitted username (known or not, so the lockout
+    answers alike for both); updated with single atomic UPDATEs."""
+
+    __tablename__ = "login_failures"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_failed_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,0 +1,143 @@
+"""Jobs (one run of an Alembic command against a target), the per-target
+guard, checksums of applied revision files, rehearsals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.dialects.mysql import LONGTEXT
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .accounts import User
+from .clock import utcnow
+
+
+class JobStatus(StrEnum):
+    """A job's state: queued → running → succeeded | failed | abandoned.
+    A finished state never changes again."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+JOB_ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class Job(db.Model):
+    """One run of an Alembic command against a target.
+
+    ``from_revisions``/``to_revisions``/``applied_revisions`` are
+    space-separated revision ids (empty = base); ``log`` is everything the
+    command printed (Alembic's output, env.py's logging, the traceback).
+    ``plan_hash`` pins the job to the plan the user confirmed.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), index=True)
+    command: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
+    from_revisions: Mapped[str] = mapped_column(String(1000), default="")
+    to_revisions: Mapped[str | None] = mapped_column(String(1000))
+    planned_revisions: Mapped[str] = mapped_column(Text, default="")
+    applied_revisions: Mapped[str] = mapped_column(Text, default="")
+    failed_revision: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[str] = mapped_column(Text().with_variant(LONGTEXT(), "mysql", "mariadb"),
+                                     default="")
+    dialect: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    worker_pid: Mapped[int | None]
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    # which process worker_pid is: "<boot id>:<start time in clock ticks>" (Linux)
+    worker_start: Mapped[str | None] = mapped_column(String(64))
+
+    user: Mapped[User | None] = relationship()
+
+    @property
+    def is_active(self) -> bool:
+        """True while queued or running."""
+        return self.status in JOB_ACTIVE
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (or to now while running); None before start."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or utcnow()
+        return (end - self.started_at).total_seconds()
+
+    @staticmethod
+    def split(value: str | None) -> list[str]:
+        """Revision ids stored space-separated → list."""
+        return value.split() if value else []
+
+
+class TargetGuard(db.Model):
+    """The dashboard-side half of "one job per target": a row exists while a
+    job holds the target. Its primary key makes a second insert fail, in every
+    dashboard process on every host sharing this database."""
+
+    __tablename__ = "target_guards"
+
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+
+class AppliedRevision(db.Model):
+    """SHA-256 of a revision file at the time a job applied it to a target."""
+
+    __tablename__ = "applied_revisions"
+
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1000))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Rehearsal(db.Model):
+    """A dry run of a plan on a scratch copy of the target's schema.
+
+    ``plan_hash`` ties it to the plan it rehearsed (shown on that plan and on
+    requests for it); ``result`` is the agent's JSON: ``passed``, ``steps``
+    (revision, seconds), ``seconds``, ``failed_revision``,
+    ``failing_statement``, ``error``, ``copy`` (what the copy was).
+    """
+
+    __tablename__ = "rehearsals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), index=True)
+    command: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[str] = mapped_column(String(64))
+    plan_hash: Mapped[str] = mapped_column(String(64), index=True)
+    passed: Mapped[bool]
+    result: Mapped[str] = mapped_column(Text().with_variant(LONGTEXT(), "mysql", "mariadb"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User | None] = relationship()
+
+    @property
+    def details(self) -> dict:
+        """``result`` decoded."""
+        import json
+
+        return json.loads(self.result)
