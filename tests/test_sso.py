@@ -118,6 +118,10 @@ def test_login_creates_the_account_from_claims_with_groups_and_role(sso_app, idp
         from webapp.extensions import db
         assert db.session.execute(db.select(db.func.count(User.id))).scalar() == 1
         assert db.session.execute(db.select(User.role)).scalar() == "approver"
+    # the provider changed what alice may do (admin -> approver): her older
+    # session ends, the new one works
+    assert client.get("/").status_code == 302
+    assert second.get("/").status_code == 200
 
 
 def test_several_groups_give_the_highest_role_and_no_group_gives_none(sso_app, idp):

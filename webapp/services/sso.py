@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from ..core.permissions import Role
 from ..extensions import db
 from ..models import User
-from .accounts import USERNAME_RE, clean_groups
+from .accounts import USERNAME_RE, clean_groups, end_sessions
 
 CLIENT_NAME = "oidc"
 EXTENSION = "alembic_dashboard_oidc"
@@ -79,6 +79,9 @@ def account_for(issuer: str, claims: Mapping) -> tuple[User, bool]:
     :param issuer: the issuer the ID token was verified against.
     :param claims: ``sub``, ``preferred_username`` or ``email``, and the
         roles claim (``OIDC_ROLES_CLAIM``).
+    When the claim changes an existing account's role or groups, its other
+    sessions end (as a role change by an admin does).
+
     :return: ``(user, created)``.
     :raises SsoRefused: no usable username, the name belongs to another
         account, or the account is deactivated.
@@ -109,6 +112,9 @@ def account_for(issuer: str, claims: Mapping) -> tuple[User, bool]:
     if not user.is_active:
         db.session.rollback()
         raise SsoRefused(f"The account {user.username!r} is deactivated.")
+    changed = not created and (user.role, user.groups_json) != (role.label, json.dumps(groups))
     user.role, user.groups_json = role.label, json.dumps(groups)
     db.session.commit()
+    if changed:  # the provider changed what this person may do: old sessions end
+        end_sessions(user)
     return user, created
