@@ -34,8 +34,6 @@ class User(UserMixin, db.Model):
     is_active_flag: Mapped[bool] = mapped_column("is_active", default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
-    failed_login_count: Mapped[int] = mapped_column(default=0, server_default="0")
-    last_failed_login_at: Mapped[datetime | None]
     # bumped on logout, password change, role change and disable: every
     # session cookie carrying an older value stops working (see get_id)
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -105,7 +105,7 @@ def account_for(issuer: str, claims: Mapping) -> tuple[User, bool]:
             raise SsoRefused(f"The username {username!r} belongs to another account of "
                              "this dashboard; an admin must rename or remove it first.")
         user = User(username=username, password_hash="", oidc_issuer=issuer,
-                    oidc_subject=subject, is_active_flag=True, failed_login_count=0)
+                    oidc_subject=subject, is_active_flag=True)
         db.session.add(user)
     elif username and holder is None:
         user.username = username  # renamed at the identity provider
