@@ -6,9 +6,9 @@ one line on stderr, not a traceback.
 
 import sys
 
-from webapp import create_app, startup_problem
+from webapp import STARTUP_ERRORS, create_app, startup_message
 
-if (problem := startup_problem()) is not None:
-    sys.exit(problem)
-
-app = create_app()
+try:
+    app = create_app()
+except STARTUP_ERRORS as exc:
+    sys.exit(startup_message(exc))

@@ -11,29 +11,37 @@ from pathlib import Path
 
 from flask import Flask
 
-from .config import settings_from_environment
+from .config import ConfigurationError, settings_from_environment
+from .core.targets import TargetsFileError
 from .extensions import csrf, db, login_manager
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# unusable settings or targets file: one line, not a traceback (wsgi.py, gunicorn)
+STARTUP_ERRORS = (ConfigurationError, TargetsFileError)
 
 
 def _instance_path() -> str:
     return os.environ.get("DASHBOARD_INSTANCE_PATH") or str(PROJECT_ROOT / "instance")
 
 
+def startup_message(exc: Exception) -> str:
+    """The one line printed instead of a traceback for a start-up error
+    (:data:`STARTUP_ERRORS`)."""
+    return f"Alembic Dashboard cannot start: {' '.join(str(exc).split())}"
+
+
 def startup_problem() -> str | None:
     """One line saying why the dashboard cannot start with the environment's
-    settings and targets file (for ``wsgi.py`` and gunicorn's master to print
-    instead of a traceback), or None when they are usable."""
-    from .config import ConfigurationError
-    from .core.targets import TargetsFileError, load_targets
+    settings and targets file (for gunicorn's master to print before any
+    worker starts), or None when they are usable."""
+    from .core.targets import load_targets
 
     try:
         config = settings_from_environment(dict(os.environ), Path(_instance_path()))
         if config.get("TARGETS_FILE"):
             load_targets(config["TARGETS_FILE"])
-    except (ConfigurationError, TargetsFileError) as exc:
-        return f"Alembic Dashboard cannot start: {' '.join(str(exc).split())}"
+    except STARTUP_ERRORS as exc:
+        return startup_message(exc)
     return None
 
 
