@@ -43,9 +43,10 @@ def _refused(exc: Refused, name: str, source):
     running = jobs.get_job(exc.job_id) if exc.job_id else None
     command = str(source.get("command", ""))[:MAX_FIELD]
     revision = str(source.get("revision", ""))[:MAX_FIELD]
+    code = http_status(exc)
     return render_template("jobs/refused.html", target=get_catalog().get(name), error=exc,
                            running=running, command=command, revision=revision,
-                           code=http_status(exc)                           ), http_status(exc)
+                           code=code), code
 
 
 @bp.route("/targets/<name>/plan")
