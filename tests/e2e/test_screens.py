@@ -390,6 +390,7 @@ def test_live_output_follows_the_tail_and_is_appended(pages, size, artifacts):
     expect(summary).to_have_attribute("data-status", "failed", timeout=JOB_TIMEOUT_MS)
     expect(page.locator(".job-finished")).to_be_visible()
     expect(page.locator(".job-error")).to_contain_text("disk full (simulated)")
+    expect(page.locator("#follow-note")).to_have_count(0)  # nothing left to follow
     expect(page.locator("#job-poller")).not_to_have_attribute("hx-get", re.compile("."))
     assert statuses and statuses[-1] == 286 and set(statuses[:-1]) <= {200}
     text = log.inner_text()
