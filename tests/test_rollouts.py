@@ -328,3 +328,68 @@ def _worker_pid(app, job_id: int) -> int:
         from webapp.models import Job
 
         return db.session.get(Job, job_id).worker_pid
+
+
+def test_a_job_end_during_a_view_still_starts_the_next_wave(make_app, tmp_path, monkeypatch):
+    """The CI failure of stop 15: a page view (which may not start steps) was
+    advancing the rollout when the last job of wave 2 ended; the job's
+    advancer found the lease taken and left it to the holder — the view —
+    which could not start wave 3, so the rollout stood still. Here the view
+    is held inside its pass while a job's end advances the rollout: the next
+    wave must start."""
+    from webapp.extensions import db
+    from webapp.models import Rollout, RolloutStep
+    from webapp.services import rollout_advance
+    from webapp.services.catalog import get_catalog
+
+    app = make_app(fleet(tmp_path, monkeypatch, ["a", "b"]))
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "targets": ["a", "b"], "batch_size": 1,
+        "paused": True})
+    assert posted.status_code == 202, posted.json
+    rollout = posted.json["id"]
+    with app.app_context():  # wave 1 ended; wave 2 waits for whoever advances next
+        db.session.execute(sa.update(Rollout).where(Rollout.id == rollout).values(
+            status="running"))
+        db.session.execute(sa.update(RolloutStep).where(
+            RolloutStep.rollout_id == rollout, RolloutStep.target == "a").values(
+            status="succeeded"))
+        db.session.commit()
+
+    view_inside, job_end_done = threading.Event(), threading.Event()
+    original = rollout_advance._record_ended
+
+    def record_ended(r):
+        if threading.current_thread().name == "view":
+            view_inside.set()
+            job_end_done.wait(20)
+        return original(r)
+
+    monkeypatch.setattr(rollout_advance, "_record_ended", record_ended)
+    errors = []
+
+    def view():
+        try:
+            with app.app_context():
+                rollout_advance.advance(get_catalog(), rollout, start=False)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=view, name="view")
+    thread.start()
+    assert view_inside.wait(20)
+    try:
+        with app.app_context():  # what the job process does when its job ends
+            rollout_advance.advance(get_catalog(), rollout)
+    finally:
+        job_end_done.set()
+        thread.join(30)
+    assert errors == []
+    monkeypatch.setattr(rollout_advance, "_record_ended", original)
+    data = client.get(f"/api/v1/rollouts/{rollout}", headers=headers).json
+    assert data["steps"][1]["status"] in ("running", "succeeded"), data
+    done = wait_rollout(client, rollout, headers)
+    assert done["status"] == "succeeded", done
+    assert version_table(f"sqlite:///{tmp_path / 'db' / 'b.db'}") == {"r001"}

@@ -5,14 +5,15 @@ reaches a final state (:func:`job_finished`, called by the job's own process
 or Celery worker), when one of its approval requests is rejected or withdrawn
 (:func:`request_ended`), and on the POSTs that start, resume or continue a
 rollout. A view of a rollout (a GET) only records what ended
-(``start=False``): a GET never starts a migration. It is idempotent and safe
-to call from any number of processes and hosts at once:
+(``start=False``, without the lease): a GET never starts a migration. It is
+idempotent and safe to call from any number of processes and hosts at once:
 
 - a *lease* on the rollout row (an atomic ``UPDATE ... WHERE lease_until <
   now``) lets one advancer at a time count the steps in flight and start new
   ones, so the concurrency limit holds across processes; an advancer that
   finds the lease taken sets ``dirty`` and the holder looks again before it
-  lets go, so no finished job goes unnoticed;
+  lets go, so no finished job goes unnoticed. Only advancers that may start
+  steps take the lease: a view holding it would swallow such a wake-up;
 - every step changes state with a conditional ``UPDATE ... WHERE status =
   <old>``, so even two advancers that both believed they held the lease
   (one outlived its lease) never start the same step twice.
@@ -64,6 +65,15 @@ def advance(catalog: Catalog, rollout_id: int, *, start: bool = True) -> None:
         end the rollout when nothing is left, but start no step — only a job's
         end, a decision or a POST may start a migration.
     """
+    if not start:
+        # A view takes no lease: recording what ended is safe without it
+        # (every change is conditional). Holding it would make a job's end,
+        # which may start steps, leave the next wave to this view, which may not.
+        for _ in range(MAX_PASSES):
+            db.session.expire_all()
+            if not _advance_once(catalog, rollout_id, None, start=False):
+                return
+        return
     token = secrets.token_hex(16)
     if not _acquire(rollout_id, token):
         _mark_dirty(rollout_id)
@@ -122,7 +132,7 @@ def _move(step: RolloutStep, old: str, new: StepStatus, **values) -> bool:
     return bool(moved)
 
 
-def _advance_once(catalog: Catalog, rollout_id: int, token: str, start: bool) -> bool:
+def _advance_once(catalog: Catalog, rollout_id: int, token: str | None, start: bool) -> bool:
     """One pass; True when it changed something (another pass may follow)."""
     rollout = db.session.get(Rollout, rollout_id)
     if rollout is None:
