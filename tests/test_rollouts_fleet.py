@@ -89,3 +89,52 @@ def test_rollout_through_a_celery_worker(make_app, tmp_path, monkeypatch, broker
             assert version_table(f"sqlite:///{tmp_path / 'db' / (name + '.db')}") == {"r001"}
     finally:
         workers.stop_all()
+
+
+def test_cancelling_a_queued_step_moves_the_rollout_on(
+        make_app, tmp_path, monkeypatch, broker_url, instance_path):  # noqa: F811
+    """t-a's job waits on a queue no worker serves; cancelling it (a POST)
+    fails its step and, with no view polling, the rollout goes on to t-b on
+    the worker's queue (it used to stand still until "Start next steps")."""
+    queue, nowhere = f"fleet-{uuid.uuid4().hex[:8]}", f"nowhere-{uuid.uuid4().hex[:8]}"
+    targets = fleet(tmp_path, monkeypatch, ["t-a", "t-b"], spec={"queue": queue},
+                    overrides={"t-a": {"queue": nowhere}})
+    app = make_app(targets, BROKER_URL=broker_url, ROLLOUT_QUEUE=queue)
+    env = {**os.environ, "DASHBOARD_BROKER_URL": broker_url, "DASHBOARD_ROLLOUT_QUEUE": queue,
+           "DASHBOARD_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "DASHBOARD_TARGETS": str(targets), "DASHBOARD_SECRET_KEY": "test-secret",
+           "DASHBOARD_INSTANCE_PATH": str(instance_path)}
+    workers = Workers(env, tmp_path)
+    try:
+        workers.start(queue)
+        client = app.test_client()
+        headers = token_headers(app, "olga", "operator")
+        posted = client.post("/api/v1/rollouts", headers=headers, json={
+            "command": "upgrade", "revision": "head", "targets": ["t-a", "t-b"],
+            "batch_size": 1, "stop_on_failure": False})
+        assert posted.status_code == 202, posted.json
+        rollout = posted.json["id"]
+        first = {s["target"]: s for s in posted.json["steps"]}["t-a"]
+        assert first["wave"] == 1 and first["status"] == "running", posted.json
+        cancelled = client.post(f"/api/v1/jobs/{first['job']}/cancel", headers=headers)
+        assert cancelled.status_code == 200 and cancelled.json["status"] == "abandoned"
+        from webapp.extensions import db
+        from webapp.models import Rollout
+
+        deadline = time.monotonic() + 60
+        while True:  # nobody polls the rollout
+            with app.app_context():
+                status = db.session.get(Rollout, rollout).status
+            if status != "running":
+                break
+            assert time.monotonic() < deadline, "the rollout stood still after the cancel"
+            time.sleep(0.5)
+        done = client.get(f"/api/v1/rollouts/{rollout}", headers=headers).json
+        steps = {s["target"]: s for s in done["steps"]}
+        assert done["status"] == "failed", done
+        assert steps["t-a"]["status"] == "failed" and "Cancelled by olga" in steps["t-a"]["note"]
+        assert steps["t-b"]["status"] == "succeeded", done
+        assert version_table(f"sqlite:///{tmp_path / 'db' / 't-a.db'}") == set()
+        assert version_table(f"sqlite:///{tmp_path / 'db' / 't-b.db'}") == {"r001"}
+    finally:
+        workers.stop_all()

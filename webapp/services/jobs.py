@@ -391,7 +391,9 @@ def launch_local_process(job: Job, target: Target, url: str) -> subprocess.Popen
 def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
     """Cancel a job still waiting in the queue (no worker has taken it): it
     ends *abandoned* and frees its target. A worker that takes it later sees
-    it is no longer queued and leaves it alone.
+    it is no longer queued and leaves it alone. When the job was a rollout
+    step's, the step fails and the rollout moves on (stop on first failure
+    applies), as after any job's end.
 
     :raises Refused: role (operator needed), not_found, not_open (a worker
         already took it, or it ended).
@@ -417,6 +419,9 @@ def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
     audit.record(actor, "job.cancel", "ok", target=job.target, job_id=job_id, commit=False)
     db.session.commit()
     db.session.refresh(job)
+    from . import rollout_advance
+
+    rollout_advance.job_finished(job, get_catalog())  # a POST: a rollout moves on
     return job
 
 
