@@ -1,4 +1,4 @@
-"""Read API: shapes fixed in PRODUCT.md, bearer token or session."""
+"""Read API: shapes fixed (README "API"), bearer token or session."""
 
 from __future__ import annotations
 

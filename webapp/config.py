@@ -1,4 +1,4 @@
-"""Settings read from the environment (PRODUCT.md "Fixed interfaces").
+"""Settings read from the environment (fixed names: README "Configuration").
 
 ``DASHBOARD_SECRET_KEY``, ``DASHBOARD_DATABASE_URL`` (default SQLite in
 ``instance/``), ``DASHBOARD_TARGETS``, ``DASHBOARD_ENV`` (development |

@@ -1,4 +1,4 @@
-"""JSON API ``/api/v1`` for pipelines (shapes fixed in PRODUCT.md).
+"""JSON API ``/api/v1`` for pipelines (shapes fixed: README "API").
 
 Authentication: ``Authorization: Bearer <token>`` or a logged-in session.
 Bearer requests need no CSRF token; session requests that change state must

@@ -1,8 +1,8 @@
 """Targets: the databases the dashboard manages, read from a TOML file.
 
 A *target* is one database managed by one Alembic environment. Targets are
-configured in the TOML file named by ``DASHBOARD_TARGETS`` (format fixed in
-PRODUCT.md). The database URL never appears in that file: each target names
+configured in the TOML file named by ``DASHBOARD_TARGETS`` (format fixed:
+README "Targets file"). The database URL never appears in that file: each target names
 the environment variable (``url_env``) that holds it.
 
 This module is Flask-free; it only reads files and the environment.
