@@ -51,14 +51,9 @@ def test_rollout_through_a_celery_worker(make_app, tmp_path, monkeypatch, broker
     queue = f"fleet-{uuid.uuid4().hex[:8]}"
     names = ["t-a", "t-b", "t-c"]
     targets = fleet(tmp_path, monkeypatch, names, spec={"queue": queue})
-    app = make_app(targets, BROKER_URL=broker_url, ROLLOUT_QUEUE=queue)
-    env = {**os.environ, "DASHBOARD_BROKER_URL": broker_url, "DASHBOARD_ROLLOUT_QUEUE": queue,
-           "DASHBOARD_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "DASHBOARD_TARGETS": str(targets), "DASHBOARD_SECRET_KEY": "test-secret",
-           "DASHBOARD_INSTANCE_PATH": str(instance_path)}
-    workers = Workers(env, tmp_path)
+    app, workers = _app_and_worker(make_app, targets, broker_url, queue, tmp_path,
+                                   instance_path)
     try:
-        workers.start(queue)
         client = app.test_client()
         headers = token_headers(app, "olga", "operator")
         posted = client.post("/api/v1/rollouts", headers=headers, json={
@@ -66,17 +61,9 @@ def test_rollout_through_a_celery_worker(make_app, tmp_path, monkeypatch, broker
         assert posted.status_code == 202, posted.json
         rollout = posted.json["id"]
         # nobody polls: the worker's advance task starts wave 2 and 3 itself
+        _wait_without_views(app, rollout, 90, "rollout did not end without views")
         from webapp.extensions import db
-        from webapp.models import Job, Rollout
-
-        deadline = time.monotonic() + 90
-        while True:
-            with app.app_context():
-                status = db.session.get(Rollout, rollout).status
-            if status != "running":
-                break
-            assert time.monotonic() < deadline, "rollout did not end without views"
-            time.sleep(0.5)
+        from webapp.models import Job
         done = client.get(f"/api/v1/rollouts/{rollout}", headers=headers).json
         assert done["status"] == "succeeded", done
         assert jobs_per_target(app) == {name: 1 for name in names}
@@ -99,14 +86,9 @@ def test_cancelling_a_queued_step_moves_the_rollout_on(
     queue, nowhere = f"fleet-{uuid.uuid4().hex[:8]}", f"nowhere-{uuid.uuid4().hex[:8]}"
     targets = fleet(tmp_path, monkeypatch, ["t-a", "t-b"], spec={"queue": queue},
                     overrides={"t-a": {"queue": nowhere}})
-    app = make_app(targets, BROKER_URL=broker_url, ROLLOUT_QUEUE=queue)
-    env = {**os.environ, "DASHBOARD_BROKER_URL": broker_url, "DASHBOARD_ROLLOUT_QUEUE": queue,
-           "DASHBOARD_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "DASHBOARD_TARGETS": str(targets), "DASHBOARD_SECRET_KEY": "test-secret",
-           "DASHBOARD_INSTANCE_PATH": str(instance_path)}
-    workers = Workers(env, tmp_path)
+    app, workers = _app_and_worker(make_app, targets, broker_url, queue, tmp_path,
+                                   instance_path)
     try:
-        workers.start(queue)
         client = app.test_client()
         headers = token_headers(app, "olga", "operator")
         posted = client.post("/api/v1/rollouts", headers=headers, json={
@@ -118,17 +100,7 @@ def test_cancelling_a_queued_step_moves_the_rollout_on(
         assert first["wave"] == 1 and first["status"] == "running", posted.json
         cancelled = client.post(f"/api/v1/jobs/{first['job']}/cancel", headers=headers)
         assert cancelled.status_code == 200 and cancelled.json["status"] == "abandoned"
-        from webapp.extensions import db
-        from webapp.models import Rollout
-
-        deadline = time.monotonic() + 60
-        while True:  # nobody polls the rollout
-            with app.app_context():
-                status = db.session.get(Rollout, rollout).status
-            if status != "running":
-                break
-            assert time.monotonic() < deadline, "the rollout stood still after the cancel"
-            time.sleep(0.5)
+        _wait_without_views(app, rollout, 60, "the rollout stood still after the cancel")
         done = client.get(f"/api/v1/rollouts/{rollout}", headers=headers).json
         steps = {s["target"]: s for s in done["steps"]}
         assert done["status"] == "failed", done
@@ -138,3 +110,31 @@ def test_cancelling_a_queued_step_moves_the_rollout_on(
         assert version_table(f"sqlite:///{tmp_path / 'db' / 't-b.db'}") == {"r001"}
     finally:
         workers.stop_all()
+
+
+def _app_and_worker(make_app, targets, broker: str, queue: str, tmp_path, instance_path):
+    """The app on the broker, advancing rollouts on ``queue``, and a real
+    Celery worker started on that queue (stop it with ``stop_all()``)."""
+    app = make_app(targets, BROKER_URL=broker, ROLLOUT_QUEUE=queue)
+    env = {**os.environ, "DASHBOARD_BROKER_URL": broker, "DASHBOARD_ROLLOUT_QUEUE": queue,
+           "DASHBOARD_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "DASHBOARD_TARGETS": str(targets), "DASHBOARD_SECRET_KEY": "test-secret",
+           "DASHBOARD_INSTANCE_PATH": str(instance_path)}
+    workers = Workers(env, tmp_path)
+    workers.start(queue)
+    return app, workers
+
+
+def _wait_without_views(app, rollout_id: int, timeout: float, message: str) -> None:
+    """Wait until the rollout is no longer running, reading its row directly
+    (no view, so nothing but the jobs' ends and the POSTs moves it on)."""
+    from webapp.extensions import db
+    from webapp.models import Rollout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with app.app_context():
+            if db.session.get(Rollout, rollout_id).status != "running":
+                return
+        assert time.monotonic() < deadline, message
+        time.sleep(0.5)
