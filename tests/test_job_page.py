@@ -74,3 +74,34 @@ def test_a_shorter_log_than_the_offset_is_sent_whole(demo_app, logged_in):
     job_id = _job(demo_app, status=JobStatus.RUNNING, log="short\n", **_alive())
     html = logged_in.get(f"/jobs/{job_id}/status?offset=999", headers=HX).get_data(as_text=True)
     assert 'hx-swap-oob="innerHTML"' in html and "short" in html
+
+
+def test_each_poll_gets_only_the_new_characters_on_every_dialect(make_app, any_db_url):
+    """Each poll is sent only the part after its offset, which counts
+    characters, with output that is not ASCII (accents, arrows, an emoji),
+    stored in a SQLite, MariaDB or PostgreSQL dashboard database."""
+    from conftest import add_user, login
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=any_db_url, SQLALCHEMY_ENGINE_OPTIONS={
+        "connect_args": {"timeout": 30}} if any_db_url.startswith("sqlite") else {})
+    add_user(app, "olga", "viewer")
+    client = app.test_client()
+    login(client, "olga")
+    first = "Schéma → étape 1 ✓ 🚀\n"
+    second = "données copiées: 1 000 lignes ✓\n"
+    job_id = _job(app, status=JobStatus.RUNNING, started_at=utcnow(), log=first + second,
+                  **_alive())
+    html = client.get(f"/jobs/{job_id}/status?offset={len(first)}",
+                      headers=HX).get_data(as_text=True)
+    assert 'hx-swap-oob="beforeend"' in html
+    assert "données copiées: 1 000 lignes ✓" in html and "Schéma" not in html
+    assert f"offset={len(first + second)}" in html and "live output" in html
+    html = client.get(f"/jobs/{job_id}/status?offset={len(first + second)}",
+                      headers=HX).get_data(as_text=True)
+    assert 'id="job-log"' not in html  # nothing new
+    html = client.get(f"/jobs/{job_id}/status?offset={len(first + second) + 1}",
+                      headers=HX).get_data(as_text=True)
+    assert 'hx-swap-oob="innerHTML"' in html and "Schéma → étape 1 ✓ 🚀" in html
+    empty = _job(app, status=JobStatus.RUNNING, started_at=utcnow(), **_alive())
+    html = client.get(f"/jobs/{empty}/status?offset=0", headers=HX).get_data(as_text=True)
+    assert "waiting for the first output" in html and 'id="job-log"' not in html
