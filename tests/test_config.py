@@ -22,6 +22,35 @@ def test_development_generates_and_keeps_secret_key(instance_path, monkeypatch):
     assert app.config["SESSION_COOKIE_SECURE"] is False
 
 
+def test_processes_starting_together_share_one_whole_secret_key(tmp_path):
+    """Gunicorn workers and job processes may start at the same moment on a
+    new instance folder: each gets the same, whole key (never an error, never
+    the empty file another is still writing), and no temporary file stays."""
+    import threading
+
+    from webapp.config import secret_key
+
+    def start(barrier, instance, keys, errors):
+        barrier.wait()
+        try:
+            keys.append(secret_key({}, instance, production=False))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    for round_ in range(20):
+        instance = tmp_path / f"instance-{round_}"
+        barrier, keys, errors = threading.Barrier(8), [], []
+        threads = [threading.Thread(target=start, args=(barrier, instance, keys, errors))
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and len(set(keys)) == 1 and len(keys[0]) >= 60, (errors, keys)
+        assert [p.name for p in instance.iterdir()] == ["secret_key"]
+        assert (instance / "secret_key").read_text() == keys[0]
+
+
 def test_production_refuses_to_start_without_secret_key(instance_path, monkeypatch):
     monkeypatch.delenv("DASHBOARD_SECRET_KEY", raising=False)
     monkeypatch.setenv("DASHBOARD_ENV", "production")

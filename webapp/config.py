@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,9 +47,18 @@ def secret_key(environ: Mapping[str, str], instance_path: Path, production: bool
         return path.read_text(encoding="utf-8").strip()
     instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(key)
+    # Written whole to a private temporary file, then linked into place: a
+    # process starting at the same moment sees no key file or a whole one,
+    # and the first link wins (the others read it).
+    fd, temporary = tempfile.mkstemp(dir=instance_path, prefix=".secret_key-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(key)
+        os.link(temporary, path)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    finally:
+        os.unlink(temporary)
     return key
 
 
