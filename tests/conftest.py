@@ -93,12 +93,25 @@ def instance_path(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture(scope="session")
+def migrated_dashboard_db(tmp_path_factory) -> Path:
+    """A SQLite dashboard database migrated to head once (``upgrade head`` on
+    ``migrations/``), copied into each test's instance folder."""
+    from webapp.cli import upgrade_dashboard_db
+
+    path = tmp_path_factory.mktemp("dashboard-template") / "dashboard.db"
+    upgrade_dashboard_db(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def make_app(instance_path):
+def make_app(instance_path, migrated_dashboard_db):
     """Factory: ``make_app(targets_file=None, **config)`` → app with migrated DB.
 
     Without ``targets_file`` the bundled demo is used (SQLite in the
-    temporary instance folder; prepared with :func:`prepare_demo`).
+    temporary instance folder; prepared with :func:`prepare_demo`). The
+    default SQLite dashboard database starts as a copy of
+    :func:`migrated_dashboard_db`; any other is migrated with ``upgrade head``.
     """
     from webapp import create_app
     from webapp.cli import upgrade_dashboard_db
@@ -106,12 +119,17 @@ def make_app(instance_path):
     apps = []
 
     def factory(targets_file: Path | None = None, **config):
-        db_url = f"sqlite:///{instance_path / 'dashboard.db'}"
+        db_file = instance_path / "dashboard.db"
+        db_url = f"sqlite:///{db_file}"
+        fresh = not db_file.exists()
         overrides = {"TESTING": True, "SECRET_KEY": "test-secret",
                      "SQLALCHEMY_DATABASE_URI": db_url,
                      "TARGETS_FILE": str(targets_file) if targets_file else None, **config}
         app = create_app(overrides)
-        upgrade_dashboard_db(app.config["SQLALCHEMY_DATABASE_URI"])
+        if fresh and app.config["SQLALCHEMY_DATABASE_URI"] == db_url:
+            shutil.copyfile(migrated_dashboard_db, db_file)  # keeps the file's 0600
+        else:
+            upgrade_dashboard_db(app.config["SQLALCHEMY_DATABASE_URI"])
         apps.append(app)
         return app
 
