@@ -393,3 +393,24 @@ def test_a_job_end_during_a_view_still_starts_the_next_wave(make_app, tmp_path, 
     done = wait_rollout(client, rollout, headers)
     assert done["status"] == "succeeded", done
     assert version_table(f"sqlite:///{tmp_path / 'db' / 'b.db'}") == {"r001"}
+
+
+def test_a_large_fleet_with_nothing_to_do_ends_in_one_request(make_app, tmp_path, monkeypatch):
+    """Sixty tenants already at head, one at a time: every step is skipped at
+    once (no job, so no job's end to wake the rollout), and the POST that
+    starts the rollout carries it to its end. One advance used to stop after
+    50 passes of one step each and leave the rest pending."""
+    names = [f"tenant-{i:02d}" for i in range(60)]
+    app = make_app(fleet(tmp_path, monkeypatch, names))
+    config = Config(str(tmp_path / "env" / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    for name in names:
+        config.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'db' / (name + '.db')}")
+        command.upgrade(config, "head")
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "tag": "tenant", "concurrency": 1})
+    assert posted.status_code == 202, posted.json
+    assert posted.json["status"] == "succeeded", posted.json["counts"]
+    assert posted.json["counts"]["skipped"] == 60 and jobs_per_target(app) == {}

@@ -52,7 +52,16 @@ from .catalog import Catalog
 from .refusals import Reason, Refused
 
 LEASE = timedelta(minutes=5)  # longer than starting a few steps ever takes
-MAX_PASSES = 50               # passes of one advance (each starts or ends something)
+
+
+def _max_passes(rollout_id: int) -> int:
+    """A bound on the passes of one advance. A pass repeats only when it
+    changed something, and steps only move forward (pending, starting,
+    awaiting approval, running, ended): a few passes per step, plus the
+    looks again that other advancers ask for, always suffice."""
+    steps = db.session.execute(db.select(db.func.count()).select_from(RolloutStep).where(
+        RolloutStep.rollout_id == rollout_id)).scalar() or 0
+    return 4 * steps + 50
 
 
 def advance(catalog: Catalog, rollout_id: int, *, start: bool = True) -> None:
@@ -69,7 +78,7 @@ def advance(catalog: Catalog, rollout_id: int, *, start: bool = True) -> None:
         # A view takes no lease: recording what ended is safe without it
         # (every change is conditional). Holding it would make a job's end,
         # which may start steps, leave the next wave to this view, which may not.
-        for _ in range(MAX_PASSES):
+        for _ in range(_max_passes(rollout_id)):
             db.session.expire_all()
             if not _advance_once(catalog, rollout_id, None, start=False):
                 return
@@ -80,7 +89,7 @@ def advance(catalog: Catalog, rollout_id: int, *, start: bool = True) -> None:
         if not _acquire(rollout_id, token):  # the holder will look again (dirty)
             return
     try:
-        for _ in range(MAX_PASSES):
+        for _ in range(_max_passes(rollout_id)):
             db.session.expire_all()
             if not _advance_once(catalog, rollout_id, token, start) \
                     and _release(rollout_id, token):
@@ -155,15 +164,20 @@ def _advance_once(catalog: Catalog, rollout_id: int, token: str | None, start: b
     if rollout.status == RolloutStatus.PAUSED or not pending or not start:
         return changed
     wave = min(s.wave for s in pending + in_flight)
-    slots = rollout.concurrency - len(in_flight)
-    for step in [s for s in pending if s.wave == wave][:max(slots, 0)]:
+    busy = len(in_flight)
+    for step in [s for s in pending if s.wave == wave]:
+        if busy >= rollout.concurrency:
+            break
         db.session.execute(update(Rollout).where(
             Rollout.id == rollout_id, Rollout.lease_token == token).values(
             lease_until=utcnow() + LEASE))
         ended = _start_step(catalog, rollout, step)
         changed = True
-        if ended == StepStatus.FAILED and rollout.stop_on_failure:
+        if ended in STEP_IN_FLIGHT:
+            busy += 1
+        elif ended == StepStatus.FAILED and rollout.stop_on_failure:
             break
+        # skipped (nothing to do) or failed to start: its slot is free again
     return changed
 
 
