@@ -373,7 +373,7 @@ def test_a_job_end_during_a_view_still_starts_the_next_wave(make_app, tmp_path, 
     def view():
         try:
             with app.app_context():
-                rollout_advance.advance(get_catalog(), rollout, start=False)
+                rollout_advance.record_ended(get_catalog(), rollout)
         except Exception as exc:  # surfaced below
             errors.append(exc)
 

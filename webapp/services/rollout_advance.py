@@ -5,7 +5,7 @@ reaches a final state (:func:`job_finished`, called by the job's own process
 or Celery worker), when one of its approval requests is rejected or withdrawn
 (:func:`request_ended`), and on the POSTs that start, resume or continue a
 rollout. A view of a rollout (a GET) only records what ended
-(``start=False``, without the lease): a GET never starts a migration. It is
+(:func:`record_ended`, without the lease): a GET never starts a migration. It is
 idempotent and safe to call from any number of processes and hosts at once:
 
 - a *lease* on the rollout row (an atomic ``UPDATE ... WHERE lease_until <
@@ -64,25 +64,13 @@ def _max_passes(rollout_id: int) -> int:
     return 4 * steps + 50
 
 
-def advance(catalog: Catalog, rollout_id: int, *, start: bool = True) -> None:
+def advance(catalog: Catalog, rollout_id: int) -> None:
     """Bring rollout ``rollout_id`` up to date: record steps whose job or
     request ended, start pending steps of the current wave up to the
     concurrency limit, end the rollout when nothing is left. Returns at once
-    (after flagging ``dirty``) when another advancer holds the lease.
-
-    :param start: False for a page or API view (GET): record ended steps and
-        end the rollout when nothing is left, but start no step — only a job's
-        end, a decision or a POST may start a migration.
+    (after flagging ``dirty``) when another advancer holds the lease. Only
+    for a job's end, a decision or a POST: a view calls :func:`record_ended`.
     """
-    if not start:
-        # A view takes no lease: recording what ended is safe without it
-        # (every change is conditional). Holding it would make a job's end,
-        # which may start steps, leave the next wave to this view, which may not.
-        for _ in range(_max_passes(rollout_id)):
-            db.session.expire_all()
-            if not _advance_once(catalog, rollout_id, None, start=False):
-                return
-        return
     token = secrets.token_hex(16)
     if not _acquire(rollout_id, token):
         _mark_dirty(rollout_id)
@@ -91,11 +79,21 @@ def advance(catalog: Catalog, rollout_id: int, *, start: bool = True) -> None:
     try:
         for _ in range(_max_passes(rollout_id)):
             db.session.expire_all()
-            if not _advance_once(catalog, rollout_id, token, start) \
-                    and _release(rollout_id, token):
+            if not _advance_once(catalog, rollout_id, token) and _release(rollout_id, token):
                 return
     finally:
         _release(rollout_id, token, force=True)
+
+
+def record_ended(catalog: Catalog, rollout_id: int) -> None:
+    """What a page or API view (a GET) may do: record ended steps and end
+    the rollout when nothing is left, starting no step. It takes no lease:
+    every change is conditional, and holding the lease would make a job's
+    end, which may start steps, leave the next wave to this view."""
+    for _ in range(_max_passes(rollout_id)):
+        db.session.expire_all()
+        if not _advance_once(catalog, rollout_id, None):
+            return
 
 
 def _acquire(rollout_id: int, token: str) -> bool:
@@ -141,8 +139,9 @@ def _move(step: RolloutStep, old: str, new: StepStatus, **values) -> bool:
     return bool(moved)
 
 
-def _advance_once(catalog: Catalog, rollout_id: int, token: str | None, start: bool) -> bool:
-    """One pass; True when it changed something (another pass may follow)."""
+def _advance_once(catalog: Catalog, rollout_id: int, token: str | None) -> bool:
+    """One pass; True when it changed something (another pass may follow).
+    ``token``: the lease held (steps may start), or None (a view: none start)."""
     rollout = db.session.get(Rollout, rollout_id)
     if rollout is None:
         return False
@@ -161,7 +160,7 @@ def _advance_once(catalog: Catalog, rollout_id: int, token: str | None, start: b
     if not pending and not in_flight:
         _finish(rollout, RolloutStatus.FAILED if failed else RolloutStatus.SUCCEEDED)
         return True
-    if rollout.status == RolloutStatus.PAUSED or not pending or not start:
+    if rollout.status == RolloutStatus.PAUSED or not pending or token is None:
         return changed
     wave = min(s.wave for s in pending + in_flight)
     busy = len(in_flight)

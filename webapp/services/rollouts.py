@@ -37,7 +37,7 @@ from .accounts import role_on
 from .catalog import Catalog
 from .jobs import authorize, reap_abandoned
 from .refusals import Reason, Refused
-from .rollout_advance import advance
+from .rollout_advance import advance, record_ended
 
 MAX_CONCURRENCY = 50
 MAX_REASON = 2000
@@ -128,7 +128,7 @@ def get(catalog: Catalog, rollout_id: int, *, advancing: bool = True) -> Rollout
     if advancing and (rollout.is_active or any(s.status in STEP_IN_FLIGHT
                                                for s in rollout.steps)):
         reap_abandoned()
-        advance(catalog, rollout_id, start=False)
+        record_ended(catalog, rollout_id)
         db.session.expire_all()
     return db.session.get(Rollout, rollout_id)
 
