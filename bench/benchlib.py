@@ -3,10 +3,32 @@ test client, and the statistics they print."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 PASSWORD = "violet horse battery staple"  # passes the password policy (no username in it)
+
+
+def in_scratch_folder(prefix: str, run: Callable[[Path], int], *, keep: bool = False) -> int:
+    """``run(tmp)`` in a new temporary folder that is the dashboard's instance
+    folder (``tmp/instance``), with no ``DASHBOARD_TARGETS``, ``_ENV`` or
+    ``_DATABASE_URL`` from the caller's environment; the folder is removed
+    afterwards unless ``keep`` (then its path is printed). Returns run's code."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["DASHBOARD_INSTANCE_PATH"] = str(tmp / "instance")
+    for var in ("DASHBOARD_TARGETS", "DASHBOARD_ENV", "DASHBOARD_DATABASE_URL"):
+        os.environ.pop(var, None)
+    try:
+        return run(tmp)
+    finally:
+        if keep:
+            print(f"\nkept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_app(targets_file: Path, dashboard_url: str):

@@ -42,11 +42,9 @@ import io
 import os
 import pstats
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -56,7 +54,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import PASSWORD, csrf_from, logged_in_client, make_app, ms, percentile  # noqa: E402
+from benchlib import (  # noqa: E402
+    PASSWORD,
+    csrf_from,
+    in_scratch_folder,
+    logged_in_client,
+    make_app,
+    ms,
+    percentile,
+)
 from envtools import Rev, make_env, write_targets_file  # noqa: E402
 
 TOTAL = 1000
@@ -433,17 +439,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-history-"))
-    os.environ["DASHBOARD_INSTANCE_PATH"] = str(tmp / "instance")
-    for var in ("DASHBOARD_TARGETS", "DASHBOARD_ENV", "DASHBOARD_DATABASE_URL"):
-        os.environ.pop(var, None)
-    try:
-        return run(tmp, args)
-    finally:
-        if args.keep:
-            print(f"\nkept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return in_scratch_folder("bench-history-", lambda tmp: run(tmp, args), keep=args.keep)
 
 
 def run(tmp: Path, args) -> int:

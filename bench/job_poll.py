@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import logged_in_client, make_app, ms  # noqa: E402
+from benchlib import in_scratch_folder, logged_in_client, make_app, ms  # noqa: E402
 
 HX = {"HX-Request": "true"}
 
@@ -53,14 +51,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=30, help="requests per figure (default 30)")
     parser.add_argument("--dashboard-url", help="dashboard database (default: temporary SQLite)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-job-poll-"))
-    os.environ["DASHBOARD_INSTANCE_PATH"] = str(tmp / "instance")
-    for var in ("DASHBOARD_TARGETS", "DASHBOARD_ENV", "DASHBOARD_DATABASE_URL"):
-        os.environ.pop(var, None)
-    try:
-        return run(tmp, args)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return in_scratch_folder("bench-job-poll-", lambda tmp: run(tmp, args))
 
 
 def run(tmp: Path, args) -> int:

@@ -39,11 +39,9 @@ import argparse
 import datetime as dt
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import logged_in_client, make_app, ms, percentile  # noqa: E402
+from benchlib import in_scratch_folder, logged_in_client, make_app, ms, percentile  # noqa: E402
 from envtools import write_targets_file  # noqa: E402
 from targetenv import set_sqlalchemy_url, shop_project, target_bin, target_venv  # noqa: E402
 
@@ -207,17 +205,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-real-project-"))
-    os.environ["DASHBOARD_INSTANCE_PATH"] = str(tmp / "instance")
-    for var in ("DASHBOARD_TARGETS", "DASHBOARD_ENV", "DASHBOARD_DATABASE_URL"):
-        os.environ.pop(var, None)
-    try:
-        return run(tmp, args)
-    finally:
-        if args.keep:
-            print(f"\nkept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return in_scratch_folder("bench-real-project-", lambda tmp: run(tmp, args), keep=args.keep)
 
 
 def run(tmp: Path, args) -> int:
