@@ -74,3 +74,42 @@ def test_htmx_from_cdn_with_sri_of_the_vendored_copy(logged_in):
     assert "/static/vendor/htmx-2.0.11.min.js" in page  # fallback
     assert b'version:"2.0.11"' in vendored
     assert 'X-CSRFToken' in page  # every htmx request carries the token
+
+
+def test_pages_answer_while_another_process_is_committing_to_the_dashboard_db(
+        make_app, instance_path):
+    """SQLite dashboard database: pages and API reads are answered while
+    another process holds the file's write lock in the middle of its commit
+    (a job process writing its log, paused there). In WAL mode a reader does
+    not wait, and a token used a moment ago writes nothing; in the default
+    rollback-journal mode each waited for the lock until its timeout and
+    answered 500 "database is locked"."""
+    import sqlite3
+    import time
+
+    from conftest import add_user, login
+    from jobtools import token_headers
+
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"timeout": 2}})
+    add_user(app, "alice", "admin")
+    client = app.test_client()
+    login(client, "alice")
+    headers = token_headers(app, "pipeline", "operator")
+    assert client.get("/api/v1/targets", headers=headers).status_code == 200
+    db_file = instance_path / "dashboard.db"
+    reader = sqlite3.connect(db_file)
+    assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    reader.close()
+    writer = sqlite3.connect(db_file, isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # what a commit holds while it writes
+        writer.execute("UPDATE users SET username = username")
+        started = time.monotonic()
+        for page in ("/", "/audit", "/requests"):
+            response = client.get(page)
+            assert response.status_code == 200, (page, response.status_code)
+        assert client.get("/api/v1/targets", headers=headers).status_code == 200
+        assert time.monotonic() - started < 2
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

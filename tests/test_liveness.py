@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -77,11 +78,16 @@ def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(sleepy_app):
         job_id = posted.json["job"]
         pid = worker_pid(app, job_id)
         time.sleep(3)
+        # The pause ends on its own clock, as a real one would, not after our
+        # polls: a poll may have to wait for a dashboard-database lock the
+        # paused process holds (a writer paused in its transaction).
+        resume = threading.Timer(20, os.kill, (pid, signal.SIGCONT))
         os.kill(pid, signal.SIGSTOP)
+        resume.start()
         try:
             paused = poll_statuses_for(client, job_id, headers, 20)
         finally:
-            os.kill(pid, signal.SIGCONT)
+            resume.join()
         seen = paused + poll_statuses(client, job_id, headers, 90)
     finally:
         for burner in burners:

@@ -235,3 +235,33 @@ def test_securing_the_instance_folder_while_sqlite_writes_there(tmp_path):
         stop.set()
         writer.join()
     assert stat.S_IMODE((instance / "dashboard.db").stat().st_mode) == 0o600
+
+
+def test_token_last_use_is_written_at_most_once_a_minute(demo_app):
+    """A pipeline polling the API does not write the dashboard database on
+    every call: "last used" (shown to the minute) moves once a minute."""
+    from datetime import timedelta
+
+    from jobtools import token_headers
+
+    from webapp.extensions import db
+    from webapp.models import ApiToken
+
+    headers = token_headers(demo_app, "pipeline", "operator")
+    client = demo_app.test_client()
+
+    def last_used():
+        with demo_app.app_context():
+            return db.session.execute(db.select(ApiToken.last_used_at)).scalar_one()
+
+    assert last_used() is None
+    assert client.get("/api/v1/targets", headers=headers).status_code == 200
+    first = last_used()
+    assert first is not None
+    assert client.get("/api/v1/targets", headers=headers).status_code == 200
+    assert last_used() == first
+    with demo_app.app_context():
+        db.session.execute(db.update(ApiToken).values(last_used_at=first - timedelta(minutes=2)))
+        db.session.commit()
+    assert client.get("/api/v1/targets", headers=headers).status_code == 200
+    assert last_used() >= first

@@ -13,7 +13,7 @@ from flask import Flask
 
 from .config import ConfigurationError, settings_from_environment
 from .core.targets import TargetsFileError
-from .extensions import csrf, db, login_manager
+from .extensions import csrf, init_db, login_manager
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # unusable settings or targets file: one line, not a traceback (wsgi.py, gunicorn)
@@ -76,7 +76,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
-    db.init_app(app)
+    init_db(app)
     csrf.init_app(app)
     login_manager.init_app(app)
 

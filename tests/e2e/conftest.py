@@ -86,7 +86,10 @@ class PageProblems:
         return url.startswith(self.base_url)
 
     def _request_failed(self, request) -> None:
-        if self._same_origin(request.url):
+        # net::ERR_ABORTED is the browser dropping a request it no longer
+        # needs (the page navigated away: a favicon still loading at logout);
+        # what the server answered is checked in _response
+        if self._same_origin(request.url) and request.failure != "net::ERR_ABORTED":
             self.failed.append(f"{request.url}: {request.failure}")
 
     def _response(self, response) -> None:

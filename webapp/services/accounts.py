@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterable
+from datetime import timedelta
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -29,6 +30,9 @@ LoginThrottled = login_throttle.LoginThrottled
 GROUP_RE = re.compile(r"^[^\s,]{1,128}$")
 MAX_GROUPS = 200
 TOKEN_PREFIX = "adb_"
+# a token's "last used" is written at most this often (the admin page shows
+# minutes), so a pipeline polling the API does not write on every call
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 _dummy_hash: str | None = None
 
@@ -182,7 +186,9 @@ def create_token(user: User, name: str) -> str:
 
 
 def user_for_token(token: str) -> User | None:
-    """The active user owning a (non-revoked) token, or None. Records last use."""
+    """The active user owning a (non-revoked) token, or None. Records last
+    use (``last_used_at``, UTC) when the recorded one is older than
+    :data:`LAST_USED_RESOLUTION`."""
     if not token or len(token) > 200:
         return None
     row = db.session.execute(
@@ -190,8 +196,10 @@ def user_for_token(token: str) -> User | None:
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None or not row.user.is_active:
         return None
-    row.last_used_at = utcnow()
-    db.session.commit()
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        db.session.commit()
     return row.user
 
 
