@@ -395,7 +395,7 @@ def profile_requests(client, n: int, label: str) -> str:
         ("    build_history (cold only)", core_history.build_history),
         ("  current_heads (DB)", core_status.current_heads),
         ("  History.pending", core_history.History.pending),
-        ("fragments.get_or_compute", svc_catalog._LRU.get_or_compute),
+        ("fragments.get_or_compute", svc_catalog.Memo.get_or_compute),
         ("  history_rows (cold only)", views_targets.history_rows),
         ("flask.render_template (all)", templating.render_template),
         ("flask_login _load_user", login_manager.LoginManager._load_user),
