@@ -376,8 +376,10 @@ def direct_breakdown(app, n: int = 30) -> list[tuple[str, float]]:
     return results
 
 
-def profile_requests(client, n: int, label: str) -> str:
-    """cProfile ``n`` requests; return a per-request summary of key functions + top list."""
+def tracked_functions() -> list[tuple[str, object]]:
+    """``(label, function)`` pairs whose time the profile of a warm request
+    reports; the functions are the dashboard's own, imported here (an
+    AttributeError names one that was renamed)."""
     from flask import templating
     from flask_login import login_manager
 
@@ -386,7 +388,7 @@ def profile_requests(client, n: int, label: str) -> str:
     from webapp.services import catalog as svc_catalog
     from webapp.views import targets as views_targets
 
-    tracked = [
+    return [
         ("view targets.history", views_targets.history),
         ("catalog.status -> target_status", core_status.target_status),
         ("  HistoryCache.get", core_history.HistoryCache.get),
@@ -400,6 +402,11 @@ def profile_requests(client, n: int, label: str) -> str:
         ("flask.render_template (all)", templating.render_template),
         ("flask_login _load_user", login_manager.LoginManager._load_user),
     ]
+
+
+def profile_requests(client, n: int, label: str) -> str:
+    """cProfile ``n`` requests; return a per-request summary of key functions + top list."""
+    tracked = tracked_functions()
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
     profiler.enable()

@@ -162,6 +162,8 @@ def test_thousand_revisions_with_branches_merges_depends_on_and_labels(tmp_path)
     assert sum(r.is_merge_point for r in history.revisions) == graph.merges > 10
     assert any(r.depends_on for r in history.revisions)
     assert any(r.branch_labels for r in history.revisions)
+    # the script's profile names the dashboard's functions: each must still exist
+    assert all(callable(fn) for _label, fn in bench.tracked_functions())
 
 
 def test_non_literal_identifiers_use_the_target_side_loader(tmp_path):
