@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app
 
 from ..core.permissions import Role
@@ -32,9 +31,13 @@ class SsoRefused(Exception):
 
 
 def init_app(app: Flask) -> None:
-    """Register the OpenID Connect client when ``OIDC_ISSUER`` is set."""
+    """Register the OpenID Connect client when ``OIDC_ISSUER`` is set
+    (Authlib is imported only then: a dashboard without SSO, its job
+    processes and workers never load it)."""
     if not app.config.get("OIDC_ISSUER"):
         return
+    from authlib.integrations.flask_client import OAuth
+
     # one registry per app: Authlib caches the client and the provider's metadata
     oauth = app.extensions[EXTENSION] = OAuth(app)
     oauth.register(

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import requests
-from authlib.integrations.base_client import OAuthError
 from flask import (
     Blueprint,
     abort,
@@ -17,7 +15,6 @@ from flask import (
     url_for,
 )
 from flask_login import login_user
-from joserfc.errors import JoseError
 
 from ..services import audit, sso
 from .auth import LoginForm, _safe_next
@@ -33,6 +30,8 @@ def start():
     PKCE S256, state and nonce kept in the session by Authlib)."""
     if not sso.enabled():
         abort(404)
+    import requests  # the SSO libraries load only when SSO is configured and used
+
     session[NEXT_KEY] = _safe_next(request.args.get("next"))
     try:
         return sso.client().authorize_redirect(url_for("sso.callback", _external=True))
@@ -55,6 +54,10 @@ def callback():
     expiry, nonce); then the account is created or updated and logged in."""
     if not sso.enabled():
         abort(404)
+    import requests  # the SSO libraries load only when SSO is configured and used
+    from authlib.integrations.base_client import OAuthError
+    from joserfc.errors import JoseError
+
     client = sso.client()
     try:
         token = client.authorize_access_token()
