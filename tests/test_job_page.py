@@ -82,8 +82,7 @@ def test_each_poll_gets_only_the_new_characters_on_every_dialect(make_app, any_d
     stored in a SQLite, MariaDB or PostgreSQL dashboard database."""
     from conftest import add_user, login
 
-    app = make_app(SQLALCHEMY_DATABASE_URI=any_db_url, SQLALCHEMY_ENGINE_OPTIONS={
-        "connect_args": {"timeout": 30}} if any_db_url.startswith("sqlite") else {})
+    app = make_app(SQLALCHEMY_DATABASE_URI=any_db_url)
     add_user(app, "olga", "viewer")
     client = app.test_client()
     login(client, "olga")

@@ -237,8 +237,7 @@ def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monke
     (PostgreSQL, as several dashboard hosts share it), then the job processes'."""
     names = TENANTS[:6]
     app = make_app(fleet(tmp_path, monkeypatch, names, sleep=1),
-                   SQLALCHEMY_DATABASE_URI=pg_url,
-                   SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True})
+                   SQLALCHEMY_DATABASE_URI=pg_url)
     client = app.test_client()
     headers = token_headers(app, "olga", "operator")
     posted = client.post("/api/v1/rollouts", headers=headers, json={

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from .config import ConfigurationError, settings_from_environment
+from .config import ConfigurationError, engine_options, settings_from_environment
 from .core.targets import TargetsFileError
 from .extensions import csrf, init_db, login_manager
 
@@ -65,6 +65,9 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
         environ["DASHBOARD_SECRET_KEY"] = overrides["SECRET_KEY"]
     app.config.from_mapping(settings_from_environment(environ, Path(app.instance_path)))
     app.config.from_mapping(overrides)
+    if "SQLALCHEMY_ENGINE_OPTIONS" not in overrides:  # they follow an overridden URL
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+            app.config["SQLALCHEMY_DATABASE_URI"])
     from .security import RowIdConverter, secure_instance_folder
 
     secure_instance_folder(Path(app.instance_path), app.config["SQLALCHEMY_DATABASE_URI"])

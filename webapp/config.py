@@ -129,6 +129,15 @@ def oidc_settings(environ: Mapping[str, str]) -> dict:
     }
 
 
+def engine_options(database_url: str) -> dict:
+    """SQLAlchemy engine options for the dashboard's own database at
+    ``database_url``: connections checked before use; on SQLite, a 30 s wait
+    for the write lock, as several gunicorn workers and job processes write
+    to one file."""
+    return {"pool_pre_ping": True, **(
+        {"connect_args": {"timeout": 30}} if database_url.startswith("sqlite") else {})}
+
+
 def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
     """Build the Flask config mapping from environment variables.
 
@@ -149,9 +158,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "DASHBOARD_ENV": env,
         "SECRET_KEY": secret_key(environ, instance_path, production),
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, **(
-            # several gunicorn workers and job processes write to one file
-            {"connect_args": {"timeout": 30}} if database_url.startswith("sqlite") else {})},
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url),
         "TARGETS_FILE": environ.get("DASHBOARD_TARGETS") or None,
         # Celery broker (redis://...): jobs go to workers beside the databases;
         # unset, each job runs in a local process
