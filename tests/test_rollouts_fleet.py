@@ -54,12 +54,8 @@ def test_rollout_through_a_celery_worker(make_app, tmp_path, monkeypatch, broker
     app, workers = _app_and_worker(make_app, targets, broker_url, queue, tmp_path,
                                    instance_path)
     try:
-        client = app.test_client()
-        headers = token_headers(app, "olga", "operator")
-        posted = client.post("/api/v1/rollouts", headers=headers, json={
-            "command": "upgrade", "revision": "head", "tag": "tenant", "batch_size": 1})
-        assert posted.status_code == 202, posted.json
-        rollout = posted.json["id"]
+        client, headers, posted = _post_rollout(app, {"tag": "tenant", "batch_size": 1})
+        rollout = posted["id"]
         # nobody polls: the worker's advance task starts wave 2 and 3 itself
         _wait_without_views(app, rollout, 90, "rollout did not end without views")
         from webapp.extensions import db
@@ -89,15 +85,11 @@ def test_cancelling_a_queued_step_moves_the_rollout_on(
     app, workers = _app_and_worker(make_app, targets, broker_url, queue, tmp_path,
                                    instance_path)
     try:
-        client = app.test_client()
-        headers = token_headers(app, "olga", "operator")
-        posted = client.post("/api/v1/rollouts", headers=headers, json={
-            "command": "upgrade", "revision": "head", "targets": ["t-a", "t-b"],
-            "batch_size": 1, "stop_on_failure": False})
-        assert posted.status_code == 202, posted.json
-        rollout = posted.json["id"]
-        first = {s["target"]: s for s in posted.json["steps"]}["t-a"]
-        assert first["wave"] == 1 and first["status"] == "running", posted.json
+        client, headers, posted = _post_rollout(app, {
+            "targets": ["t-a", "t-b"], "batch_size": 1, "stop_on_failure": False})
+        rollout = posted["id"]
+        first = {s["target"]: s for s in posted["steps"]}["t-a"]
+        assert first["wave"] == 1 and first["status"] == "running", posted
         cancelled = client.post(f"/api/v1/jobs/{first['job']}/cancel", headers=headers)
         assert cancelled.status_code == 200 and cancelled.json["status"] == "abandoned"
         _wait_without_views(app, rollout, 60, "the rollout stood still after the cancel")
@@ -110,6 +102,17 @@ def test_cancelling_a_queued_step_moves_the_rollout_on(
         assert version_table(f"sqlite:///{tmp_path / 'db' / 't-b.db'}") == {"r001"}
     finally:
         workers.stop_all()
+
+
+def _post_rollout(app, body: dict):
+    """``POST /api/v1/rollouts`` of ``upgrade head`` plus ``body`` as operator
+    olga; asserts 202 and returns (client, headers, the rollout's JSON)."""
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", **body})
+    assert posted.status_code == 202, posted.json
+    return client, headers, posted.json
 
 
 def _app_and_worker(make_app, targets, broker: str, queue: str, tmp_path, instance_path):
