@@ -69,7 +69,6 @@ def run(tmp: Path, args) -> int:
     targets.write_text(f'[targets.bench]\ntier = "development"\nalembic_ini = "{ini}"\n'
                        'url_env = "BENCH_POLL_URL"\n', encoding="utf-8")
     dashboard_url = args.dashboard_url or f"sqlite:///{tmp / 'dashboard.db'}"
-    os.environ["DASHBOARD_DATABASE_URL"] = dashboard_url  # engine options follow it
     app = make_app(targets, dashboard_url)
     client = logged_in_client(app)
     line = "INFO  [alembic.runtime.migration] Running upgrade 1a2b3c -> 4d5e6f, rows é ✓\n"
