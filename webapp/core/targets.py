@@ -30,6 +30,8 @@ _TARGET_KEYS = {
     "alembic_ini",
     "ini_section",
     "url_env",
+    "readonly_url_env",
+    "rehearsal_url_env",
     "version_table",
     "python",
     "cwd",
@@ -109,6 +111,10 @@ class Target:
     alembic_ini: Path | None
     ini_section: str = "alembic"
     url_env: str | None = None
+    # optional: a read-only account for read paths (plans, SQL, previews, drift,
+    # status), and a separate server/account for rehearsals (MySQL/MariaDB)
+    readonly_url_env: str | None = None
+    rehearsal_url_env: str | None = None
     version_table: str = "alembic_version"
     python: str | None = None
     cwd: Path | None = None
@@ -138,6 +144,32 @@ class Target:
                 f"(it holds the database URL of target {self.name})"
             )
         return value
+
+    def _optional_url(self, name: str | None, environ: Mapping[str, str] | None) -> str | None:
+        if not name:
+            return None
+        environ = os.environ if environ is None else environ
+        value = environ.get(name) or self.url_defaults.get(name)
+        if not value:
+            raise TargetUrlMissing(f"environment variable {name} is not set (target "
+                                   f"{self.name} names it in its targets-file entry)")
+        return value
+
+    def readonly_database_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The URL of a read-only account for read paths (``readonly_url_env``),
+        or None when the targets file names none.
+
+        :raises TargetUrlMissing: the file names a variable that is unset.
+        """
+        return self._optional_url(self.readonly_url_env, environ)
+
+    def rehearsal_database_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The URL of a separate rehearsal server/account (``rehearsal_url_env``),
+        or None when the targets file names none.
+
+        :raises TargetUrlMissing: the file names a variable that is unset.
+        """
+        return self._optional_url(self.rehearsal_url_env, environ)
 
     @property
     def working_directory(self) -> Path:
@@ -356,6 +388,12 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
     url_env = get_str("url_env", required=flask_app is None)
     if url_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", url_env):
         raise fail("must be an environment variable name (letters, digits, _)", "url_env")
+    extra_urls = {}
+    for key in ("readonly_url_env", "rehearsal_url_env"):
+        extra_urls[key] = get_str(key)
+        if extra_urls[key] is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                                        extra_urls[key]):
+            raise fail("must be an environment variable name (letters, digits, _)", key)
     version_table = get_str("version_table", "alembic_version")
     assert version_table is not None
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$", version_table):
@@ -406,6 +444,7 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         alembic_ini=alembic_ini,
         ini_section=get_str("ini_section", "alembic") or "alembic",
         url_env=url_env,
+        **extra_urls,
         version_table=version_table,
         python=get_str("python"),
         cwd=cwd,
