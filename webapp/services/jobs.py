@@ -38,7 +38,7 @@ from ..core.status import DatabaseUnavailable, current_heads
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
 from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
-from . import accounts, audit, liveness
+from . import accounts, audit, liveness, queue
 from .catalog import Catalog
 from .refusals import Reason, Refused, approvals_text
 
@@ -353,10 +353,8 @@ def launch_worker(job: Job, target: Target, url: str) -> subprocess.Popen | None
     broker = current_app.config.get("BROKER_URL")
     if not broker:
         return launch_local_process(job, target, url)
-    from .. import tasks
-
     try:
-        tasks.send_job(broker, job.id, target.queue)
+        queue.send_job(broker, job.id, target.queue)
     except Exception as exc:  # kombu's OperationalError and friends
         _drop(job)
         raise Refused(Reason.UNREACHABLE, f"The job queue cannot be reached: "

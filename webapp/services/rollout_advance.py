@@ -47,7 +47,7 @@ from ..models import (
     StepStatus,
     utcnow,
 )
-from . import audit
+from . import audit, queue
 from .catalog import Catalog
 from .refusals import Reason, Refused
 
@@ -324,9 +324,7 @@ def job_finished(job: Job, catalog: Catalog) -> None:
             return
         broker = current_app.config.get("BROKER_URL")
         if broker:
-            from .. import tasks
-
-            tasks.send_advance(broker, step.rollout_id, current_app.config.get(
+            queue.send_advance(broker, step.rollout_id, current_app.config.get(
                 "ROLLOUT_QUEUE"))
         else:
             advance(catalog, step.rollout_id)
