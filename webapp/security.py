@@ -96,8 +96,12 @@ def secure_instance_folder(path: Path, database_url: str | None = None) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Register the headers on ``app`` (the converter is set in create_app,
-    before any blueprint adds its rules)."""
+    """Register the headers and the input checks (:mod:`webapp.web_input`)
+    on ``app`` (the converter is set in create_app, before any blueprint
+    adds its rules)."""
+    from . import web_input
+
+    web_input.init_app(app)  # text input checks and output that never fails on stored text
     production = app.config.get("DASHBOARD_ENV") == "production"
 
     @app.after_request

@@ -30,6 +30,46 @@ def csrf_for_sessions():
         csrf.protect()
 
 
+@bp.before_request
+def json_object_body():
+    """Every state change takes a JSON object or no body at all: a body that
+    is not JSON (a form, text), or JSON that is not an object (``[1]``,
+    ``"lgtm"``), is a 400 before the view runs, so it never counts as an
+    empty decision or an empty spec. A body without a ``Content-Type`` is
+    read as no body, as before."""
+    from flask import request
+
+    if request.method in ("GET", "HEAD", "OPTIONS") or not request.mimetype:
+        return None
+    if not request.is_json:
+        # the form may already be parsed (web_input's checks): its stream is then empty
+        if request.content_length or request.form or request.files or request.get_data():
+            return _bad_body("send a JSON object with Content-Type: application/json")
+        return None
+    if request.get_data(cache=True) and not isinstance(request.get_json(silent=True), dict):
+        return _bad_body("the body must be a JSON object ({...})")
+    return None
+
+
+# the audit action under which each endpoint's views record their refusals
+_REFUSAL_ACTIONS = {"api.create_job": "job.request", "api.create_rehearsal": "rehearsal",
+                    "api.request_decide": "request.decide", "api.job_cancel": "job.cancel",
+                    "api.rollout_create": "rollout.create"}
+
+
+def _bad_body(detail: str):
+    """A 400 ``{"error": "bad_input", "detail"}``, audited like the view's own
+    refusals (the body itself is not recorded)."""
+    from flask import request
+
+    from ..services import audit
+
+    action = _REFUSAL_ACTIONS.get(request.endpoint or "", "api.request")
+    audit.record(_api_actor(), action, "denied", reason=Reason.BAD_INPUT, message=detail,
+                 via="api", path=request.path[:200])
+    return jsonify(error=Reason.BAD_INPUT, detail=detail), 400
+
+
 @bp.route("/targets")
 def targets():
     """``[{"name", "tier", "current", "heads", "pending", "reachable"}]`` for every target.

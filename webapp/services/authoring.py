@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -137,6 +138,27 @@ def forget_drift(target_name: str) -> None:
     _drift.forget(target_name)
 
 
+def message_problem(message: str) -> str | None:
+    """Why a revision message (already stripped) is refused, or None.
+
+    It must be 1-:data:`MESSAGE_MAX` characters on one line, without
+    ``\"\"\"``, backslashes or control characters (it goes into the
+    revision's docstring), and without Unicode format characters (category
+    Cf: bidirectional overrides such as U+202E, zero-width characters, BOM),
+    which make the message and the file name read differently from what
+    they hold.
+    """
+    if not 1 <= len(message) <= MESSAGE_MAX or _MESSAGE_FORBIDDEN_RE.search(message):
+        return (f"The message must be 1-{MESSAGE_MAX} characters on one line, without "
+                '""", backslashes or control characters.')
+    for char in message:
+        if unicodedata.category(char) == "Cf":
+            return (f"The message holds the invisible format character U+{ord(char):04X} "
+                    f"({unicodedata.name(char, 'unnamed')}); such characters (bidirectional "
+                    "overrides, zero-width characters) are not allowed.")
+    return None
+
+
 def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, message: str,
                     branch_label: str | None, head: str | None, actor: audit.Actor) -> str:
     """Write a new revision file with Alembic: ``autogenerate`` (alembic revision
@@ -158,9 +180,9 @@ def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, 
     if kind not in ("autogenerate", "empty", "merge"):
         raise Refused(Reason.BAD_INPUT, "kind must be autogenerate, empty or merge")
     message = (message or "").strip()
-    if not 1 <= len(message) <= MESSAGE_MAX or _MESSAGE_FORBIDDEN_RE.search(message):
-        raise Refused(Reason.BAD_INPUT, f"The message must be 1-{MESSAGE_MAX} characters "
-                         'on one line, without """, backslashes or control characters.')
+    problem = message_problem(message)
+    if problem is not None:
+        raise Refused(Reason.BAD_INPUT, problem)
     branch_label = (branch_label or "").strip() or None
     if branch_label is not None and not BRANCH_LABEL_RE.match(branch_label):
         raise Refused(Reason.BAD_INPUT, "A branch label is a letter then letters, digits "

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, render_template, request
 
 from ..auth_setup import require_role
 from ..services import audit
+from ..web_input import printable
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 
@@ -67,6 +68,7 @@ def export_csv():
     """The same filtered events as CSV (up to 100,000 rows)."""
     filters = _filters()
     filters.pop("_errors")
-    body = audit.to_csv(audit.query(**filters, limit=100_000))
+    # rows stored before web_input's checks may hold lone surrogates
+    body = printable(audit.to_csv(audit.query(**filters, limit=100_000)))
     return Response(body, mimetype="text/csv", headers={
         "Content-Disposition": "attachment; filename=audit.csv"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
@@ -26,9 +27,16 @@ class EmptyForm(FlaskForm):
     """A form with only the CSRF token, for POST-only buttons (log out)."""
 
 
+# characters after which a path is not followed: controls (a CR LF would
+# end the Location header: werkzeug refuses it, which was a 500 carrying the
+# new session cookie) and backslashes (browsers read "/\\host" as "//host")
+_UNSAFE_NEXT_RE = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def _safe_next(target: str | None) -> str:
-    """Only same-site relative paths are followed after login."""
-    if not target:
+    """Where to go after login: ``target`` when it is a same-site relative
+    path without control characters or backslashes, else the index page."""
+    if not target or _UNSAFE_NEXT_RE.search(target):
         return url_for("main.index")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):

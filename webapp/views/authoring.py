@@ -11,6 +11,7 @@ from ..core.runner import TargetProcessError
 from ..services import accounts, authoring, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
+from ..web_input import printable
 from .jobs import _refused, actor
 from .refusals import http_status
 from .targets import PYGMENTS_CSS, get_target_or_404, highlight_sql
@@ -83,8 +84,22 @@ def drift(name: str):
 
 def _download(target, start: str | None, end: str, sql: str) -> Response:
     filename, text = authoring.sql_file(target, current_user.username, start, end, sql)
-    return Response(text, mimetype="application/sql", headers={
+    return Response(printable(text), mimetype="application/sql", headers={
         "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _check_range_order(history, start: str, end: str) -> None:
+    """Abort 400 unless ``start`` comes before ``end``: Alembic answers a
+    reversed or empty range (``upgrade B:A --sql`` with B after A) with an
+    empty script, which would download as if there were nothing to do."""
+    if end in ("heads", "head"):
+        if start in history.heads:
+            abort(400, description=f"'from' {start} is a head: nothing comes after it.")
+        return
+    if start == end or start not in history.applied([end]):
+        abort(400, description=f"'from' {start} is not before 'to' {end}: it is the same "
+                               "revision, comes after it or is on another branch. Choose "
+                               "'from' older than 'to'.")
 
 
 @bp.route("/sql")
@@ -105,6 +120,8 @@ def range_sql(name: str):
         abort(404, description="'from' must be a revision of this target, or base.")
     if end not in history.by_id and end not in ("heads", "head"):
         abort(404, description="'to' must be a revision of this target, or heads.")
+    if start is not None:
+        _check_range_order(history, start, end)
     try:
         sql = authoring.range_sql(catalog, target, start, end)
     except TargetProcessError as exc:
