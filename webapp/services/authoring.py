@@ -68,7 +68,9 @@ def preview(catalog: Catalog, target: Target) -> Preview:
     """
     result = Preview(target.name)
     try:
-        url = catalog.database_url(target)
+        # a read path: the read-only account when named; the agent refuses a
+        # missing SQLite file (DatabaseMissing) and any write (read-only connection)
+        url = catalog.read_url(target)
         data = run_agent(target, {"op": "autogenerate"}, url=url).data
     except TargetProcessError as exc:
         result.error = exc
@@ -225,7 +227,7 @@ def range_sql(catalog: Catalog, target: Target, start: str | None, end: str) -> 
     :raises TargetProcessError: env.py or a migration failed offline.
     """
     return run_agent(target, {"op": "range_sql", "start": start, "end": end},
-                             url=catalog.database_url(target)).data["sql"]
+                             url=catalog.read_url(target)).data["sql"]
 
 
 def _one_line(text: str) -> str:

@@ -106,14 +106,26 @@ class Catalog:
                 self._app_urls[target.name] = cached
         return cached
 
+    def read_url(self, target: Target) -> str:
+        """The URL of the target's read paths (status, plans, offline SQL,
+        the autogenerate preview, drift): its read-only account
+        (``readonly_url_env``) when the targets file names one, else
+        :meth:`database_url`. The agent makes every read connection
+        read-only in the database either way.
+
+        :raises TargetUrlMissing: the variable named is unset.
+        :raises TargetProcessError: a Flask-Migrate app cannot be loaded.
+        """
+        return target.readonly_database_url() or self.database_url(target)
+
     def status(self, target: Target) -> TargetStatus:
         """Live status of one target (see :func:`core.status.target_status`)."""
-        return target_status(target, self.histories, self.engines, self.database_url)
+        return target_status(target, self.histories, self.engines, self.read_url)
 
     def statuses(self, targets: list[Target] | None = None) -> list[TargetStatus]:
         """Live status of every target (or of ``targets``), in parallel, in order."""
         return all_statuses(self.targets.values() if targets is None else targets,
-                            self.histories, self.engines, self.database_url)
+                            self.histories, self.engines, self.read_url)
 
     def history(self, target: Target) -> History:
         """Cached history of the target's script directory.
@@ -128,7 +140,7 @@ class Catalog:
 
         :raises TargetProcessError: env.py or the migration failed (not cached).
         """
-        url = self.database_url(target)
+        url = self.read_url(target)
         url_key = hashlib.sha256(url.encode()).hexdigest()
         key = (target.name, revision, direction, history.fingerprint, url_key)
         return self._sql.get_or_compute(

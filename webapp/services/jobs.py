@@ -148,7 +148,7 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
     except LookupError as exc:
         raise Refused(Reason.UNKNOWN_REVISION, str(exc))
     try:
-        url = catalog.database_url(target)
+        url = catalog.read_url(target)  # a read path: the read-only account when named
         current = _current_heads(catalog, target, url)
         # A plan depends only on the revision files and the database's current
         # revisions: the confirm step reuses the plan it showed unless either moved.

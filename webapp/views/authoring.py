@@ -56,7 +56,9 @@ def preview_result(name: str):
                            pygments_css=PYGMENTS_CSS,
                            can_write=accounts.role_on(current_user, target) >= Role.OPERATOR
                            and target.policy.allow_revision_authoring)
-    return html, 200, {"Vary": "HX-Request"}
+    # a SQLite file that does not exist is refused like a plan's (nothing created)
+    missing = result.error is not None and result.error.error_type == "DatabaseMissing"
+    return html, 409 if missing else 200, {"Vary": "HX-Request"}
 
 
 @bp.route("/revisions", methods=["POST"])

@@ -1,11 +1,15 @@
 """Op ``autogenerate``: compare target_metadata with the database like
-``alembic revision --autogenerate``, without writing a file."""
+``alembic revision --autogenerate``, without writing a file — nor anything
+in the database: it is a read path (:func:`.readonly.reading`, a connection the
+database refuses writes on) and runs with Alembic's ``dont_mutate`` (no
+version table is created in an unversioned database, as ``alembic current``)."""
 
 from __future__ import annotations
 
 import io
 
 from .config import alembic_config
+from .readonly import read_only_request, read_path
 
 _DESTRUCTIVE = {
     "remove_table": "its rows are lost",
@@ -104,17 +108,22 @@ def ops_sql(ops_container, dialect_name: str) -> tuple[str, list[str]]:
     return buffer.getvalue(), notes
 
 
+@read_path(must_exist=True)
 def autogenerate(request: dict) -> dict:
     """Op ``autogenerate`` (``message``, ``head``): the changes, the rendered
     upgrade()/downgrade() bodies and imports, the SQL of the upgrade and
-    ``sql_notes`` about operations whose SQL could not be rendered."""
+    ``sql_notes`` about operations whose SQL could not be rendered.
+
+    :raises readonly.DatabaseMissing: a SQLite file that does not exist (it is
+        not created).
+    :raises readonly.ReadRefused: env.py connected to another database."""
     from alembic.autogenerate import RevisionContext
     from alembic.autogenerate import render as alembic_render
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import make_url
 
-    config = alembic_config(request, io.StringIO())
+    config = alembic_config(read_only_request(request), io.StringIO())
     script = ScriptDirectory.from_config(config)
     revision_context = RevisionContext(config, script, {
         "message": request.get("message") or "preview", "autogenerate": True, "sql": False,
@@ -125,9 +134,12 @@ def autogenerate(request: dict) -> dict:
         revision_context.run_autogenerate(rev, context)
         return []
 
+    # dont_mutate: Alembic would create the version table of an unversioned
+    # database before autogenerate runs (alembic check does); only
+    # `alembic current` passes it
     with EnvironmentContext(config, script, fn=retrieve_migrations, as_sql=False,
                             template_args=revision_context.template_args,
-                            revision_context=revision_context):
+                            revision_context=revision_context, dont_mutate=True):
         script.run_env()
     # (alembic.command.revision would now write the file: we do not.)
     scripts = revision_context.generated_revisions

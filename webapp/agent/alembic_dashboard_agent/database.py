@@ -33,11 +33,15 @@ def read_current(connection, version_table: str) -> list[str]:
 
 def current_heads(url: str, version_table: str) -> list[str]:
     """The database's current heads; [] for a SQLite file that does not exist
-    (without creating it)."""
+    (without creating it). Read through a connection the database opens
+    read-only (:func:`.readonly.read_only_url`): this is the one connection of
+    offline mode, and a job reads its before/after heads with it too."""
+    from .readonly import read_only_url
+
     path = sqlite_path(url)
     if path not in (None, ":memory:") and not os.path.exists(path):
         return []
-    eng = engine(url)
+    eng = engine(read_only_url(url))
     try:
         with eng.connect() as connection:
             return read_current(connection, version_table)

@@ -2,6 +2,11 @@
 
 Where Alembic cannot render SQLite batch operations offline, the SQL is
 captured from a rehearsal on a scratch copy (:mod:`.rehearsal`).
+
+Every op here is a read path (:func:`.readonly.reading`): env.py gets a URL the
+database opens read-only, and each connection it makes must be to the
+target's database and is made read-only there (a rehearsal inside swaps
+that rule for its scratch copy's).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from . import rehearsal
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads, sqlite_path
 from .protocol import mark_phase
+from .readonly import read_only_request, read_path, reading
 from .steps import describe, steps_for
 
 FLASK_SQLITE_NO_SQL = (
@@ -31,6 +37,7 @@ def _offline(config, script, fn, **kwargs) -> None:
         raise mark_phase(exc, "offline")
 
 
+@read_path()
 def plan(request: dict) -> dict:
     """Op ``plan`` (``command``, ``revision``): the plan from the database's
     current state — ``{"current", "steps", "heads_after", "sql", "rehearsal"}``."""
@@ -39,7 +46,7 @@ def plan(request: dict) -> dict:
     version_table = request.get("version_table") or "alembic_version"
     current = current_heads(request["url"], version_table)
     buffer = io.StringIO()
-    config = alembic_config(request, buffer)
+    config = alembic_config(read_only_request(request), buffer)
     script = ScriptDirectory.from_config(config)
     command_name, revision = request["command"], request["revision"]
     steps = steps_for(script, command_name, revision, current)
@@ -67,6 +74,7 @@ def plan(request: dict) -> dict:
             "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsed}
 
 
+@read_path()
 def offline_sql(request: dict) -> dict:
     """Op ``offline_sql`` (``revision``, ``direction``): offline SQL of one
     revision's upgrade (from its down revisions) or downgrade —
@@ -75,7 +83,7 @@ def offline_sql(request: dict) -> dict:
     from alembic.script import ScriptDirectory
 
     buffer = io.StringIO()
-    config = alembic_config(request, buffer)
+    config = alembic_config(read_only_request(request), buffer)
     script = ScriptDirectory.from_config(config)
     revision = script.get_revision(request["revision"])
     if revision is None:
@@ -105,6 +113,7 @@ def offline_sql(request: dict) -> dict:
     return {"sql": buffer.getvalue(), "rehearsal": False}
 
 
+@read_path()
 def range_sql(request: dict) -> dict:
     """Op ``range_sql`` (``start``, ``end``, ``direction``): offline SQL of
     ``upgrade START:END`` (or downgrade), like ``--sql``; for SQLite batch
@@ -114,7 +123,7 @@ def range_sql(request: dict) -> dict:
     from alembic.script import ScriptDirectory
 
     buffer = io.StringIO()
-    config = alembic_config(request, buffer)
+    config = alembic_config(read_only_request(request), buffer)
     start, end = request["start"], request["end"]
     name = request.get("direction", "upgrade")
     try:
@@ -142,9 +151,14 @@ def command(request: dict) -> dict:
     from alembic import command as alembic_command
 
     buffer = io.StringIO()
-    config = alembic_config(request, buffer)
     name = request["command"]
     if name not in ("upgrade", "downgrade", "stamp"):
         raise ValueError(f"unsupported command {name!r}")
-    getattr(alembic_command, name)(config, request["revision"], sql=bool(request.get("sql")))
-    return {"sql": buffer.getvalue() if request.get("sql") else None}
+    if not request.get("sql"):
+        config = alembic_config(request, buffer)
+        getattr(alembic_command, name)(config, request["revision"], sql=False)
+        return {"sql": None}
+    with reading(request):  # --sql: a read path like a plan
+        config = alembic_config(read_only_request(request), buffer)
+        getattr(alembic_command, name)(config, request["revision"], sql=True)
+    return {"sql": buffer.getvalue()}

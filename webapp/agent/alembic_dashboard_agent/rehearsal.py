@@ -5,7 +5,10 @@ the table), so the statements are captured from a run on a scratch file.
 The real database must never be touched: :func:`scratch_only` refuses, before
 the driver connects, any connection that is not to the scratch file — also
 those that an ``env.py`` makes with a URL of its own choosing — and it is in
-force from the first statement of a rehearsal to its last.
+force from the first statement of a rehearsal to its last. The connection
+actually made is checked too (:mod:`.guards`): an env.py that opens its own
+(``creator=``) or ``ATTACH``es another file is stopped before its first
+statement.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from contextlib import contextmanager
 
 from .capture import capture
 from .config import alembic_config
+from .guards import ConnectionRefused, Rule, connections_follow
 from .protocol import mark_phase
 
 
-class RehearsalRefused(Exception):
+class RehearsalRefused(ConnectionRefused):
     """A rehearsal would have touched a database other than its scratch copy."""
 
 
@@ -29,6 +33,18 @@ REFUSED = ("env.py connected to a database other than the rehearsal's scratch co
            "chooses its own URL instead of reading sqlalchemy.url), so the rehearsal was "
            "stopped before connecting; nothing was run on {where}. Rehearsals (and the SQL "
            "of SQLite batch operations) are not available for this target.")
+CONNECTION_REFUSED = (
+    "env.py connected to a database other than the rehearsal's scratch copy ({where}): it "
+    "opens its own connection (a creator=, an ATTACH, a URL of its own) instead of using "
+    "sqlalchemy.url, so the rehearsal was stopped before any statement ran there. "
+    "Rehearsals (and the SQL of SQLite batch operations) are not available for this target.")
+
+
+def _scratch_rule(family: str, database: str) -> Rule:
+    """The actual-connection check of a rehearsal (:mod:`.guards`): only
+    ``database``; writable (it is the copy); SQLite ATTACH denied."""
+    return Rule(family, database, read_only=False, refused=RehearsalRefused,
+                message=CONNECTION_REFUSED)
 
 
 def _sqlite_file(dialect, cargs, cparams) -> str | None:
@@ -45,9 +61,11 @@ def _sqlite_file(dialect, cargs, cparams) -> str | None:
 def scratch_only(scratch_path: str):
     """Within this block every SQLAlchemy connection must go to ``scratch_path``.
 
-    Checked twice: when a driver connection is about to be opened
-    (``do_connect``, before a file is created or a server contacted), and
-    before every statement (for a connection opened earlier).
+    Checked three times: when a driver connection is about to be opened
+    (``do_connect``, before a file is created or a server contacted), on the
+    connection actually opened (``PRAGMA database_list``: the main file is
+    the scratch file, nothing attached; ATTACH denied — also for a custom
+    ``creator=``), and before every statement (for a connection opened earlier).
 
     :raises RehearsalRefused: from the connect or execute that would escape.
     """
@@ -66,7 +84,8 @@ def scratch_only(scratch_path: str):
                 os.path.realpath(url.database or "") != allowed:
             raise RehearsalRefused(REFUSED.format(where=url.database or "it"))
 
-    with _guarded(check_connect, check_execute):
+    with _guarded(check_connect, check_execute), \
+            connections_follow(_scratch_rule("sqlite", allowed)):
         yield
 
 
@@ -152,8 +171,9 @@ def needs_rehearsal(exc: BaseException, request: dict) -> bool:
 def only_database(backend: str, database: str):
     """Within this block every SQLAlchemy connection must go to database
     ``database`` of a ``backend`` ("postgresql", "mysql") server — the
-    scratch copy of a dry run. Checked before the driver connects and before
-    every statement, like :func:`scratch_only`.
+    scratch copy of a dry run. Checked before the driver connects, on the
+    connection actually made (``current_database()`` / ``DATABASE()``), and
+    before every statement, like :func:`scratch_only`.
 
     :raises RehearsalRefused: from the connect or execute that would escape.
     """
@@ -172,5 +192,6 @@ def only_database(backend: str, database: str):
         if name_of(conn.dialect) != family or conn.engine.url.database != database:
             raise RehearsalRefused(REFUSED.format(where=conn.engine.url.database or "it"))
 
-    with _guarded(check_connect, check_execute):
+    with _guarded(check_connect, check_execute), \
+            connections_follow(_scratch_rule(family, database)):
         yield
