@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask
 
 from .config import ConfigurationError, engine_options, settings_from_environment
-from .core.targets import TargetsFileError
+from .core.targets import TargetsFileError, configured_secrets, register_secrets
 from .extensions import csrf, init_db, login_manager
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,10 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     from .services.catalog import Catalog
 
-    app.extensions["alembic_dashboard"] = Catalog.from_config(app.config, Path(app.instance_path))
+    catalog = Catalog.from_config(app.config, Path(app.instance_path))
+    app.extensions["alembic_dashboard"] = catalog
+    # every job log, agent output and error is scrubbed of all of these
+    register_secrets(configured_secrets(app.config, environ, catalog.targets.values()))
 
     from . import auth_setup, cli, ratelimit, security
     from .api import bp as api_bp

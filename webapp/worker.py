@@ -63,7 +63,8 @@ def start_heartbeat(job_id: int) -> threading.Event:
 
 def _safe_error(error: BaseException, folder: Path) -> str:
     """``"<Type>: <message>"`` without any database URL or password (the
-    dashboard's own and the target's, from the run request), or only the type
+    dashboard's own and the target's, from the run request) nor the
+    dashboard's ``DASHBOARD_*`` secrets, or only the type
     when the scrubber itself cannot be imported."""
     text = f"{type(error).__name__}: {error}"
     urls = [os.environ.get("DASHBOARD_DATABASE_URL")]
@@ -72,11 +73,14 @@ def _safe_error(error: BaseException, folder: Path) -> str:
     except (OSError, ValueError, KeyError):
         pass
     try:
-        from webapp.core.targets import scrub_secrets
+        from webapp.core.targets import configured_secrets, scrub_secrets
     except Exception:
         return type(error).__name__
+    # the app (which registers every secret) may be what failed: the
+    # dashboard's own secrets from this process's environment too
+    extra = configured_secrets({}, os.environ, [])
     for url in urls:
-        text = scrub_secrets(text, url)
+        text = scrub_secrets(text, url, extra_secrets=extra)
     return text
 
 

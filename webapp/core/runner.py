@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,17 +78,47 @@ def target_payload(target: Target) -> dict:
             "directory": str(target.directory) if target.directory else None}
 
 
-def _environment_overrides(target: Target) -> dict[str, str]:
-    """What the target's process gets on top of our environment: its ``[env]``,
-    unbuffered output, and a fixed hash seed — Alembic iterates sets when it
-    orders merge and batch statements, and a plan's SQL must be identical each
-    time it is computed for its hash to pin a confirmation."""
-    return {**target.env, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
+# What a target's process keeps of ours: where programs and the home folder
+# are, the locale and time zone, the temporary folder, the user, and what
+# Python itself needs on Windows. Nothing else: our environment holds the
+# dashboard's secrets (DASHBOARD_SECRET_KEY, DASHBOARD_ADMIN_PASSWORD, its
+# database, broker and OIDC secrets) and every other target's URL, and
+# whatever a target's code prints lands in a job log.
+BASE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+                    "USER", "LOGNAME", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC",
+                    "PATHEXT", "USERPROFILE", "APPDATA", "LOCALAPPDATA")
 
 
-def target_environment(target: Target) -> dict[str, str]:
-    """Environment of the target's process (see :func:`_environment_overrides`)."""
-    return {**os.environ, **_environment_overrides(target)}
+def _base_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``environ`` every target's process keeps
+    (:data:`BASE_ENVIRONMENT` and the ``LC_*`` locale variables)."""
+    return {name: value for name, value in environ.items()
+            if name in BASE_ENVIRONMENT or name.startswith("LC_")}
+
+
+def target_environment(target: Target, url: str | None,
+                       environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The complete environment of ``target``'s process, for one operation.
+
+    Only: the minimal base of ``environ`` (:data:`BASE_ENVIRONMENT`, ``LC_*``),
+    the operation's ``url`` under the target's own ``url_env`` name (an
+    env.py that reads it gets the URL of this operation, e.g. the read-only
+    account's on a read path), the target's ``[env]`` table, unbuffered
+    output and a fixed hash seed — Alembic iterates sets when it orders merge
+    and batch statements, and a plan's SQL must be identical each time it is
+    computed for its hash to pin a confirmation. Never a ``DASHBOARD_*``
+    setting nor another target's URL.
+
+    :param url: the database URL given for this operation, or None.
+    :param environ: the environment the base is taken from; default ``os.environ``.
+    :return: ``{name: value}``, to pass as is to the process (not merged).
+    """
+    env = _base_environment(os.environ if environ is None else environ)
+    env.update(target.env)
+    if url and target.url_env:
+        env[target.url_env] = url
+    env.update({"PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"})
+    return env
 
 
 def _helper_request(target: Target, url: str | None, request: dict) -> dict:
@@ -139,7 +170,7 @@ def run_agent(target: Target, request: dict, *, url: str | None,
     :raises TargetProcessError: the process failed, timed out or could not start.
     """
     python = target.python or sys.executable
-    env = target_environment(target)
+    env = target_environment(target, url)
     with tempfile.TemporaryDirectory(prefix="alembic-dashboard-") as tmp:
         request_path = Path(tmp, "request.json")
         result_path = Path(tmp, "result.json")
@@ -205,7 +236,8 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
     """Prepare a run of ``alembic command revision`` in ``folder``.
 
     Writes ``request.json`` (mode 0600: it holds the URL) and ``launch.json``
-    (interpreter, working directory, environment) so that
+    (0600 too: interpreter, working directory, and the complete environment
+    of :func:`target_environment`, which may hold the URL) so that
     :func:`spawn_prepared_run` can start it with nothing but the standard
     library — the job process starts the migration before importing the app.
     """
@@ -215,7 +247,7 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
     _write_private_json(folder / "launch.json", {
         "argv": [target.python or sys.executable, str(AGENT_DIR), str(folder / "request.json"),
                  str(folder / "result.json")],
-        "cwd": str(target.working_directory), "env": _environment_overrides(target)})
+        "cwd": str(target.working_directory), "env": target_environment(target, url)})
 
 
 def start_run_process(target: Target, command: str, revision: str, *, url: str,

@@ -21,13 +21,17 @@ def die_with_parent() -> None:
 
 
 def read_launch(folder) -> dict:
-    """``folder/launch.json``: ``{"argv", "cwd", "env"}`` of a prepared run."""
+    """``folder/launch.json``: ``{"argv", "cwd", "env"}`` of a prepared run;
+    ``env`` is the child's complete environment."""
     with open(os.path.join(folder, "launch.json"), encoding="utf-8") as f:
         return json.load(f)
 
 
 def _popen(launch: dict, argv: list[str], stdin) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=launch["cwd"], env={**os.environ, **launch["env"]},
+    # exactly the prepared environment, never merged with ours: the process
+    # starting this (a job process, a Celery worker) holds the dashboard's
+    # secrets and other targets' URLs, and the target's code may print them
+    return subprocess.Popen(argv, cwd=launch["cwd"], env=dict(launch["env"]),
                             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             preexec_fn=die_with_parent)
 
