@@ -86,7 +86,10 @@ def target_payload(target: Target) -> dict:
 # whatever a target's code prints lands in a job log.
 BASE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
                     "USER", "LOGNAME", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC",
-                    "PATHEXT", "USERPROFILE", "APPDATA", "LOCALAPPDATA")
+                    "PATHEXT", "USERPROFILE", "APPDATA", "LOCALAPPDATA",
+                    # Python's own switch (no secret): with it set for the dashboard,
+                    # looking at a target leaves no __pycache__ in its versions folder
+                    "PYTHONDONTWRITEBYTECODE")
 
 
 def _base_environment(environ: Mapping[str, str]) -> dict[str, str]:
