@@ -2,12 +2,15 @@
 
 A rehearsal never touches the real database beyond reading its schema and
 version table: the agent (op ``dry_run``) builds the copy — SQLite: a copy
-of the file; MariaDB/MySQL: a scratch schema from ``SHOW CREATE TABLE``;
-PostgreSQL: a new database from ``pg_dump --schema-only`` — runs the plan
-there with every connection checked to go to the copy, and drops it. The
-result is stored as a :class:`~webapp.models.Rehearsal` tied to the plan's
-hash, so the plan page and the approval request for that exact plan show
-"rehearsed OK on <time>" (or the failing revision and statement).
+of the file; MariaDB/MySQL: a scratch schema from ``SHOW CREATE TABLE``,
+run as a temporary account with rights on it only (or on the rehearsal
+server the targets file names, ``rehearsal_url_env``; neither possible: the
+rehearsal is refused); PostgreSQL: a new database from ``pg_dump
+--schema-only`` — runs the plan there with every connection checked to go to
+the copy, and drops it. The result is stored as a
+:class:`~webapp.models.Rehearsal` tied to the plan's hash, so the plan page
+and the approval request for that exact plan show "rehearsed OK on <time>"
+(or the failing revision and statement).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import json
 from sqlalchemy import select
 
 from ..core.plan import Plan
-from ..core.runner import TargetProcessError, run_agent
-from ..core.targets import TargetUrlMissing, scrub_secrets
+from ..core.runner import TargetProcessError, run_agent, with_connect_timeout
+from ..core.targets import Target, TargetUrlMissing, scrub_secrets
 from ..extensions import db
 from ..models import Rehearsal, User
 from . import audit, jobs
@@ -39,8 +42,10 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
     :param plan_hash: the plan the person saw; a different plan now is
         refused (:attr:`Reason.PLAN_CHANGED`).
     :raises Refused: role/policy (as for running the job), bad input,
-        nothing to do, plan changed, unreachable database, or a Flask-Migrate
-        app (its engine cannot be pointed at a copy: :attr:`Reason.UNSUPPORTED`).
+        nothing to do, plan changed, unreachable database, a Flask-Migrate
+        app (its engine cannot be pointed at a copy: :attr:`Reason.UNSUPPORTED`),
+        or a MySQL/MariaDB rehearsal that cannot be kept off the real schema
+        (:attr:`Reason.UNSUPPORTED`, nothing run).
     """
     target = request.target
     actor = actor.granted(jobs.authorize(user, target, request.command))
@@ -57,18 +62,13 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
                       "or the revision files moved). Look at the new plan first.")
     try:
         url = catalog.database_url(target)
+        rehearsal_url = target.rehearsal_database_url()
     except TargetUrlMissing as exc:
         raise Refused(Reason.UNREACHABLE, f"The database cannot be reached: {exc}")
-    try:
-        data = run_agent(target, {"op": "dry_run", "command": request.command,
-                                  "revision": request.revision}, url=url,
-                         timeout=TIMEOUT).data
-    except TargetProcessError as exc:
-        data = {"passed": False, "steps": [], "setup_failed": True,
-                "error": f"{exc.error_type}: {exc}"}
+    data = _dry_run(target, request, url, rehearsal_url)
     for key in ("error", "failing_statement"):
         if data.get(key):
-            data[key] = scrub_secrets(str(data[key]), url)[:20_000]
+            data[key] = _scrub(str(data[key]), url, rehearsal_url)[:20_000]
     row = Rehearsal(target=target.name, command=request.command, revision=request.revision,
                     plan_hash=plan.hash, passed=bool(data.get("passed")),
                     result=json.dumps(data), user_id=user.id)
@@ -78,6 +78,34 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
                  failed_revision=data.get("failed_revision"), commit=False)
     db.session.commit()
     return row
+
+
+def _scrub(text: str, url: str, rehearsal_url: str | None) -> str:
+    """``text`` without the target's URL or the rehearsal server's, nor their passwords."""
+    return scrub_secrets(scrub_secrets(text, url), rehearsal_url)
+
+
+def _dry_run(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: str | None) -> dict:
+    """The agent's ``dry_run`` result; a setup failure is a failed result.
+
+    On MySQL/MariaDB the agent runs the migrations as a temporary account
+    with rights on the scratch schema only, or on the rehearsal server
+    (``rehearsal_url_env``); when it can do neither it runs nothing.
+
+    :raises Refused: :attr:`Reason.UNSUPPORTED` — the rehearsal could not be
+        kept off the real schema (the message says what to configure).
+    """
+    payload = {"op": "dry_run", "command": request.command, "revision": request.revision}
+    if rehearsal_url:
+        # a rehearsal server that does not answer fails the rehearsal, not hangs it
+        payload["rehearsal_url"] = with_connect_timeout(rehearsal_url)
+    try:
+        return run_agent(target, payload, url=url, timeout=TIMEOUT).data
+    except TargetProcessError as exc:
+        if exc.error_type == "RehearsalUnsafe":
+            raise Refused(Reason.UNSUPPORTED, _scrub(str(exc), url, rehearsal_url)) from None
+        return {"passed": False, "steps": [], "setup_failed": True,
+                "error": f"{exc.error_type}: {exc}"}
 
 
 def latest_for(target_name: str, plan: Plan | str) -> Rehearsal | None:
