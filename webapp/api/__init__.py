@@ -93,7 +93,7 @@ def targets():
             "heads": list(status.heads),
             "pending": len(status.pending),
             "reachable": status.reachable,
-            "error": status.error or status.history_error,
+            "error": status.problem,
         })
     return jsonify(result)
 

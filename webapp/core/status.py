@@ -136,7 +136,10 @@ class TargetStatus:
     ``current``/``heads`` are revision ids; ``pending`` is in apply order;
     ``error``/``error_class`` describe an unreachable database
     (``reachable`` False) or an unreadable script directory
-    (``history_error``). ``elapsed`` is seconds spent.
+    (``history_error``). ``revision_error`` says the version table holds
+    revisions the script directory does not know (``unknown_current``): then
+    nothing is pending *that we can tell*, and the target is not up to date.
+    ``elapsed`` is seconds spent.
     """
 
     target: Target
@@ -149,6 +152,7 @@ class TargetStatus:
     error: str | None = None
     error_class: str | None = None
     history_error: str | None = None
+    revision_error: str | None = None
     history: History | None = None
     elapsed: float = 0.0
 
@@ -160,7 +164,29 @@ class TargetStatus:
     @property
     def up_to_date(self) -> bool:
         """True when reachable and nothing is pending."""
-        return self.reachable and not self.pending and not self.unknown_current
+        return self.reachable and not self.pending and not self.unknown_current \
+            and not self.revision_error
+
+    @property
+    def problem(self) -> str | None:
+        """The one message to show beside the fixed fields (the API's ``error``):
+        unreachable database, unknown revision in the version table, or
+        unreadable script directory — in that order — else None."""
+        return self.error or self.revision_error or self.history_error
+
+
+def unknown_revision_message(unknown: Iterable[str], history: History) -> str:
+    """Why a version table holding ``unknown`` revisions has no pending list:
+    Alembic itself stops there ("Can't locate revision"), so upgrade,
+    downgrade and plans cannot run until the script directory has them."""
+    ids = ", ".join(unknown)
+    plural = "s" if "," in ids else ""
+    locations = ", ".join(str(p) for p in history.version_locations) or "none"
+    return (f"unknown revision{plural} {ids} in the version table: not in the script "
+            f"directory (version locations: {locations}). Alembic cannot upgrade or "
+            "downgrade from there; a version location may be missing from the ini "
+            "(version_locations), or the database was migrated by another branch of "
+            "the code")
 
 
 def target_status(target: Target, histories: HistoryCache, engines: EngineCache,
@@ -193,7 +219,10 @@ def target_status(target: Target, histories: HistoryCache, engines: EngineCache,
         known = [r for r in status.current if r in status.history.by_id]
         status.unknown_current = tuple(r for r in status.current if r not in status.history.by_id)
         status.current_revisions = [status.history.by_id[r] for r in known]
-        if not status.unknown_current:
+        if status.unknown_current:
+            status.revision_error = unknown_revision_message(status.unknown_current,
+                                                             status.history)
+        else:
             try:
                 status.pending = status.history.pending(status.current)
             except HistoryError as exc:

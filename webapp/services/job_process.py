@@ -201,6 +201,7 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
         elif outcome.get("failed_phase") == "env":
             message = f"env.py failed before any migration ran (no revision started): {message}"
         message = scrub_secrets(message, url)
+    message = _with_warnings(message, outcome.get("warnings") or [], url)
     after = outcome.get("after")
     values = dict(status=status, finished_at=utcnow(), heartbeat_at=utcnow(),
                   log=scrub_secrets(log, url), error=message,
@@ -219,6 +220,17 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
         status = db.session.execute(db.select(Job.status).where(Job.id == job_id)).scalar()
     db.session.execute(delete(TargetGuard).where(TargetGuard.job_id == job_id))
     return status
+
+
+def _with_warnings(message: str | None, warnings: list[str], url: str | None) -> str | None:
+    """The job's ``error`` text with the run's warnings added (e.g. the target's
+    own code migrated the database before the migration started: ``from``/``to``
+    then show that movement while ``applied`` is what the job ran). A job that
+    succeeded with warnings keeps them here, beside its log."""
+    if not warnings:
+        return message
+    text = " ".join(f"Warning: {w}." for w in warnings)
+    return scrub_secrets(f"{message} {text}" if message else text, url)
 
 
 def record_applied_checksums(job: Job, steps: list[dict], in_database: set[str]) -> None:

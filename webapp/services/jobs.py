@@ -34,7 +34,7 @@ from ..core.history import HistoryError
 from ..core.permissions import Role
 from ..core.plan import Plan, PlanError, compute_plan, is_transactional_ddl, validate_request
 from ..core.runner import TargetProcessError, write_run_request
-from ..core.status import DatabaseUnavailable, current_heads
+from ..core.status import DatabaseUnavailable, current_heads, unknown_revision_message
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
 from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
@@ -150,6 +150,10 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
     try:
         url = catalog.read_url(target)  # a read path: the read-only account when named
         current = _current_heads(catalog, target, url)
+        unknown = [r for r in current if r not in history.by_id]
+        if unknown:  # Alembic would stop at "Can't locate revision": say where it is
+            raise Refused(Reason.PLAN_ERROR, "Nothing can be planned: "
+                          f"{unknown_revision_message(unknown, history)}.")
         # A plan depends only on the revision files and the database's current
         # revisions: the confirm step reuses the plan it showed unless either moved.
         key = ("plan", target.name, request.command, request.revision, current,

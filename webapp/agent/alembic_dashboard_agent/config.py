@@ -5,26 +5,128 @@ from __future__ import annotations
 import io
 import os
 import sys
+from contextlib import contextmanager, nullcontext
+
+from .guards import ConnectionRefused
 
 _APP = None
 VERSION_APPLY_HOOKS: list = []  # callables(step_info, heads) told of every applied step
+_APP_MARK = "alembic_dashboard_app_read_only"  # connection_record.info key
+_POOL_EVENTS = ("first_connect", "connect", "checkout")
+# what SQLite, PostgreSQL and MySQL/MariaDB say when a read-only connection is asked to write
+_WRITE_REFUSALS = ("readonly database", "read-only transaction", "read only transaction",
+                   "not authorized", "query_only")
 
 
-def load_flask_app(spec: str):
+class AppWroteOnRead(Exception):
+    """A Flask-Migrate app's factory wrote (or tried to) while the dashboard only read."""
+
+
+class AppConnectionRefused(ConnectionRefused):
+    """A connection opened while the app was created could not be made read-only."""
+
+
+APP_REFUSED = ("the app opened {where} while it was created for a read, a connection the "
+               "dashboard cannot make read-only")
+
+
+def app_may_write(request: dict) -> bool:
+    """Whether the op of ``request`` may create the app with connections that
+    write: only the locked online run (``run``, ``command`` without ``sql``).
+    Every other op — status's ``database_url``, history's ``script_directory``
+    and ``identifiers``, plans, offline SQL, previews — is a read."""
+    op = request.get("op")
+    return op == "run" or (op == "command" and not request.get("sql"))
+
+
+@contextmanager
+def read_only_app_connections():
+    """While a Flask-Migrate app is imported and created for a read, every
+    SQLAlchemy connection opened is made read-only in the database before
+    its first statement (SQLite ``PRAGMA query_only`` and no ATTACH,
+    PostgreSQL/MySQL ``SET SESSION ... READ ONLY``: :func:`.guards.vet`), so a
+    factory that migrates its database on start (``flask_migrate.upgrade()``
+    in ``create_app``) is refused by the database instead of writing.
+
+    The app names its own database (its URL is what ``database_url`` asks),
+    so the rule is "any database, read-only"; when a read path's own rule is
+    already in force (:func:`.guards.connections_follow`: a plan, offline SQL,
+    a preview) that stricter rule vets the connections instead.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    from . import guards
+
+    if guards._ACTIVE:  # a read path's rule (its database, read-only) already applies
+        yield
+        return
+
+    def on_connection(dbapi_connection, connection_record, *proxy) -> None:
+        if connection_record.info.get(_APP_MARK):
+            return
+        family = guards._driver_family(dbapi_connection)
+        guards.vet(dbapi_connection, guards.Rule(family or "unknown", None, True,
+                                                 AppConnectionRefused, APP_REFUSED))
+        connection_record.info[_APP_MARK] = True
+
+    for name in _POOL_EVENTS:
+        event.listen(Pool, name, on_connection)
+    try:
+        yield
+    finally:
+        for name in _POOL_EVENTS:
+            event.remove(Pool, name, on_connection)
+
+
+def _write_refused(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a database refusing a write
+    on a read-only connection."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if any(marker in str(exc).lower() for marker in _WRITE_REFUSALS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def load_flask_app(spec: str, *, read_only: bool = True):
     """Import ``module:attr``; call it when it is an app factory. The app
-    context stays pushed for the life of this process (``flask db`` does the same)."""
+    context stays pushed for the life of this process (``flask db`` does the same).
+
+    :param read_only: create it with read-only connections only
+        (:func:`read_only_app_connections`); False only for the online run.
+    :raises AppWroteOnRead: ``read_only`` and the factory (or the module's
+        import, for ``module:app``) tried to write: the database refused it.
+    """
     global _APP
     if _APP is None:
         import importlib
 
-        module_name, _, attr = spec.partition(":")
-        obj = getattr(importlib.import_module(module_name), attr or "app")
         from flask import Flask
 
-        app = obj if isinstance(obj, Flask) else obj()
+        module_name, _, attr = spec.partition(":")
+        guard = read_only_app_connections() if read_only else nullcontext()
+        try:
+            with guard:  # importing module:app creates the app too
+                obj = getattr(importlib.import_module(module_name), attr or "app")
+                app = obj if isinstance(obj, Flask) else obj()
+        except Exception as exc:
+            if not read_only or isinstance(exc, ConnectionRefused) or not _write_refused(exc):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise AppWroteOnRead(
+                f"creating the app {spec} wrote to its database: its create_app() (or the "
+                "module's import) changes the database when the app starts, e.g. "
+                "flask_migrate.upgrade() on start. The dashboard created it only to read, "
+                "with read-only connections, so the database refused and nothing was "
+                f"written ({type(exc).__name__}: {first[:300]}). Give this target a "
+                "url_env (the database URL without creating the app), or make the "
+                "migration on start optional (e.g. an environment variable).") from None
         app.app_context().push()
         _APP = app
     return _APP
+
 
 
 def alembic_config(request: dict, buffer: io.StringIO):
@@ -34,7 +136,7 @@ def alembic_config(request: dict, buffer: io.StringIO):
     from alembic.config import Config
 
     if request.get("flask_app"):
-        app = load_flask_app(request["flask_app"])
+        app = load_flask_app(request["flask_app"], read_only=not app_may_write(request))
         config = app.extensions["migrate"].migrate.get_config(request.get("directory"))
         config.output_buffer = buffer
         config.stdout = sys.stdout
@@ -74,7 +176,7 @@ def patch_configure(version_table: str | None) -> None:
 
 def database_url(request: dict) -> dict:
     """Op ``database_url``: the URL a Flask-Migrate app uses (its own config decides it)."""
-    app = load_flask_app(request["flask_app"])
+    app = load_flask_app(request["flask_app"], read_only=True)  # status and history read it
     eng = app.extensions["migrate"].db.engine
     return {"url": eng.url.render_as_string(hide_password=False)}
 

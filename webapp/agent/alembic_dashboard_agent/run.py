@@ -28,12 +28,33 @@ def _applied_step(info) -> dict:
     return step
 
 
+def _moved_on_its_own(url: str, version_table: str, before: list[str],
+                      result: dict) -> list[str] | None:
+    """Read the current heads again once the target's Alembic config (and a
+    Flask-Migrate app: its ``create_app()``) is loaded. When they are no longer
+    ``before``, the target's own code migrated the database (e.g.
+    ``flask_migrate.upgrade()`` on start): a warning goes to the log and to
+    ``result["warnings"]``, and the new heads are returned; else None."""
+    now = current_heads(url, version_table)
+    if sorted(now) == sorted(before):
+        return None
+    warning = (f"the target's own code moved the database before the migration started "
+               f"(from {', '.join(before) or 'base'} to {', '.join(now) or 'base'}, while "
+               "its app or env was loaded, e.g. flask_migrate.upgrade() in create_app); "
+               "those revisions were not applied by this job's migration")
+    result.setdefault("warnings", []).append(warning)
+    print(f"[dashboard] WARNING: {warning}", flush=True)
+    return now
+
+
 def run(request: dict) -> dict:
     """Op ``run`` (``command``, ``revision``, ``lock_name``, ``expect_current``):
     run ``alembic command revision`` online while holding the target lock.
 
     Always returns a result (``ok`` False on failure) with what is known:
-    ``before``/``after`` heads, ``planned`` step ids, ``applied`` ids and
+    ``before``/``after`` heads (``before`` read before the target's code is
+    loaded, so what a Flask-Migrate app's ``create_app()`` migrates on its
+    own counts; it is also named in ``warnings``), ``planned`` step ids, ``applied`` ids and
     ``applied_steps``, ``failed_revision`` — only for a revision whose
     migration had started — and ``failed_phase`` "env" when env.py failed
     before any migration began. ``busy`` when another process holds the lock.
@@ -66,11 +87,18 @@ def run(request: dict) -> dict:
         if expected is not None and sorted(expected) != sorted(before):
             raise PlanChanged(f"the database is at {', '.join(before) or 'base'}, but the "
                               f"plan was made at {', '.join(expected) or 'base'}")
-        config = alembic_config(request, io.StringIO())
+        config = alembic_config(request, io.StringIO())  # a Flask-Migrate app is created here
         script = ScriptDirectory.from_config(config)
         command_name, revision = request["command"], request["revision"]
         # ids only: reading and hashing every file again here costs time the CLI does not spend
         planned = [step_id(s) for s in steps_for(script, command_name, revision, before)]
+        at_start = _moved_on_its_own(url, version_table, before, result)
+        if at_start is not None:
+            remaining = [step_id(s) for s in steps_for(script, command_name, revision, at_start)]
+            if remaining != planned[len(planned) - len(remaining):]:
+                raise PlanChanged(f"{result['warnings'][-1]}; what is left to do is not the "
+                                  "rest of the plan, so nothing more was run")
+            planned = remaining
         result["planned"] = planned
         print(f"[dashboard] alembic {command_name} {revision}: "
               f"{len(planned)} step(s) from {', '.join(before) or 'base'}", flush=True)
