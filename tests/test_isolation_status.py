@@ -122,28 +122,36 @@ def create_app():
 SHOPAPP_HEAD = "b8d2763abc84"
 
 
-def _tables(path) -> list[str]:
-    with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+def _tables(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sa.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
 
 
-@pytest.fixture
-def self_migrating(tmp_path):
-    """(project folder, database file, targets entry) of the self-migrating app,
-    with an empty SQLite database."""
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def self_migrating(request, tmp_path):
+    """(project folder, database URL, targets entry) of the self-migrating app,
+    with an empty database (SQLite: a file with no tables; MariaDB: a fresh one)."""
     project = shopapp_project(tmp_path)
     (project / "selfmigrating.py").write_text(SELF_MIGRATING)
-    db_file = tmp_path / "selfmig.db"
-    sqlite3.connect(db_file).close()  # an empty database: a file with no tables
-    url = sqlite_url(db_file)
+    if request.param == "sqlite":
+        db_file = tmp_path / "selfmig.db"
+        sqlite3.connect(db_file).close()
+        url = sqlite_url(db_file)
+    else:
+        url = request.getfixturevalue("mysql_url")
+    assert _tables(url) == []
     entry = {"tier": "staging", "flask_app": "selfmigrating:create_app", "cwd": str(project),
              "python": str(target_venv()),
              "env": {"SHOPAPP_DATABASE_URL": url, "PYTHONPATH": str(project)}}
-    return project, db_file, entry
+    return project, url, entry
 
 
 def test_history_read_never_migrates_a_self_migrating_app(make_app, tmp_path, self_migrating):
-    _project, db_file, entry = self_migrating
+    _project, url, entry = self_migrating
     app = make_app(write_targets_file(tmp_path / "targets.toml", {"selfmig": entry}))
     headers = token_headers(app, "op", "operator")
     client = app.test_client()
@@ -152,7 +160,7 @@ def test_history_read_never_migrates_a_self_migrating_app(make_app, tmp_path, se
     assert history.status_code == 200, history.json
     assert SHOPAPP_HEAD in [r["revision"] for r in history.json]
     [status] = client.get("/api/v1/targets", headers=headers).json
-    assert _tables(db_file) == []  # nothing was created: no version table, no app tables
+    assert _tables(url) == []  # nothing was created: no version table, no app tables
     # the status says why it could not read the app's database
     assert status["reachable"] is False and status["error"], status
     assert "read-only" in status["error"] and "create_app" in status["error"], status
@@ -160,12 +168,12 @@ def test_history_read_never_migrates_a_self_migrating_app(make_app, tmp_path, se
     answer = client.post("/api/v1/targets/selfmig/jobs", headers=headers,
                          json={"command": "upgrade", "revision": "head"})
     assert answer.status_code >= 400 and "create_app" in answer.json["detail"], answer.json
-    assert _tables(db_file) == []
+    assert _tables(url) == []
 
 
 def test_job_reports_what_a_self_migrating_app_moved(make_app, tmp_path, monkeypatch,
                                                      self_migrating):
-    _project, db_file, entry = self_migrating
+    _project, url, entry = self_migrating
     monkeypatch.setenv("SELFMIG_URL", entry["env"]["SHOPAPP_DATABASE_URL"])
     app = make_app(write_targets_file(tmp_path / "targets.toml", {
         "selfmig": {**entry, "url_env": "SELFMIG_URL"}}))
