@@ -106,8 +106,25 @@ class Plan:
 
 
 def is_transactional_ddl(dialect: str) -> bool:
-    """False for MySQL/MariaDB, where each DDL statement commits by itself."""
-    return dialect not in ("mysql", "mariadb")
+    """Alembic's own verdict for a dialect (backend name, e.g. ``"sqlite"``):
+    its migration impl's ``transactional_ddl``. False for MySQL/MariaDB (each
+    DDL statement commits by itself), SQLite (``SQLiteImpl``: Alembic runs its
+    DDL outside a transaction), Oracle; True for PostgreSQL and SQL Server. A
+    dialect Alembic has no impl for gets its default impl's False: a failure
+    part-way is then reported as possibly partly applied, never as rolled back.
+    """
+    import alembic.ddl  # noqa: F401  (registers every dialect's impl)
+    from alembic.ddl.impl import DefaultImpl
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        found = make_url(f"{dialect}://").get_dialect()
+    except (ArgumentError, ValueError):  # unknown or unparsable name (NoSuchModuleError too)
+        return DefaultImpl.transactional_ddl
+    try:
+        return bool(DefaultImpl.get_by_dialect(found).transactional_ddl)
+    except KeyError:
+        return DefaultImpl.transactional_ddl
 
 
 def plan_warnings(plan: Plan, heads: tuple[str, ...]) -> list[str]:

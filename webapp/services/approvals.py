@@ -16,9 +16,11 @@ from dataclasses import asdict
 from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import update
 
 from ..core.permissions import Role
 from ..core.plan import Plan, PlanStep
+from ..core.targets import Target
 from ..extensions import db
 from ..models import (
     REQUEST_PENDING,
@@ -26,12 +28,14 @@ from ..models import (
     ApprovalRequest,
     Job,
     RequestStatus,
+    RolloutStep,
+    StepStatus,
     User,
     utcnow,
 )
 from . import accounts, audit, notify, rollout_advance
 from .catalog import Catalog
-from .jobs import JobRequest, plan_job, start_job
+from .jobs import JobRequest, authorize, plan_job, start_job
 from .refusals import Reason, Refused
 
 MAX_REASON = 2000
@@ -206,15 +210,70 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
     job = None
     if request.status == RequestStatus.APPROVED and target is not None \
             and target.policy.run_on_approval:
+        try:
+            check_requester(request, target, actor)
+        except Refused:  # recorded on the request and audited; the approval stands
+            return request, None
         job = run_approved(catalog, request, actor)
     return request, job
 
 
-def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor) -> Job:
-    """Start the job of an approved request after checking its plan again.
+def authorize_run_as(user: User | None, target: Target, command: str, *, who: str) -> list[str]:
+    """Whether a job may run *now* as ``user``, who asked for it earlier (an
+    approval's requester, a rollout's creator, a queued job's user): the
+    account still exists, is active, and is still allowed ``command`` on
+    ``target`` by the rules a submission passes (:func:`jobs.authorize`:
+    effective role and policy, as they are now).
 
-    :raises Refused: 409 plan changed since approval (the approvals are
-        void and the request is open again), 409 busy, 403/503 as start_job.
+    :param who: what ``user`` is to the job, for the message, e.g. ``"requester"``.
+    :return: the grants that allow it (for the audit log).
+    :raises Refused: :attr:`Reason.ROLE` (no such account, disabled, role too
+        low now) or :attr:`Reason.POLICY`; the message names the account.
+    """
+    if user is None:
+        raise Refused(Reason.ROLE, f"the {who} no longer has an account")
+    if not user.is_active:
+        raise Refused(Reason.ROLE, f"{user.username} (the {who}) is disabled: nothing runs "
+                      "as a disabled account")
+    try:
+        return authorize(user, target, command)
+    except Refused as exc:
+        raise Refused(exc.reason, f"{user.username} (the {who}) may no longer run this: "
+                      f"{str(exc).rstrip('.')}") from None
+
+
+def check_requester(request: ApprovalRequest, target: Target, actor: audit.Actor) -> None:
+    """Refuse to run ``request`` when its requester may no longer run it
+    (:func:`authorize_run_as`); the refusal is audited (``request.run``
+    refused) and shown on the request (its note) and on its rollout step.
+    The request stays approved: re-enabled or promoted, the requester may
+    run it before it expires.
+
+    :raises Refused: as :func:`authorize_run_as`.
+    """
+    requester = request.requester or db.session.get(User, request.requester_id)
+    try:
+        authorize_run_as(requester, target, request.command, who="requester")
+    except Refused as exc:
+        request.note = f"Not run: {exc}."  # shown on the request page and in its JSON
+        db.session.execute(update(RolloutStep).where(
+            RolloutStep.request_id == request.id,
+            RolloutStep.status == StepStatus.AWAITING_APPROVAL).values(note=request.note))
+        audit.record(actor, "request.run", "refused", target=request.target, commit=False,
+                     request=request.id, requester=requester.username if requester else None,
+                     reason=exc.reason, message=str(exc))
+        db.session.commit()
+        raise
+
+
+def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor) -> Job:
+    """Start the job of an approved request after checking again that its
+    requester may run it (:func:`check_requester`) and that its plan holds.
+
+    :raises Refused: 403 the requester is disabled or no longer allowed
+        (audited, shown on the request), 409 plan changed since approval (the
+        approvals are void and the request is open again), 409 busy, 403/503
+        as start_job.
     """
     target = catalog.get(request.target)
     if target is None:
@@ -222,6 +281,7 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
     if request.status != RequestStatus.APPROVED:
         raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not approved.")
+    check_requester(request, target, actor)
     req = JobRequest(target, request.command, request.revision)
     try:
         plan = plan_job(catalog, req)

@@ -29,7 +29,7 @@ from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
 from . import audit, rollout_advance
 from .catalog import Catalog
-from .liveness import process_start_token
+from .liveness import process_start_token, what_was_running
 
 # seconds between writes of the output, each also a heartbeat: the job page is
 # at most this (+ its poll) behind
@@ -59,6 +59,7 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
     try:
         if target is None:
             raise RuntimeError(f"target {job.target} is not configured on this worker")
+        _check_user(job, target)  # a queued job may wait long: its user may have changed
         write_run_request(target, job.command, job.revision, url=catalog.database_url(target),
                           lock_name=target.name, folder=folder,
                           extra={"expect_current": Job.split(job.from_revisions)})
@@ -76,6 +77,25 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
         execute(job_id, catalog, proc=proc, folder=folder, started=started)
     finally:
         STANDBY.prepare(launch)  # the next job on such a target starts warm
+
+
+def _check_user(job: Job, target) -> None:
+    """Refuse (audited) to start ``job`` unless its user is still active and
+    still allowed its command on ``target`` (see
+    :func:`webapp.services.approvals.authorize_run_as`).
+
+    :raises Refused: the message names the account and why.
+    """
+    from .approvals import authorize_run_as
+    from .refusals import Refused
+
+    try:
+        authorize_run_as(job.user, target, job.command, who="job's user")
+    except Refused as exc:
+        audit.record(audit.Actor(job.user.username if job.user else None, "job-process"),
+                     "job.start", "refused", target=job.target, job_id=job.id,
+                     reason=exc.reason, message=str(exc))
+        raise
 
 
 def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Path,
@@ -201,6 +221,10 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
         elif outcome.get("failed_phase") == "env":
             message = f"env.py failed before any migration ran (no revision started): {message}"
         message = scrub_secrets(message, url)
+    if outcome.get("killed"):  # the migration process died: name what it was running
+        dialect = db.session.execute(db.select(Job.dialect).where(Job.id == job_id)).scalar()
+        running = what_was_running(log, dialect)
+        message = f"{message}. {running}" if running else message
     message = _with_warnings(message, outcome.get("warnings") or [], url)
     after = outcome.get("after")
     values = dict(status=status, finished_at=utcnow(), heartbeat_at=utcnow(),

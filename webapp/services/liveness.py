@@ -18,6 +18,7 @@ on an active state).
 
 from __future__ import annotations
 
+import re
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +31,9 @@ from . import audit
 
 HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 LOST_TIMEOUT = timedelta(minutes=10)
+# the agent's per-step lines in the job's log (alembic_dashboard_agent.run)
+_STEP_LINE = re.compile(r"^\[dashboard\] (upgrade|downgrade|stamp) (\S+) (started|done)\b",
+                        re.MULTILINE)
 
 
 def _boot_id() -> str:
@@ -90,6 +94,41 @@ def _verdict(job: Job, now, catalog) -> str | None:
     return None
 
 
+def running_step(log: str | None) -> tuple[str, str] | None:
+    """``(direction, revision)`` of the last step the job's log shows started
+    and not done (the agent prints ``[dashboard] upgrade r001 started`` just
+    before Alembic runs a step and ``... done; heads now: ...`` after it), or
+    None when no step was in progress."""
+    running = None
+    for match in _STEP_LINE.finditer(log or ""):
+        direction, revision, what = match.groups()
+        if what == "started":
+            running = (direction, revision)
+        elif running == (direction, revision):
+            running = None
+    return running
+
+
+def what_was_running(log: str | None, dialect: str | None) -> str:
+    """A sentence for a job that died: the revision that was running (from
+    its log, :func:`running_step`) and, where Alembic's DDL is not
+    transactional for ``dialect``, that this revision's DDL may be partly
+    applied. Empty when the log shows no step in progress."""
+    from ..core.plan import is_transactional_ddl
+
+    running = running_step(log)
+    if running is None:
+        return ""
+    direction, revision = running
+    text = f"It was running {direction} {revision} when it died."
+    if direction == "stamp":
+        return text
+    if dialect and not is_transactional_ddl(dialect):
+        return (f"{text} {dialect} DDL is not transactional: the DDL of {revision} may be "
+                "partly applied. Inspect the schema before retrying or downgrading.")
+    return f"{text} Its uncommitted transaction was rolled back by the database."
+
+
 def _lock_held(job: Job, catalog) -> bool | None:
     """Ask the target database whether the job's migration lock is held."""
     from ..core.target_locks import migration_lock_held
@@ -126,6 +165,8 @@ def reap_abandoned(catalog=None) -> list[int]:
         why = _verdict(job, now, catalog)
         if why is None:
             continue
+        running = what_was_running(job.log, job.dialect)
+        why = f"{why} {running}" if running else why
         done = db.session.execute(update(Job).where(
             Job.id == job.id, Job.status.in_(JOB_ACTIVE)).values(
             status=JobStatus.ABANDONED, finished_at=utcnow(),

@@ -237,8 +237,10 @@ def _start_step(catalog: Catalog, rollout: Rollout, step: RolloutStep) -> StepSt
     try:
         if target is None:
             raise Refused(Reason.NOT_FOUND, f"target {step.target} is no longer configured")
-        if user is None:
-            raise Refused(Reason.ROLE, "the user who started the rollout no longer exists")
+        from .approvals import authorize_run_as
+
+        # the step runs as the rollout's creator: still active and allowed now
+        authorize_run_as(user, target, rollout.command, who=f"creator of rollout {rollout.id}")
         submitted = submit(catalog, user, JobRequest(target, rollout.command, rollout.revision),
                            actor, reason=f"rollout {rollout.id}: {rollout.reason}"[:2000],
                            fast_plan=True)

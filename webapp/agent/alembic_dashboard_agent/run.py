@@ -109,6 +109,9 @@ def run(request: dict) -> dict:
             # it: what was pulled last is the migration in progress.
             for step in steps_for(script, command_name, revision, heads):
                 started.append(step_id(step))
+                # in the job's log at once: if the process dies now, the
+                # dashboard can still name the revision that was running
+                print(f"[dashboard] {command_name} {started[-1]} started", flush=True)
                 yield step
 
         # What alembic.command.upgrade/downgrade/stamp do, with the script
