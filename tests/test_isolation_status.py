@@ -13,6 +13,7 @@ writing app.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -191,3 +192,33 @@ def test_job_reports_what_a_self_migrating_app_moved(make_app, tmp_path, monkeyp
     warning = "moved the database before the migration started"
     assert warning in done["log"], done["log"]
     assert done["error"] and warning in done["error"], done
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql", "postgresql"])
+def test_status_reads_through_a_session_the_database_keeps_read_only(backend, request,
+                                                                     tmp_path):
+    """The dashboard's own status reads (version table, lock checks) use
+    connections on which the database itself refuses writes (issue 17: read
+    paths enforced by the database, not only by what our code sends)."""
+    from webapp.core.status import current_heads
+
+    if backend == "sqlite":
+        url = sqlite_url(tmp_path / "t.db")
+        sa.create_engine(url).connect().close()  # an existing, empty file
+    else:
+        url = request.getfixturevalue({"mysql": "mysql_url", "postgresql": "pg_url"}[backend])
+    engines = EngineCache()
+    try:
+        engine = engines.get(url)
+        assert current_heads(engine, "alembic_version") == ()
+        with pytest.raises(sa.exc.DBAPIError) as refused:
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE status_wrote (id INTEGER)"))
+        assert re.search(r"read.?only|readonly", str(refused.value), re.I), refused.value
+    finally:
+        engines.dispose()
+    check = sa.create_engine(url)
+    try:
+        assert not sa.inspect(check).has_table("status_wrote")
+    finally:
+        check.dispose()

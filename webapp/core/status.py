@@ -21,6 +21,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
+from ..agent.alembic_dashboard_agent.guards import sqlite_file
+from ..agent.alembic_dashboard_agent.readonly import read_only_url
 from .history import History, HistoryCache, HistoryError, RevisionInfo
 from .runner import TargetProcessError
 from .targets import Target, TargetUrlMissing, redact_url, scrub_secrets
@@ -42,14 +44,20 @@ class DatabaseUnavailable(Exception):
 
 
 def engine_options(url: str) -> dict:
-    """Connection options that bound connect and query time for ``url``'s dialect."""
+    """Connection options for reading ``url``'s version table: bounded connect
+    and query time, and a session the database itself keeps read-only
+    (MySQL/MariaDB ``SET SESSION TRANSACTION READ ONLY``, PostgreSQL
+    ``default_transaction_read_only``; SQLite opens read-only through
+    :func:`read_only_url`)."""
     backend = make_url(url).get_backend_name()
     if backend in ("mysql", "mariadb"):
         return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT,
-                                 "read_timeout": QUERY_TIMEOUT}}
+                                 "read_timeout": QUERY_TIMEOUT,
+                                 "init_command": "SET SESSION TRANSACTION READ ONLY"}}
     if backend == "postgresql":
         return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT,
-                                 "options": f"-c statement_timeout={QUERY_TIMEOUT * 1000}"}}
+                                 "options": f"-c statement_timeout={QUERY_TIMEOUT * 1000} "
+                                            "-c default_transaction_read_only=on"}}
     if backend == "sqlite":
         return {"connect_args": {"timeout": QUERY_TIMEOUT}}
     return {}
@@ -78,7 +86,8 @@ class EngineCache:
                                       pool_recycle=300)
                     else:
                         kwargs["poolclass"] = NullPool
-                    engine = create_engine(url, **kwargs)
+                    connect_url = read_only_url(url) if backend == "sqlite" else url
+                    engine = create_engine(connect_url, **kwargs)
                 except (ArgumentError, NoSuchModuleError, ValueError) as exc:
                     raise DatabaseUnavailable(
                         f"invalid database URL {redact_url(url)}: "
@@ -112,9 +121,8 @@ def current_heads(engine: Engine, version_table: str) -> tuple[str, ...]:
     """
     url = engine.url.render_as_string(hide_password=False)
     if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if database and database != ":memory:" and not database.startswith("file:") \
-                and not Path(database).exists():
+        database = sqlite_file(engine.url.database)
+        if database and not Path(database).exists():
             raise DatabaseUnavailable(
                 f"database file does not exist: {database}", "FileNotFoundError")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from urllib.parse import unquote
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -33,6 +34,8 @@ def migration_lock_held(engine: Engine, target_name: str) -> bool | None:
     try:
         if dialect == "sqlite":
             database = engine.url.database or ":memory:"
+            if database.startswith("file:"):  # read-only URI form (status engines)
+                database = unquote(database[5:].split("?", 1)[0])
             path = sqlite_lock_path(database)
             if not os.path.exists(path):
                 return False
