@@ -58,14 +58,14 @@ def read_only_app_connections():
 
     from . import guards
 
-    if guards._ACTIVE:  # a read path's rule (its database, read-only) already applies
+    if guards.rule_active():  # a read path's rule (its database, read-only) already applies
         yield
         return
 
     def on_connection(dbapi_connection, connection_record, *proxy) -> None:
         if connection_record.info.get(_APP_MARK):
             return
-        family = guards._driver_family(dbapi_connection)
+        family = guards.driver_family(dbapi_connection)
         guards.vet(dbapi_connection, guards.Rule(family or "unknown", None, True,
                                                  AppConnectionRefused, APP_REFUSED))
         connection_record.info[_APP_MARK] = True

@@ -76,6 +76,12 @@ class Rule:
                                                 allowed=self.database or "it"))
 
 
+def rule_active() -> bool:
+    """True inside :func:`connections_follow` with a rule (a read path or a
+    rehearsal): its rule vets every new connection."""
+    return bool(_ACTIVE)
+
+
 def family_of(backend: str) -> str:
     """"mysql" for MariaDB too; otherwise SQLAlchemy's backend name."""
     return {"mariadb": "mysql"}.get(backend, backend)
@@ -92,7 +98,9 @@ def sqlite_file(database: str | None) -> str:
     return "" if database in ("", ":memory:") else os.path.realpath(database)
 
 
-def _driver_family(dbapi_connection) -> str | None:
+def driver_family(dbapi_connection) -> str | None:
+    """The family ("sqlite", "mysql", "postgresql") of a DBAPI connection, by
+    its driver; None for a driver the guards do not know."""
     raw = getattr(dbapi_connection, "driver_connection", dbapi_connection)
     if isinstance(raw, sqlite3.Connection):
         return "sqlite"
@@ -158,7 +166,7 @@ def vet(dbapi_connection, rule: Rule) -> None:
     :raises ConnectionRefused: another database, another dialect, or a
         driver the agent cannot check.
     """
-    family = _driver_family(dbapi_connection)
+    family = driver_family(dbapi_connection)
     if family is None or family != rule.family:
         raise rule.refuse(f"a {family or type(dbapi_connection).__module__} connection")
     if family == "sqlite":
