@@ -8,7 +8,7 @@ from conftest import PASSWORD, add_user, csrf_from, login
 from webapp.models import ApiToken, User
 from webapp.services import accounts
 
-PUBLIC = {"/login", "/healthz"}
+PUBLIC = {"/login", "/healthz", "/readyz"}  # /readyz: readiness, no details (issue 17)
 SSO_STEPS = {"/login/oidc", "/login/oidc/callback"}  # public login steps; 404 with SSO off
 
 

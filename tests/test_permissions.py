@@ -100,8 +100,9 @@ def test_dashboard_and_api_lists_show_only_granted_targets(granted_app):
     page = client.get("/").get_data(as_text=True)
     assert 'data-target="secret"' in page and 'data-target="stage"' not in page
     assert client.get("/targets/secret").status_code == 200
-    assert client.get("/targets/stage").status_code == 403
-    assert client.get("/api/v1/targets/stage/history").status_code == 403
+    # no role on stage: answered like a name that does not exist (issue 17, finding 6)
+    assert client.get("/targets/stage").status_code == 404
+    assert client.get("/api/v1/targets/stage/history").status_code == 404
     denied = [e for e in events(granted_app, "access") if e["outcome"] == "denied"]
     assert {e["target"] for e in denied} == {"stage"}
 
@@ -111,7 +112,8 @@ def test_tier_grant_lets_a_group_run_jobs_there_and_is_audited(granted_app):
     dev = bearer(granted_app, "dev")
     refused = client.post("/api/v1/targets/prod/jobs", headers=dev,
                           json={"command": "upgrade", "revision": "heads"})
-    assert refused.status_code == 403 and refused.json["error"] == "role"
+    # no role on prod: answered like a name that does not exist (issue 17, finding 6)
+    assert refused.status_code == 404 and refused.json["error"] == "not_found"
     started = client.post("/api/v1/targets/stage/jobs", headers=dev,
                           json={"command": "upgrade", "revision": "heads"})
     assert started.status_code == 202, started.json

@@ -90,7 +90,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     # every job log, agent output and error is scrubbed of all of these
     register_secrets(configured_secrets(app.config, environ, catalog.targets.values()))
 
-    from . import auth_setup, cli, ratelimit, security
+    from . import auth_setup, cli, ratelimit, readiness, security
     from .api import bp as api_bp
     from .services import sso
     from .views import (
@@ -112,6 +112,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     sso.init_app(app)
     app.register_blueprint(sso_views.bp)
     errors.init_app(app)
+    readiness.init_app(app)  # /readyz; 503 when the dashboard database is down
     app.register_blueprint(auth.bp)
     app.register_blueprint(main.bp)
     app.register_blueprint(targets.bp)

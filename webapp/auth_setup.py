@@ -1,23 +1,30 @@
 """Authentication wiring: sessions (Flask-Login), bearer tokens for the API,
 and one rule for every request: log in first, except ``/login`` (and its
-single sign-on steps ``/login/oidc``, ``/login/oidc/callback``), ``/healthz``
-and static files.
+single sign-on steps ``/login/oidc``, ``/login/oidc/callback``), ``/healthz``,
+``/readyz`` and static files.
+
+A session ends ``SESSION_IDLE_MINUTES`` after its last request and
+``SESSION_MAX_HOURS`` after its login (:func:`session_is_current`), checked
+on the server from stamps in the signed session; a remember cookie carries
+no stamps, so it logs nobody in.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 
-from flask import Flask, abort, g, jsonify, redirect, request, url_for
-from flask_login import current_user
+from flask import Flask, abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask_login import current_user, user_logged_in
 
 from .extensions import login_manager
 from .models import User
 from .services import accounts
 
 # the single sign-on start and callback are steps of logging in, like /login
-PUBLIC_ENDPOINTS = {"auth.login", "sso.start", "sso.callback", "main.healthz", "static"}
+PUBLIC_ENDPOINTS = {"auth.login", "sso.start", "sso.callback", "main.healthz",
+                    "readiness.readyz", "static"}
 # GET downloads a pipeline fetches with its token, like the API
 TOKEN_ENDPOINTS = {"authoring.pending_sql", "authoring.range_sql"}
 
@@ -38,14 +45,46 @@ def bearer_token() -> str | None:
     return None
 
 
+LOGIN_AT, SEEN_AT = "_login_at", "_seen_at"  # session keys: seconds since the epoch
+
+
+def _stamp_login(_app, user=None, **_extra) -> None:
+    """At every login (password or single sign-on): the session's start."""
+    now = time.time()
+    session[LOGIN_AT] = session[SEEN_AT] = now
+
+
+def session_is_current(stamps, now: float, idle_minutes: float, max_hours: float) -> bool:
+    """True when a session with ``stamps`` (the session, or any mapping with
+    :data:`LOGIN_AT` and :data:`SEEN_AT` in seconds since the epoch) may go
+    on at ``now``: used within ``idle_minutes`` and logged in less than
+    ``max_hours`` ago. No stamps (a remember cookie, a session from before
+    the limits) is not current."""
+    login_at, seen_at = stamps.get(LOGIN_AT), stamps.get(SEEN_AT)
+    if not all(isinstance(v, int | float) for v in (login_at, seen_at)):
+        return False
+    return now - seen_at <= idle_minutes * 60 and now - login_at <= max_hours * 3600
+
+
 def init_app(app: Flask) -> None:
     """Register the user loaders and the login-required rule on ``app``."""
     login_manager.session_protection = "strong"
+    user_logged_in.connect(_stamp_login, app)
 
     @login_manager.user_loader
     def load_user(session_id: str) -> User | None:
         if _is_api() and bearer_token():
             return None  # a bearer header means token auth only (request_loader)
+        config, now = current_app.config, time.time()
+        if not session_is_current(session, now, config["SESSION_IDLE_MINUTES"],
+                                  config["SESSION_MAX_HOURS"]):
+            # too long unused or too old (or a remember cookie, which has no
+            # stamps): the session ends here, so the same cookie fails again
+            session.clear()
+            g.pop("csrf_token", None)  # belonged to the ended session
+            session["_remember"] = "clear"  # Flask-Login deletes a remember cookie
+            return None
+        session[SEEN_AT] = now
         # "<id>:<session_version>": a logout, password/role change or disable
         # bumps the version, so every older cookie stops working
         return accounts.user_for_session(session_id)

@@ -4,7 +4,8 @@
 ``instance/``), ``DASHBOARD_TARGETS``, ``DASHBOARD_ENV`` (development |
 production), ``DASHBOARD_COOKIE_SECURE``, ``DASHBOARD_TRUSTED_PROXIES``,
 ``DASHBOARD_RATELIMIT_STORAGE_URL``, ``DASHBOARD_LOGIN_RATE_LIMIT``,
-``DASHBOARD_MAX_CONTENT_LENGTH``;
+``DASHBOARD_MAX_CONTENT_LENGTH``, ``DASHBOARD_SESSION_IDLE_MINUTES``,
+``DASHBOARD_SESSION_MAX_HOURS``;
 single sign-on: ``DASHBOARD_OIDC_*`` and ``DASHBOARD_LOCAL_LOGIN`` (see
 :func:`oidc_settings`).
 """
@@ -15,7 +16,12 @@ import os
 import secrets
 import tempfile
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
+
+# Flask-Limiter's counts in the dashboard database when no Redis is configured
+# (the storage is webapp.ratelimit.DashboardDatabaseStorage)
+DATABASE_RATELIMIT_STORAGE = "dashboard-db://"
 
 
 class ConfigurationError(Exception):
@@ -129,6 +135,42 @@ def oidc_settings(environ: Mapping[str, str]) -> dict:
     }
 
 
+SESSION_IDLE_MINUTES = 60  # default: a session unused this long ends
+SESSION_MAX_HOURS = 12  # default: a session ends this long after its login, used or not
+
+
+def positive_number(environ: Mapping[str, str], name: str, default: float) -> float:
+    """The number in ``environ[name]`` (``default`` when unset or empty).
+
+    :raises ConfigurationError: not a number, or not above 0.
+    """
+    text = (environ.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigurationError(f"{name} must be a number above 0, got {text!r}")
+    return value
+
+
+def session_settings(environ: Mapping[str, str]) -> dict:
+    """Session lifetime settings: ``SESSION_IDLE_MINUTES`` (a session unused
+    this long ends), ``SESSION_MAX_HOURS`` (a session ends this long after
+    its login), enforced by :mod:`webapp.auth_setup`; the signed cookie and
+    Flask-Login's remember cookie expire at the absolute limit too.
+
+    :raises ConfigurationError: see :func:`positive_number`.
+    """
+    idle = positive_number(environ, "DASHBOARD_SESSION_IDLE_MINUTES", SESSION_IDLE_MINUTES)
+    hours = positive_number(environ, "DASHBOARD_SESSION_MAX_HOURS", SESSION_MAX_HOURS)
+    return {"SESSION_IDLE_MINUTES": idle, "SESSION_MAX_HOURS": hours,
+            "PERMANENT_SESSION_LIFETIME": timedelta(hours=hours),
+            "REMEMBER_COOKIE_DURATION": timedelta(hours=hours)}
+
+
 def engine_options(database_url: str) -> dict:
     """SQLAlchemy engine options for the dashboard's own database at
     ``database_url``: connections checked before use; on SQLite, a 30 s wait
@@ -151,7 +193,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         f"sqlite:///{instance_path / 'dashboard.db'}"
     broker = environ.get("DASHBOARD_BROKER_URL") or ""
     ratelimit_storage = environ.get("DASHBOARD_RATELIMIT_STORAGE_URL") or (
-        broker if broker.startswith(("redis://", "rediss://")) else "memory://")
+        broker if broker.startswith(("redis://", "rediss://")) else DATABASE_RATELIMIT_STORAGE)
     cookie_secure = _truthy(environ.get("DASHBOARD_COOKIE_SECURE")) if \
         "DASHBOARD_COOKIE_SECURE" in environ else production
     return {
@@ -176,12 +218,14 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "WEBHOOK_URL": environ.get("DASHBOARD_WEBHOOK_URL") or None,
         "REQUEST_TTL_HOURS": float(environ.get("DASHBOARD_REQUEST_TTL_HOURS", "24") or 24),
         "TRUSTED_PROXIES": int(environ.get("DASHBOARD_TRUSTED_PROXIES", "0") or 0),
-        # Flask-Limiter (webapp/ratelimit.py): shared by all workers with Redis
+        # Flask-Limiter (webapp/ratelimit.py): in Redis when there is one, else in
+        # the dashboard database; either way shared by every worker and host
         "RATELIMIT_STORAGE_URI": ratelimit_storage,
         "RATELIMIT_KEY_PREFIX": environ.get("DASHBOARD_RATELIMIT_PREFIX") or "alembic-dashboard",
         "RATELIMIT_HEADERS_ENABLED": True,
         "LOGIN_RATE_LIMIT": environ.get("DASHBOARD_LOGIN_RATE_LIMIT") or "30 per minute",
         # request bodies (forms, JSON) above this answer 413
         "MAX_CONTENT_LENGTH": int(environ.get("DASHBOARD_MAX_CONTENT_LENGTH") or 1024 * 1024),
+        **session_settings(environ),
         **oidc_settings(environ),
     }

@@ -106,11 +106,8 @@ def history(name: str):
     ``depends_on``, ``create_date``."""
     catalog = get_catalog()
     target = catalog.get(name)
-    if target is None:
+    if target is None or _hidden(target):
         abort(404, description=f"no target called {name[:80]!r}")
-    denied = _viewer_refusal(target)
-    if denied is not None:
-        return denied
     status = catalog.status(target)
     if status.history is None:
         return jsonify(error="script directory unreadable", detail=status.history_error), 409
@@ -132,6 +129,13 @@ def history(name: str):
         "depends_on": list(info.depends_on),
         "create_date": info.create_date,
     } for info in status.history.revisions])
+
+
+def _hidden(target) -> bool:
+    """True (audited) when the caller may not see ``target`` (below viewer
+    there): the API then answers as for a name that does not exist, so the
+    answer never tells which target names exist."""
+    return _viewer_refusal(target) is not None
 
 
 def _viewer_refusal(target):
@@ -185,11 +189,12 @@ def _job_request(target, name: str, payload):
     """The :class:`~webapp.services.jobs.JobRequest` of a JSON body
     ``{"command", "revision"}`` for ``target`` (None when ``name`` is unknown).
 
-    :raises Refused: unknown target (404), malformed body or overlong fields (400).
+    :raises Refused: unknown target or one the caller may not see (404, the same
+        answer), malformed body or overlong fields (400).
     """
     from ..services import jobs
 
-    if target is None:
+    if target is None or _hidden(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
             or not isinstance(payload.get("revision"), str):

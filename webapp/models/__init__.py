@@ -3,7 +3,7 @@ from here (``from webapp.models import Job``).
 
 The schema is migrated by Alembic from ``migrations/`` (never ``create_all``).
 
-- :mod:`.accounts`: users, API tokens, login failures (throttling)
+- :mod:`.accounts`: users, API tokens, login failures and rate-limit counters (throttling)
 - :mod:`.jobs`: jobs and their states, target guards, applied revisions, rehearsals
 - :mod:`.audit`: audit events
 - :mod:`.approvals`: approval requests and approvals
@@ -13,7 +13,7 @@ The schema is migrated by Alembic from ``migrations/`` (never ``create_all``).
 from __future__ import annotations
 
 from ..extensions import db
-from .accounts import ROLES, ApiToken, LoginFailure, User
+from .accounts import ROLES, ApiToken, LoginFailure, RateLimitCounter, User
 from .approvals import REQUEST_PENDING, Approval, ApprovalRequest, RequestStatus
 from .audit import AuditEvent
 from .clock import utcnow
@@ -30,6 +30,6 @@ from .rollouts import (
 __all__ = [
     "JOB_ACTIVE", "REQUEST_PENDING", "ROLES", "ROLLOUT_ACTIVE", "STEP_IN_FLIGHT",
     "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent", "Job",
-    "JobStatus", "LoginFailure", "Rehearsal", "RequestStatus", "Rollout", "RolloutStatus",
-    "RolloutStep", "StepStatus", "TargetGuard", "User", "db", "utcnow",
+    "JobStatus", "LoginFailure", "RateLimitCounter", "Rehearsal", "RequestStatus", "Rollout",
+    "RolloutStatus", "RolloutStep", "StepStatus", "TargetGuard", "User", "db", "utcnow",
 ]

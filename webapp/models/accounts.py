@@ -101,3 +101,17 @@ class LoginFailure(db.Model):
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(default=0, server_default="0")
     last_failed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RateLimitCounter(db.Model):
+    """Flask-Limiter's fixed-window counters when there is no Redis
+    (:class:`webapp.ratelimit.DashboardDatabaseStorage`): one row per limit
+    and client address, so every gunicorn worker and host counts together.
+    ``key`` is the SHA-256 (hex) of the limiter's key; ``expires_at`` (UTC)
+    ends the window."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0, server_default="0")
+    expires_at: Mapped[datetime] = mapped_column(index=True)

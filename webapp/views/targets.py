@@ -48,15 +48,24 @@ def sql_sections_html(sql: str, findings: list[dict]) -> list[dict]:
 def get_target_or_404(name: str) -> Target:
     """The configured target ``name``, if the logged-in user may see it.
 
-    :raises NotFound: (404) no such target.
-    :raises Forbidden: (403, audited) the user has no role on it
-        (:func:`webapp.services.accounts.role_on` below viewer).
+    :raises NotFound: (404) no such target, or one the user has no role on
+        (:func:`webapp.services.accounts.role_on` below viewer; audited):
+        the same answer for both, so the answer never tells which names
+        exist.
     """
     target = get_catalog().get(name)
-    if target is None:
-        abort(404, description=f"There is no target called {name[:80]!r}.")
-    require_role_on(target, Role.VIEWER)
-    return target
+    if target is not None:
+        role = accounts.role_on(current_user, target)
+        if role >= Role.VIEWER:
+            return target
+        _audit_denied(target, Role.VIEWER, role)
+    abort(404, description=f"There is no target called {name[:80]!r}.")
+
+
+def _audit_denied(target: Target | None, needed: Role, role: Role) -> None:
+    audit.record(audit.Actor.of(current_user, request.remote_addr), "access", "denied",
+                 target=target.name if target else None, reason="role",
+                 needed=needed.label, role=role.label, path=request.path[:200])
 
 
 def require_role_on(target: Target | None, needed: Role) -> None:
@@ -64,9 +73,7 @@ def require_role_on(target: Target | None, needed: Role) -> None:
     or above (global role and grants; see :func:`accounts.role_on`)."""
     role = accounts.role_on(current_user, target)
     if role < needed:
-        audit.record(audit.Actor.of(current_user, request.remote_addr), "access", "denied",
-                     target=target.name if target else None, reason="role",
-                     needed=needed.label, role=role.label, path=request.path[:200])
+        _audit_denied(target, needed, role)
         abort(403, description=f"This needs the {needed.label} role on "
                                f"{target.name if target else 'this target'}; your role there "
                                f"is {role.label}.")
