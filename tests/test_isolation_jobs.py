@@ -103,6 +103,7 @@ def test_disabled_requester_approval_does_not_start_the_job(make_app, tmp_path, 
     approved = client.post(f"/api/v1/requests/{request_id}/approve", headers=anna, json={})
     assert approved.status_code == 200, approved.json
     assert "job" not in approved.json and approved.json["status"] == "approved"
+    assert "disabled" in approved.json["note"], approved.json
     time.sleep(1)  # a job process, had one started, would have written by now
     assert job_count(app) == 0 and version_table(url) == set()
     listed = {r["id"]: r for r in client.get("/api/v1/requests", headers=anna).json}

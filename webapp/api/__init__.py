@@ -368,6 +368,8 @@ def request_decide(request_id: int, decision: str):
     body = {"request": found.id, "status": found.status}
     if job is not None:
         body["job"] = job.id
+    if found.note:  # e.g. why an approved request did not start (its requester may not run it)
+        body["note"] = found.note
     return jsonify(body)
 
 
