@@ -188,7 +188,13 @@ def test_rollouts_are_shown_only_to_those_who_see_all_their_targets(granted_app)
     assert [r["id"] for r in client.get("/api/v1/rollouts", headers=olga).json] == [rollout_id]
     refused = client.post("/api/v1/rollouts", headers=dev, json={
         "command": "upgrade", "revision": "heads", "targets": ["stage", "prod"]})
-    assert refused.status_code == 403 and refused.json["error"] == "role"
+    # prod is hidden from dev: answered like a name that does not exist
+    assert refused.status_code == 404 and refused.json["error"] == "not_found"
+    missing = client.post("/api/v1/rollouts", headers=dev, json={
+        "command": "upgrade", "revision": "heads", "targets": ["stage", "nosuch"]})
+    assert missing.status_code == 404
+    assert missing.json["detail"].replace("nosuch", "NAME") == \
+        refused.json["detail"].replace("prod", "NAME")
     login(client, "dev")
     assert client.get(f"/rollouts/{rollout_id}").status_code == 403
     page = client.get("/rollouts").get_data(as_text=True)

@@ -33,7 +33,7 @@ from ..models import (
     utcnow,
 )
 from . import audit
-from .accounts import role_on
+from .accounts import role_on, visible_targets
 from .catalog import Catalog
 from .jobs import authorize, reap_abandoned
 from .refusals import Reason, Refused
@@ -77,6 +77,12 @@ def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) 
         raise Refused(Reason.BAD_INPUT, f"concurrency must be between 1 and {MAX_CONCURRENCY}")
     if len(spec.reason) > MAX_REASON:
         raise Refused(Reason.BAD_INPUT, f"reason is longer than {MAX_REASON} characters")
+    # a named target the user may not see answers exactly like one that does
+    # not exist, so a rollout cannot be used to learn which names exist
+    visible = {t.name for t in visible_targets(user, catalog.targets.values())}
+    unseen = [name for name in spec.selection.names if name not in visible]
+    if unseen:
+        raise Refused(Reason.NOT_FOUND, f"no target called {', '.join(unseen)[:200]}")
     try:
         targets = plan.select(catalog.targets.values(), spec.selection)
         waves = plan.waves(targets, spec.batch_size)
