@@ -296,3 +296,30 @@ def test_hidden_target_api_answers_like_missing_ones(hidden_app, method, path, b
     assert answers["tgtsecret"].status_code == answers["tgtnosuch"].status_code == 404
     assert _same(answers["tgtsecret"].get_data(as_text=True), "tgtsecret") == \
         _same(answers["tgtnosuch"].get_data(as_text=True), "tgtnosuch")
+
+
+def test_jobs_and_requests_of_a_hidden_target_answer_like_missing_ones(hidden_app):
+    """A job or request id of a target the user may not see answers like an
+    id that does not exist (its page would name the target)."""
+    from webapp.extensions import db
+    from webapp.models import ApprovalRequest, Job, utcnow
+
+    with hidden_app.app_context():
+        job = Job(target="tgtsecret", command="upgrade", revision="heads", plan_hash="0" * 64)
+        found = ApprovalRequest(target="tgtsecret", command="upgrade", revision="heads",
+                                plan_hash="0" * 64, plan="{}", expires_at=utcnow())
+        db.session.add_all([job, found])
+        db.session.commit()
+        job_id, request_id = job.id, found.id
+    client = hidden_app.test_client()
+    login(client, "vera")
+    for path in ("/jobs/{}", "/requests/{}", "/api/v1/jobs/{}"):
+        ident = request_id if "requests" in path else job_id
+        hidden, missing = client.get(path.format(ident)), client.get(path.format(ident + 100))
+        assert hidden.status_code == missing.status_code == 404, path
+        body = hidden.get_data(as_text=True)
+        assert "tgtsecret" not in body, path
+        def no_id(text: str) -> str:
+            return _same(re.sub(r"(job|request) \d+", r"\1 ID", text), "x")
+
+        assert no_id(body) == no_id(missing.get_data(as_text=True)), path

@@ -133,14 +133,8 @@ def history(name: str):
 
 def _hidden(target) -> bool:
     """True (audited) when the caller may not see ``target`` (below viewer
-    there): the API then answers as for a name that does not exist, so the
-    answer never tells which target names exist."""
-    return _viewer_refusal(target) is not None
-
-
-def _viewer_refusal(target):
-    """None when the caller may see ``target`` (viewer role there or above);
-    else a 403 JSON answer (the attempt is audited)."""
+    there): the API then answers as for a name (or a job) that does not exist,
+    so the answer never tells which target names exist."""
     from flask import request
     from flask_login import current_user
 
@@ -149,12 +143,11 @@ def _viewer_refusal(target):
 
     role = accounts.role_on(current_user, target)
     if role >= Role.VIEWER:
-        return None
+        return False
     audit.record(_api_actor(), "access", "denied", target=target.name if target else None,
                  reason="role", needed="viewer", role=role.label, path=request.path[:200],
                  via="api")
-    return jsonify(error=Reason.ROLE, detail=f"You have no role on "
-                   f"{target.name if target else 'this target'}."), 403
+    return True
 
 
 def _api_actor():
@@ -281,10 +274,9 @@ def job(job_id: int):
     from ..services import jobs
 
     found = jobs.get_job(job_id)
-    if found is None:
+    if found is None or _hidden(get_catalog().get(found.target)):
         abort(404, description=f"no job {job_id}")
-    denied = _viewer_refusal(get_catalog().get(found.target))
-    return denied if denied is not None else jsonify(job_json(found))
+    return jsonify(job_json(found))
 
 
 @bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])

@@ -9,12 +9,16 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..core.permissions import Role
 from ..services import audit, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused, approvals_text
 from .refusals import http_status
-from .targets import PYGMENTS_CSS, get_target_or_404, require_role_on, sql_sections_html
+from .targets import (
+    PYGMENTS_CSS,
+    get_target_or_404,
+    hidden_from_user,
+    sql_sections_html,
+)
 
 bp = Blueprint("jobs", __name__)
 
@@ -87,9 +91,8 @@ def create(name: str):
 
 def _job_or_404(job_id: int):
     job = jobs.get_job(job_id)
-    if job is None:
+    if job is None or hidden_from_user(get_catalog().get(job.target)):
         abort(404, description=f"There is no job {job_id}.")
-    require_role_on(get_catalog().get(job.target), Role.VIEWER)
     return job
 
 

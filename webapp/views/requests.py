@@ -5,14 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..core.permissions import Role
 from ..models import REQUEST_PENDING, RequestStatus
 from ..services import accounts, approvals, audit, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from .jobs import _job_request, _refused, actor
 from .refusals import http_status
-from .targets import PYGMENTS_CSS, require_role_on, sql_sections_html
+from .targets import PYGMENTS_CSS, hidden_from_user, sql_sections_html
 
 bp = Blueprint("requests", __name__)
 
@@ -47,9 +46,8 @@ def index():
 
 def _request_or_404(request_id: int):
     found = approvals.get_request(request_id)
-    if found is None:
+    if found is None or hidden_from_user(get_catalog().get(found.target)):
         abort(404, description=f"There is no request {request_id}.")
-    require_role_on(get_catalog().get(found.target), Role.VIEWER)
     return found
 
 

@@ -79,6 +79,17 @@ def require_role_on(target: Target | None, needed: Role) -> None:
                                f"is {role.label}.")
 
 
+def hidden_from_user(target: Target | None) -> bool:
+    """True (audited as a denial) when the logged-in user has no role on
+    ``target``: a page about it (a job, a request) then answers exactly like
+    one that does not exist, so neither the target's name nor the row leaks."""
+    role = accounts.role_on(current_user, target)
+    if role >= Role.VIEWER:
+        return False
+    _audit_denied(target, Role.VIEWER, role)
+    return True
+
+
 def history_rows(history: History, status: TargetStatus, limit: int | None = None) -> list[dict]:
     """Rows for the history table: revision, graph SVG and state on this target.
 
