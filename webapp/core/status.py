@@ -64,7 +64,8 @@ def engine_options(url: str) -> dict:
 
 
 class EngineCache:
-    """One engine per target URL, so status reads reuse pooled connections."""
+    """One engine per target URL (created once; it keeps no connection open
+    between reads: ``NullPool``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -80,12 +81,10 @@ class EngineCache:
             if engine is None:
                 try:
                     backend = make_url(url).get_backend_name()
-                    kwargs = engine_options(url)
-                    if backend != "sqlite":
-                        kwargs.update(pool_size=2, max_overflow=4, pool_pre_ping=True,
-                                      pool_recycle=300)
-                    else:
-                        kwargs["poolclass"] = NullPool
+                    # no pool: an idle connection held open to a target's database
+                    # blocks its owners' DROP DATABASE and counts against their
+                    # connection limits; a status read costs one connect
+                    kwargs = {**engine_options(url), "poolclass": NullPool}
                     connect_url = read_only_url(url) if backend == "sqlite" else url
                     engine = create_engine(connect_url, **kwargs)
                 except (ArgumentError, NoSuchModuleError, ValueError) as exc:
