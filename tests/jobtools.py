@@ -40,3 +40,12 @@ def version_table(url: str, table: str = "alembic_version") -> set[str]:
             return {r[0] for r in conn.execute(sa.text(f"SELECT version_num FROM {table}"))}
     finally:
         engine.dispose()
+
+
+def tables(url: str) -> set[str]:
+    """Names of the tables in the database of ``url``."""
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

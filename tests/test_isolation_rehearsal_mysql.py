@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import MYSQL_SERVER
 from envtools import Rev, make_env, write_targets_file
-from jobtools import token_headers, version_table
+from jobtools import tables, token_headers, version_table
 
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets
@@ -30,14 +30,6 @@ MADE = 'sa.Column("id", sa.Integer, primary_key=True)'
 
 def _database(url: str) -> str:
     return sa.engine.make_url(url).database
-
-
-def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def rows(url: str, table: str) -> list[tuple]:

@@ -8,9 +8,8 @@ check is made on the connection actually opened (``current_database()``,
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 from envtools import Rev, make_env, write_targets_file
-from jobtools import token_headers, version_table
+from jobtools import tables, token_headers, version_table
 
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets
@@ -46,14 +45,6 @@ from sqlalchemy import create_engine as _create_engine
 def engine_from_config(section, prefix="sqlalchemy.", **kwargs):
     return _create_engine(os.environ["REAL_URL"], **kwargs)
 '''
-
-
-def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def rehearse(make_app, tmp_path, monkeypatch, url: str, env_extra: str):

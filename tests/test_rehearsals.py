@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from conftest import add_user, csrf_from, login
 from envtools import Rev, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table
+from jobtools import tables, token_headers, version_table
 
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets
@@ -30,14 +30,6 @@ def revisions() -> list[Rev]:
 
 def text(response) -> str:
     return re.sub(r"<[^>]+>", "", response.get_data(as_text=True))
-
-
-def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def scratch_databases(url: str) -> list[str]:
