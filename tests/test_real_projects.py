@@ -157,9 +157,15 @@ def test_errors_are_shown_and_other_targets_keep_working(make_app, tmp_path, mon
     monkeypatch.setenv("SHOP_URL", sqlite_url(tmp_path / 'x.db'))
     import sqlalchemy as sa
     sa.create_engine(sqlite_url(tmp_path / 'x.db')).connect().close()  # an empty database
+    # an interpreter that existed at start (a missing one is refused then) and
+    # was removed afterwards
+    gone = tmp_path / "gone" / "bin" / "python"
+    gone.parent.mkdir(parents=True)
+    gone.write_text("#!/bin/sh\n", encoding="utf-8")
+    gone.chmod(0o755)
     targets = write_targets_file(tmp_path / "targets.toml", {
         "no-python": {"tier": "staging", "alembic_ini": str(project / "alembic.ini"),
-                      "python": "/nonexistent/bin/python", "cwd": str(project),
+                      "python": str(gone), "cwd": str(project),
                       "url_env": "SHOP_URL"},
         "factory-raises": {"tier": "staging", "flask_app": "shopapp:create_app",
                            "cwd": str(app_project), "python": venv_python},
@@ -167,6 +173,7 @@ def test_errors_are_shown_and_other_targets_keep_working(make_app, tmp_path, mon
                  "python": venv_python, "cwd": str(good), "url_env": "SHOP_URL"},
     })
     app = make_app(targets)
+    gone.unlink()
     add_user(app, "vic", "viewer")
     client = app.test_client()
     login(client, "vic")
@@ -186,7 +193,7 @@ def test_errors_are_shown_and_other_targets_keep_working(make_app, tmp_path, mon
             assert client.get(url).status_code == 200
     sql = client.get("/targets/no-python/revisions/s1a000000001/sql",
                      headers={"HX-Request": "true"}).get_data(as_text=True)
-    assert "interpreter not found: /nonexistent/bin/python" in sql
+    assert f"interpreter not found: {gone}" in sql
 
 
 def revision_body(source: str, function: str) -> str:

@@ -3,7 +3,8 @@
 Started by :func:`webapp.services.jobs.launch_worker` in its own session, so
 it survives the web request, the browser closing and gunicorn restarting its
 workers. It first starts the migration prepared in FOLDER (standard library
-only, before the app is imported, so the two start-ups overlap), then starts
+only, before the app is imported, so the two start-ups overlap; when that
+process cannot be started the job ends *failed* saying why), then starts
 the job's heartbeat (SQLAlchemy Core only), then creates the app from the
 same environment variables as the web app and follows the migration to its
 end (:func:`webapp.services.job_process.execute`).
@@ -26,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The agent package is standard library only at import time: the one way to
 # start a prepared run, shared with webapp.core.runner, without importing webapp.
 sys.path.insert(0, str(PROJECT_ROOT / "webapp" / "agent"))
-from alembic_dashboard_agent.launch import spawn_prepared_run  # noqa: E402
+from alembic_dashboard_agent.launch import read_launch, spawn_prepared_run  # noqa: E402
 
 HEARTBEAT_INTERVAL = 2.0  # seconds
 
@@ -84,13 +85,19 @@ def _safe_error(error: BaseException, folder: Path) -> str:
     return text
 
 
-def record_crash(job_id: int, error: BaseException, folder: Path) -> None:
+def record_crash(job_id: int, error: BaseException, folder: Path,
+                 start_error: str | None = None) -> None:
     """Mark ``job_id`` failed because this process itself failed (the app could
     not be created, the dashboard database refused a write, ...): the
     migration was stopped, and the job says so instead of being found
     *abandoned* with an empty log later (the traceback goes to the
     instance's ``jobs.log``). A job already finished is left alone.
-    SQLAlchemy Core only: the app may be what failed."""
+    SQLAlchemy Core only: the app may be what failed.
+
+    :param start_error: why the migration's process could not start at all
+        (``job_process.start_error_message``); it is then the job's error,
+        and ``error`` (what failed next) only goes to the log.
+    """
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
@@ -98,6 +105,11 @@ def record_crash(job_id: int, error: BaseException, folder: Path) -> None:
     message = (f"The job process failed ({text}); the migration process was stopped. "
                "Check the database's current revision on the target page before "
                "planning again.")
+    if start_error is not None:  # nothing ran: say what could not start
+        message = start_error
+        text = f"{start_error}\n[dashboard] then the job process failed too: {text}"
+    else:
+        text = message
     jobs = sa.table("jobs", sa.column("id"), sa.column("status"), sa.column("error"),
                     sa.column("log", sa.Text()), sa.column("finished_at", sa.DateTime()))
     guards = sa.table("target_guards", sa.column("job_id"))
@@ -107,12 +119,22 @@ def record_crash(job_id: int, error: BaseException, folder: Path) -> None:
             done = conn.execute(sa.update(jobs).where(
                 jobs.c.id == job_id, jobs.c.status.in_(("queued", "running"))).values(
                 status="failed", error=message,
-                log=sa.func.coalesce(jobs.c.log, "") + f"\n[dashboard] {message}\n",
+                log=sa.func.coalesce(jobs.c.log, "") + f"\n[dashboard] {text}\n",
                 finished_at=datetime.now(UTC).replace(tzinfo=None))).rowcount
             if done:
                 conn.execute(sa.delete(guards).where(guards.c.job_id == job_id))
     finally:
         engine.dispose()
+
+
+def _start_error_message(error: OSError, folder: Path) -> str:
+    """``job_process.start_error_message`` for the run prepared in ``folder``,
+    without importing the app (its targets file check may be what fails now:
+    it refuses an interpreter that is gone)."""
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from webapp.services.job_process import start_error_message
+
+    return start_error_message(error, read_launch(folder))
 
 
 def main(argv: list[str]) -> int:
@@ -122,7 +144,14 @@ def main(argv: list[str]) -> int:
         return 2
     started = time.time()
     folder = Path(argv[2])
-    proc = spawn_prepared_run(folder)
+    proc, start_error = None, None
+    try:
+        proc = spawn_prepared_run(folder)
+    except OSError as exc:
+        # the target's interpreter (or working directory) is gone, e.g. removed
+        # after the dashboard checked it at start: the job must fail saying so,
+        # not die here and be found *abandoned* with an empty log
+        start_error = exc
     # The migration has the CPU first; following it (importing Flask and
     # SQLAlchemy, flushing the log) can wait. Matters on small machines.
     # Relative to the web process's niceness: a job started by a finishing job
@@ -132,7 +161,10 @@ def main(argv: list[str]) -> int:
     if current < base + 5:
         os.nice(base + 5 - current)
     heartbeat = start_heartbeat(int(argv[1]))
+    message = None
     try:
+        if start_error is not None:
+            message = _start_error_message(start_error, folder)
         sys.path.insert(0, str(PROJECT_ROOT))
         from webapp import create_app
         from webapp.services import job_process
@@ -140,12 +172,14 @@ def main(argv: list[str]) -> int:
 
         app = create_app()
         with app.app_context():
-            job_process.execute(int(argv[1]), get_catalog(), proc=proc, folder=folder,
-                                started=started)
+            job_process.execute(
+                int(argv[1]), get_catalog(), proc=proc, folder=folder, started=started,
+                start_error=message)
     except BaseException as exc:
-        proc.kill()  # never leave a migration running that nobody follows
+        if proc is not None:
+            proc.kill()  # never leave a migration running that nobody follows
         try:
-            record_crash(int(argv[1]), exc, folder)
+            record_crash(int(argv[1]), exc, folder, message)
         except Exception as again:  # the dashboard database itself is gone
             print(f"could not record the failure of job {argv[1]}: {again}", file=sys.stderr)
         raise

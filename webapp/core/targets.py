@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -430,6 +431,31 @@ def _tier_grants(path: Path, raw: object) -> dict[str, Grants]:
     return result
 
 
+def _interpreter(value: str, base: Path) -> tuple[str | None, str | None]:
+    """The absolute path of a target's ``python`` and the problem with it.
+
+    A value with a ``/`` is a path, relative to the targets file's folder like
+    every other path (``~`` expanded); a bare name (``python3``) is looked up
+    on the dashboard's ``PATH``. The path is made absolute but symlinks are
+    kept: a virtualenv's ``bin/python`` is a symlink whose location is what
+    makes it that venv's interpreter.
+
+    :return: ``(path, None)``, or ``(None, problem)`` when the file does not
+        exist or is not executable.
+    """
+    if "/" not in value:
+        found = shutil.which(value)
+        if found is None:
+            return None, f"interpreter not found on PATH: {value}"
+        return os.path.abspath(found), None
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    if not os.path.isfile(path):
+        return None, f"interpreter not found: {path}"
+    if not os.access(path, os.X_OK):
+        return None, f"interpreter is not executable: {path}"
+    return path, None
+
+
 def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
                   url_defaults: Mapping[str, str]) -> Target:
     def fail(problem: str, key: str | None = None) -> TargetsFileError:
@@ -468,6 +494,10 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
     cwd = (base / cwd_s).resolve() if cwd_s else None
     if cwd is not None and not cwd.is_dir():
         raise fail(f"directory not found: {cwd}", "cwd")
+    python_s = get_str("python")
+    python, problem = _interpreter(python_s, base) if python_s else (None, None)
+    if problem:
+        raise fail(problem, "python")
     directory_s = get_str("directory")
     directory = None
     if flask_app is not None and alembic_ini is None:
@@ -533,7 +563,7 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         url_env=url_env,
         **extra_urls,
         version_table=version_table,
-        python=get_str("python"),
+        python=python,
         cwd=cwd,
         flask_app=flask_app,
         directory=directory,

@@ -98,11 +98,25 @@ def _check_user(job: Job, target) -> None:
         raise
 
 
-def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Path,
-            started: float | None = None) -> None:
+def start_error_message(error: OSError, launch: dict) -> str:
+    """Why the target's process of ``launch`` (:func:`read_launch`) could not
+    be started, e.g. ``cannot start the target's interpreter /x/bin/python:
+    No such file or directory`` (the interpreter was removed after the
+    dashboard started: the targets file check at start passed), or the
+    working directory it should run in."""
+    reason = error.strerror or str(error)
+    if error.filename is not None and str(error.filename) == launch.get("cwd"):
+        return f"cannot enter the target's working directory {launch['cwd']}: {reason}"
+    return f"cannot start the target's interpreter {launch['argv'][0]}: {reason}"
+
+
+def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen | None, folder: Path,
+            started: float | None = None, start_error: str | None = None) -> None:
     """Follow a queued job's migration to its end (called by ``webapp/worker.py``).
 
-    :param proc: the target-side process already started from ``folder``.
+    :param proc: the target-side process already started from ``folder``, or
+        None when it could not be started: the job then ends *failed* with
+        ``start_error`` (:func:`start_error_message`) as its error and in its log.
     :param started: UNIX time the job process started (recorded as started_at).
 
     Streams output to ``job.log`` every :data:`LOG_FLUSH_INTERVAL`, sends
@@ -117,23 +131,30 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen, folder: Pa
     db.session.commit()
     job = db.session.get(Job, job_id)
     if job is None or not moved:  # unknown, or no longer queued: never run it
-        proc.kill()
+        if proc is not None:
+            proc.kill()
         return
     target = catalog.get(job.target)
     username = job.user.username if job.user else None
     actor = audit.Actor(username, "job-process")
-    audit.record(actor, "job.start", "ok", target=job.target, job_id=job.id,
-                 command=job.command, revision=job.revision)
+    audit.record(actor, "job.start", "ok" if proc is not None else "failed",
+                 target=job.target, job_id=job.id, command=job.command,
+                 revision=job.revision, **({"message": start_error} if proc is None else {}))
     lines: list[str] = [f"$ alembic {job.command} {job.revision}    "
                         f"# target {job.target}, job {job.id}\n"]
     outcome: dict = {}
     url = None
     try:
-        if target is None:
+        if proc is None:  # nothing ran: the job says why, on its page and in the API
+            outcome = {"ok": False, "not_started": True, "error": {
+                "type": "StartError", "message": start_error or "the process did not start"}}
+            lines.append(f"[dashboard] {outcome['error']['message']}\n")
+        elif target is None:
             proc.kill()
             raise RuntimeError(f"target {job.target} is no longer configured")
-        url = catalog.database_url(target)
-        outcome = _run_streaming(job.id, proc, folder, url, lines)
+        else:
+            url = catalog.database_url(target)
+            outcome = _run_streaming(job.id, proc, folder, url, lines)
     except Exception as exc:  # configuration problems: the job fails, it never hangs
         outcome = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
         lines.append(f"[dashboard] {type(exc).__name__}: {exc}\n")
@@ -218,6 +239,8 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
         if outcome.get("busy"):
             message = ("The target database's migration lock is held by another process "
                        f"(another dashboard host or a CLI run): {error.get('message')}")
+        elif outcome.get("not_started"):  # the whole message says what could not start
+            message = error.get("message")
         elif outcome.get("failed_phase") == "env":
             message = f"env.py failed before any migration ran (no revision started): {message}"
         message = scrub_secrets(message, url)
