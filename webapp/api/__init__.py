@@ -103,7 +103,8 @@ def history(name: str):
     """Revisions newest first: ``revision``, ``down_revision`` (list), ``message``,
     ``is_head``, ``is_branch_point``, ``is_merge_point``, ``applied`` (bool, or
     null when the database is unreachable), plus ``branch_labels``,
-    ``depends_on``, ``create_date``."""
+    ``depends_on``, ``create_date``, ``has_downgrade`` (False: the file has no
+    ``downgrade()`` function, read from its source)."""
     catalog = get_catalog()
     target = catalog.get(name)
     if target is None or _hidden(target):
@@ -128,6 +129,7 @@ def history(name: str):
         "branch_labels": list(info.branch_labels),
         "depends_on": list(info.depends_on),
         "create_date": info.create_date,
+        "has_downgrade": info.has_downgrade,
     } for info in status.history.revisions])
 
 

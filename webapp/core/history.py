@@ -67,6 +67,9 @@ class RevisionInfo:
     is_branch_point: bool = False
     is_merge_point: bool = False
     children: tuple[str, ...] = ()
+    #: False when the file's source binds no module-level ``downgrade``
+    #: (Alembic would fail with AttributeError on downgrading through it).
+    has_downgrade: bool = True
 
     @property
     def short(self) -> str:
@@ -116,6 +119,56 @@ class History:
             seen.add(rev.revision)
             stack.extend(self.revision_map.get_revision(r) for r in rev._all_down_revisions)
         return seen
+
+    def downgrade_blockers(self, current: Sequence[str], revision: str) -> list[RevisionInfo]:
+        """Revisions without ``downgrade()`` that ``alembic downgrade revision``
+        from ``current`` would run, in run order (empty: it can run, or Alembic
+        itself refuses the destination and says why when planning).
+
+        Same selection as Alembic's ``ScriptDirectory._downgrade_revs``.
+        """
+        try:
+            revs = list(self.revision_map.iterate_revisions(
+                tuple(current), revision, select_for_downgrade=True))
+        except (RevisionError, CommandError):
+            return []
+        return [self.by_id[r.revision] for r in revs
+                if r.revision in self.by_id and not self.by_id[r.revision].has_downgrade]
+
+    def downgrade_targets(self, current: Sequence[str]) -> list[str]:
+        """Where a downgrade from a single ``current`` revision can go without
+        crossing a revision without ``downgrade()``: its ancestors down the
+        first-parent line, newest first, then ``"base"`` (empty when the
+        current revision itself has none). Several current heads: [].
+        """
+        if len(current) != 1 or current[0] not in self.by_id:
+            return []
+        key = ("downgrade_targets", current[0])
+        if key not in self._pending_memo:  # one Alembic walk per target: memoised
+            self._pending_memo[key] = tuple(self._downgrade_targets(current[0]))
+        return list(self._pending_memo[key])
+
+    def _downgrade_targets(self, current: str) -> list[str]:
+        try:
+            applied = self.applied((current,))
+        except HistoryError:
+            return []
+        # Usually every applied revision has downgrade(): then nothing blocks
+        # and Alembic need not be asked once per ancestor.
+        check = any(not self.by_id[r].has_downgrade for r in applied if r in self.by_id)
+        targets: list[str] = []
+        info = self.by_id[current]
+        while info.has_downgrade:
+            if not info.down_revisions:
+                if not check or not self.downgrade_blockers((current,), "base"):
+                    targets.append("base")
+                break
+            down = self.by_id.get(info.down_revisions[0])
+            if down is None or (check and self.downgrade_blockers((current,), down.revision)):
+                break
+            targets.append(down.revision)
+            info = down
+        return targets
 
     def labelled_heads(self) -> dict[str, tuple[str, ...]] | None:
         """When there are several heads and all but at most one sit on a branch
@@ -332,6 +385,7 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
     longdoc = (ast.get_docstring(tree, clean=False) or "").strip()
     date = _CREATE_DATE_RE.search(longdoc)
     return RevisionInfo(
+        has_downgrade=_binds_name(tree.body, "downgrade"),
         revision=values["revision"][0],
         down_revisions=values.get("down_revision", ()),
         branch_labels=values.get("branch_labels", ()),
@@ -341,6 +395,42 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
         create_date=date.group(1) if date else None,
         path=path,
     )
+
+
+def _binds_name(body: list[ast.stmt], name: str) -> bool:
+    """True when module-level statements bind ``name``: a ``def``, an
+    assignment or an import, also inside top-level ``if``/``try``/``with``
+    blocks (a conditional definition still counts: only running tells)."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == name:
+                return True
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(n, ast.Name) and n.id == name
+                   for t in targets for n in ast.walk(t)):
+                return True
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((a.asname or a.name.split(".")[0]) == name or a.name == "*"
+                   for a in node.names):
+                return True
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            blocks = [node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])]
+            blocks += [h.body for h in getattr(node, "handlers", [])]
+            if any(_binds_name(b, name) for b in blocks):
+                return True
+    return False
+
+
+def source_has_downgrade(path: Path) -> bool:
+    """``has_downgrade`` of a file read without its identifiers (True when the
+    file cannot be parsed: then only running it tells, and Alembic explains)."""
+    try:
+        with _AST_LOCK:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return True
+    return _binds_name(tree.body, "downgrade")
 
 
 def build_history(script_location: Path, version_locations: Sequence[Path],
@@ -410,7 +500,8 @@ def _info_from_loaded(path: Path, data: dict) -> RevisionInfo:
         branch_labels=_as_tuple(data.get("branch_labels")),
         depends_on=_as_tuple(data.get("depends_on")),
         message=re.split("\n\n", longdoc)[0] if longdoc else "", longdoc=longdoc,
-        create_date=date.group(1) if date else None, path=path)
+        create_date=date.group(1) if date else None, path=path,
+        has_downgrade=source_has_downgrade(path))
 
 
 def _assemble(script_location: Path, version_locations: tuple[Path, ...],

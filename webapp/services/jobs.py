@@ -154,6 +154,8 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
         if unknown:  # Alembic would stop at "Can't locate revision": say where it is
             raise Refused(Reason.PLAN_ERROR, "Nothing can be planned: "
                           f"{unknown_revision_message(unknown, history)}.")
+        if request.command == "downgrade":
+            _refuse_missing_downgrade(history, current, request.revision)
         # A plan depends only on the revision files and the database's current
         # revisions: the confirm step reuses the plan it showed unless either moved.
         key = ("plan", target.name, request.command, request.revision, current,
@@ -172,6 +174,21 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
                  if exc.phase == "rehearsal" else "in offline mode")
         raise Refused(Reason.PLAN_FAILED, "The plan could not be computed (env.py or a "
                       f"revision failed {where}): {exc.error_type}: {exc}")
+
+
+def _refuse_missing_downgrade(history, current: tuple[str, ...], revision: str) -> None:
+    """Refuse, before any process starts, a downgrade that would reach a
+    revision file without ``downgrade()`` (Alembic would stop there with
+    ``AttributeError: module ... has no attribute 'downgrade'``).
+
+    :raises Refused: :attr:`Reason.UNSUPPORTED` naming those revisions.
+    """
+    blockers = history.downgrade_blockers(current, revision)
+    if blockers:
+        names = ", ".join(f"{b.revision} ({b.path.name})" for b in blockers)
+        raise Refused(Reason.UNSUPPORTED, f"Cannot downgrade to {revision}: this downgrade "
+                      f"would run revision(s) with no downgrade() function: {names}. "
+                      "Only downgrades that stop above them can run.")
 
 
 def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
