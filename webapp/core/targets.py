@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
+from ..agent.alembic_dashboard_agent.appspec import AppSpecError, parse_app_spec
 from .permissions import GRANT_LISTS, Grants, parse_grants
 
 TIERS = ("development", "staging", "production")
@@ -486,6 +487,11 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
     if tier not in TIERS:
         raise fail(f"must be one of {', '.join(TIERS)} (got {tier!r})", "tier")
     flask_app = get_str("flask_app")
+    if flask_app is not None:
+        try:  # Flask's rule (flask --app), read without running anything
+            parse_app_spec(flask_app)
+        except AppSpecError as exc:
+            raise fail(str(exc), "flask_app") from None
     alembic_ini_s = get_str("alembic_ini", required=flask_app is None)
     alembic_ini = (base / alembic_ini_s).resolve() if alembic_ini_s else None
     if alembic_ini is not None and not alembic_ini.is_file():

@@ -91,7 +91,9 @@ def _write_refused(exc: BaseException) -> bool:
 
 
 def load_flask_app(spec: str, *, read_only: bool = True):
-    """Import ``module:attr``; call it when it is an app factory. The app
+    """Import ``module:attr``; call it when it is an app factory, with the
+    literal arguments of ``module:factory(...)`` when given (Flask's rule, see
+    :mod:`.appspec`). The app
     context stays pushed for the life of this process (``flask db`` does the same).
 
     :param read_only: create it with read-only connections only
@@ -105,12 +107,16 @@ def load_flask_app(spec: str, *, read_only: bool = True):
 
         from flask import Flask
 
-        module_name, _, attr = spec.partition(":")
+        from .appspec import parse_app_spec
+
+        # module:app, module:create_app or module:create_app(literals), as flask --app
+        module_name, attr, args, kwargs = parse_app_spec(spec)
         guard = read_only_app_connections() if read_only else nullcontext()
         try:
             with guard:  # importing module:app creates the app too
-                obj = getattr(importlib.import_module(module_name), attr or "app")
-                app = obj if isinstance(obj, Flask) else obj()
+                obj = getattr(importlib.import_module(module_name), attr)
+                called = args or kwargs or not isinstance(obj, Flask)
+                app = obj(*args, **kwargs) if called else obj
         except Exception as exc:
             if not read_only or isinstance(exc, ConnectionRefused) or not _write_refused(exc):
                 raise
