@@ -209,9 +209,14 @@ def _encoded_pattern(secret: str) -> str:
     Compile it with :data:`re.IGNORECASE`."""
     parts = []
     for char in secret:
-        options = []
+        options, literals = [], []
         for variant in dict.fromkeys((char, char.lower(), char.upper())):
-            options.append(re.escape(variant))
+            # A literal that IGNORECASE already matches would be a second way to
+            # match the same text: a failing search then backtracks through
+            # 2**letters combinations (11 s for a 90-character escaped password).
+            if not any(re.fullmatch(known, variant, re.IGNORECASE) for known in literals):
+                literals.append(re.escape(variant))
+                options.append(re.escape(variant))
             options.append("".join(f"%{byte:02x}" for byte in variant.encode("utf-8")))
         if char == " ":
             options.append(r"\+")
