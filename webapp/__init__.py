@@ -83,7 +83,10 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
+    from .services import rollout_advance
     from .services.catalog import Catalog
+
+    rollout_advance.subscribe()  # job and request ends (services.events) reach rollouts
 
     catalog = Catalog.from_config(app.config, Path(app.instance_path))
     app.extensions["alembic_dashboard"] = catalog

@@ -33,7 +33,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import accounts, audit, notify, rollout_advance
+from . import accounts, audit, events, notify
 from .catalog import Catalog
 from .jobs import JobRequest, authorize, plan_job, start_job
 from .refusals import Reason, Refused
@@ -66,7 +66,9 @@ def approvals_for_current_plan(request: ApprovalRequest) -> list[Approval]:
 
 
 def expire_requests() -> list[int]:
-    """Mark open or approved-but-not-run requests past their expiry as expired."""
+    """Mark open or approved-but-not-run requests past their expiry as
+    expired (committed), then send :data:`webapp.services.events.request_ended`
+    for each. Returns their ids."""
     now = utcnow()
     stale = list(db.session.execute(db.select(ApprovalRequest).where(
         ApprovalRequest.status.in_(REQUEST_PENDING),
@@ -76,8 +78,13 @@ def expire_requests() -> list[int]:
         audit.record(audit.SYSTEM, "request.expire", "expired", target=request.target,
                      commit=False, request=request.id)
     db.session.commit()
-    for request in stale:
-        notify.send("request.expired", request.target, request=request.id)
+    if stale:
+        from .catalog import get_catalog
+
+        catalog = get_catalog()
+        for request in stale:
+            notify.send("request.expired", request.target, request=request.id)
+            events.request_ended.send(request, catalog=catalog)
     return [r.id for r in stale]
 
 
@@ -192,7 +199,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
                     approver=user.username, comment=comment,
                     text=f"{user.username} rejected request {request.id} on "
                          f"{request.target}: {comment}")
-        rollout_advance.request_ended(request.id, catalog)
+        events.request_ended.send(request, catalog=catalog)
         return request, None
     audit.record(actor, "request.approve", "ok", target=request.target, commit=False,
                  request=request.id, comment=comment, plan_hash=request.plan_hash)
@@ -335,7 +342,7 @@ def withdraw(request_id: int, user: User, actor: audit.Actor) -> ApprovalRequest
     db.session.commit()
     from .catalog import get_catalog
 
-    rollout_advance.request_ended(request.id, get_catalog())
+    events.request_ended.send(request, catalog=get_catalog())
     return request
 
 

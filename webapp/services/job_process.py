@@ -3,7 +3,8 @@
 Called by ``webapp/worker.py`` after it has started the migration (the
 agent's locked ``run``). Streams the output into the job row, records
 from/to/applied/failed revisions and the checksums of applied files, frees
-the target's guard and tells the webhooks. A job in a finished state is
+the target's guard, tells the webhooks and sends
+:data:`webapp.services.events.job_finished`. A job in a finished state is
 never changed again (:data:`webapp.models.JOB_ACTIVE` guards every update).
 """
 
@@ -27,7 +28,7 @@ from ..core.runner import Standby, read_launch, write_run_request
 from ..core.targets import scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
-from . import audit, rollout_advance
+from . import audit, events
 from .catalog import Catalog
 from .liveness import process_start_token, what_was_running
 
@@ -71,7 +72,8 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
                                                  "message": str(exc)}},
                 f"[dashboard] {type(exc).__name__}: {exc}\n", None)
         db.session.commit()
-        rollout_advance.job_finished(job, catalog)
+        db.session.refresh(job)
+        events.job_finished.send(job, catalog=catalog)
         return
     try:
         execute(job_id, catalog, proc=proc, folder=folder, started=started)
@@ -181,7 +183,7 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen | None, fol
                 text=f"Job {job.id} `alembic {job.command} {job.revision}` on {job.target}: "
                      f"{job.status}" + (f" (now at {job.to_revisions or 'base'})"
                                         if job.to_revisions is not None else ""))
-    rollout_advance.job_finished(job, catalog)  # a rollout's next steps start now
+    events.job_finished.send(job, catalog=catalog)  # e.g. a rollout's next steps start
     notify.wait_all()
 
 

@@ -38,7 +38,7 @@ from ..core.status import DatabaseUnavailable, current_heads, unknown_revision_m
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
 from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
-from . import accounts, audit, liveness, queue
+from . import accounts, audit, events, liveness, queue
 from .catalog import Catalog
 from .refusals import Reason, Refused, approvals_text
 
@@ -438,9 +438,7 @@ def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
     audit.record(actor, "job.cancel", "ok", target=job.target, job_id=job_id, commit=False)
     db.session.commit()
     db.session.refresh(job)
-    from . import rollout_advance
-
-    rollout_advance.job_finished(job, get_catalog())  # a POST: a rollout moves on
+    events.job_finished.send(job, catalog=get_catalog())  # a POST: a rollout moves on
     return job
 
 

@@ -1,12 +1,17 @@
 """Advancing a fleet rollout: start the next steps, record the ended ones.
 
 There is no scheduler: :func:`advance` runs when one of the rollout's jobs
-reaches a final state (:func:`job_finished`, called by the job's own process
-or Celery worker), when one of its approval requests is rejected or withdrawn
-(:func:`request_ended`), and on the POSTs that start, resume or continue a
-rollout. A view of a rollout (a GET) only records what ended
-(:func:`record_ended`, without the lease): a GET never starts a migration. It is
-idempotent and safe to call from any number of processes and hosts at once:
+reaches a final state (:func:`job_finished`, subscribed to
+:data:`webapp.services.events.job_finished`, which the job's own process,
+Celery worker or a cancel sends), when one of its approval requests is
+rejected or withdrawn (:func:`request_ended`, subscribed to
+:data:`webapp.services.events.request_ended`; an *expired* request only has
+its step's end recorded, as a view would: expiry may happen during a GET),
+and on the POSTs that start, resume or continue a rollout. The subscriptions
+are made once per process by :func:`subscribe`, from ``create_app``.
+A view of a rollout (a GET) only records what ended (:func:`record_ended`,
+without the lease): a GET never starts a migration. It is idempotent and
+safe to call from any number of processes and hosts at once:
 
 - a *lease* on the rollout row (an atomic ``UPDATE ... WHERE lease_until <
   now``) lets one advancer at a time count the steps in flight and start new
@@ -47,7 +52,7 @@ from ..models import (
     StepStatus,
     utcnow,
 )
-from . import audit, queue
+from . import audit, events, queue
 from .catalog import Catalog
 from .refusals import Reason, Refused
 
@@ -287,15 +292,22 @@ def _finish(rollout: Rollout, status: RolloutStatus) -> None:
     db.session.commit()
 
 
-def request_ended(request_id: int, catalog: Catalog) -> None:
+def request_ended(request_id: int, catalog: Catalog, *, may_start: bool = True) -> None:
     """Hook for a rejected or withdrawn approval request (a POST): when it was a
     rollout step's, record that step's end and start what comes next. Never
-    raises: the decision itself is already recorded."""
+    raises: the decision itself is already recorded.
+
+    :param may_start: False for an expired request (expiry may run during a
+        GET, which never starts a migration): the step's end is recorded
+        (:func:`record_ended`) and nothing starts.
+    """
     try:
         step = db.session.execute(db.select(RolloutStep).where(
             RolloutStep.request_id == request_id)).scalars().first()
-        if step is not None:
+        if step is not None and may_start:
             advance(catalog, step.rollout_id)
+        elif step is not None:
+            record_ended(catalog, step.rollout_id)
     except Exception as exc:  # the rollout page's "Start next steps" does it too
         db.session.rollback()
         print(f"advancing the rollout of request {request_id} failed: "
@@ -334,3 +346,22 @@ def job_finished(job: Job, catalog: Catalog) -> None:
         db.session.rollback()
         print(f"advancing the rollout of job {job.id} failed: {type(exc).__name__}: {exc}",
               file=sys.stderr)
+
+
+def _on_job_finished(job: Job, *, catalog: Catalog, **_extra) -> None:
+    """Receiver of :data:`webapp.services.events.job_finished`."""
+    job_finished(job, catalog)
+
+
+def _on_request_ended(request: ApprovalRequest, *, catalog: Catalog, **_extra) -> None:
+    """Receiver of :data:`webapp.services.events.request_ended`."""
+    request_ended(request.id, catalog,
+                  may_start=request.status != RequestStatus.EXPIRED)
+
+
+def subscribe() -> None:
+    """Connect this module's receivers to the job and request events (called
+    once by ``create_app``; calling it again connects nothing twice: blinker
+    keeps one connection per receiver, so a handler never runs twice)."""
+    events.job_finished.connect(_on_job_finished, weak=False)
+    events.request_ended.connect(_on_request_ended, weak=False)

@@ -1,0 +1,34 @@
+"""The ends of a job's and a request's life, as signals.
+
+A service that ends a job (its process, the Celery consumer, a cancel) or an
+approval request (reject, withdraw, expiry) *sends* an event; whoever must
+react (rollouts today) *subscribes*, once, from ``create_app``
+(:func:`webapp.services.rollout_advance.subscribe`). This module imports no
+subscriber, so the services that end things never depend on the modules
+that react to them, even indirectly, and never call "up" into a module that
+called them (a rollout step's job is submitted by
+:mod:`webapp.services.rollout_advance`, and its end comes back here).
+
+Signals (blinker, in this module's own namespace):
+
+- :data:`job_finished` — sender: the :class:`~webapp.models.Job`, already in
+  a final state and committed; keyword ``catalog``
+  (:class:`~webapp.services.catalog.Catalog`).
+- :data:`request_ended` — sender: the :class:`~webapp.models.ApprovalRequest`,
+  rejected, withdrawn or expired and committed; keyword ``catalog``.
+
+Receivers run in the sender's process and thread, in its app context; they
+must not raise (what ended is already recorded).
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+signals = Namespace()
+
+job_finished = signals.signal("job-finished", doc="A job reached a final state "
+                              "(sender: the Job; keyword: catalog).")
+request_ended = signals.signal("request-ended", doc="An approval request was rejected, "
+                               "withdrawn or expired (sender: the ApprovalRequest; "
+                               "keyword: catalog).")
