@@ -83,9 +83,10 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from .services import rollout_advance
+    from .services import launchers, rollout_advance
     from .services.catalog import Catalog
 
+    launchers.init_app(app)  # how jobs run: decided here, once (BROKER_URL, JOB_LAUNCHER)
     rollout_advance.subscribe()  # job and request ends (services.events) reach rollouts
 
     catalog = Catalog.from_config(app.config, Path(app.instance_path))

@@ -1,6 +1,6 @@
 """The job process: ``python webapp/worker.py JOB_ID FOLDER``.
 
-Started by :func:`webapp.services.jobs.launch_worker` in its own session, so
+Started by :class:`webapp.services.launchers.LocalProcessLauncher` in its own session, so
 it survives the web request, the browser closing and gunicorn restarting its
 workers. It first starts the migration prepared in FOLDER (standard library
 only, before the app is imported, so the two start-ups overlap; when that

@@ -81,6 +81,22 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
         STANDBY.prepare(launch)  # the next job on such a target starts warm
 
 
+def fail(job_id: int, message: str) -> None:
+    """End job ``job_id`` *failed* with ``message`` (added to its log) when
+    whatever followed it failed itself, and send
+    :data:`webapp.services.events.job_finished`. A job already finished is
+    left as it is (its log gets the message). Committed."""
+    from .catalog import get_catalog
+
+    log = db.session.execute(db.select(Job.log).where(Job.id == job_id)).scalar() or ""
+    _finish(job_id, {"ok": False, "error": {"type": "JobProcessError", "message": message}},
+            f"{log}\n[dashboard] {message}\n", None)
+    db.session.commit()
+    job = db.session.get(Job, job_id)
+    if job is not None:
+        events.job_finished.send(job, catalog=get_catalog())
+
+
 def _check_user(job: Job, target) -> None:
     """Refuse (audited) to start ``job`` unless its user is still active and
     still allowed its command on ``target`` (see

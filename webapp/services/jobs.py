@@ -7,9 +7,10 @@ it starts a job; on a protected one it stores an approval request (see
 
 A job is a :class:`~webapp.models.Job` row plus a
 :class:`~webapp.models.TargetGuard` row (one per target, enforced by its
-primary key in the shared dashboard database). It runs in its own process
-(``webapp/worker.py JOB_ID FOLDER``, detached from the web worker; see
-:mod:`webapp.services.job_process`), which holds the lock on the target
+primary key in the shared dashboard database). It runs where the app's
+launcher puts it (:mod:`webapp.services.launchers`: its own process
+``webapp/worker.py JOB_ID FOLDER`` detached from the web worker, or a Celery
+worker; see :mod:`webapp.services.job_process`), which holds the lock on the target
 database itself through the agent. :mod:`webapp.services.liveness` decides,
 from facts, when a job's process is gone.
 """
@@ -17,15 +18,8 @@ from facts, when a job's process is gone.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from flask import current_app
 from sqlalchemy import delete, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -33,16 +27,16 @@ from sqlalchemy.exc import IntegrityError
 from ..core.history import HistoryError
 from ..core.permissions import Role
 from ..core.plan import Plan, PlanError, compute_plan, is_transactional_ddl, validate_request
-from ..core.runner import TargetProcessError, write_run_request
+from ..core.runner import TargetProcessError
 from ..core.status import DatabaseUnavailable, current_heads, unknown_revision_message
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
 from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
-from . import accounts, audit, events, liveness, queue
+from . import accounts, audit, events, launchers, liveness
 from .catalog import Catalog
+from .launchers import drop_unstarted
 from .refusals import Reason, Refused, approvals_text
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
 
 
@@ -319,13 +313,13 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
         url = catalog.database_url(target)
         now_current = _current_heads(catalog, target, url)
     except (DatabaseUnavailable, TargetUrlMissing) as exc:
-        _drop(job)
+        drop_unstarted(job)
         raise _unreachable(exc)
     except Refused:
-        _drop(job)
+        drop_unstarted(job)
         raise
     if sorted(now_current) != sorted(plan.current):
-        _drop(job)
+        drop_unstarted(job)
         raise Refused(Reason.PLAN_CHANGED, "The plan changed since it was computed: the "
                       f"database is now at {', '.join(now_current) or 'base'}, not "
                       f"{', '.join(plan.current) or 'base'}. Review the plan again.")
@@ -336,75 +330,15 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     return job
 
 
-def _drop(job: Job) -> None:
-    """Remove a job that never started, and its guard."""
-    db.session.execute(delete(TargetGuard).where(TargetGuard.job_id == job.id))
-    db.session.execute(delete(Job).where(Job.id == job.id))
-    db.session.commit()
-
-
-def worker_environment() -> dict[str, str]:
-    """Environment for a job process: the same dashboard database, targets
-    file and instance folder as this app (tests configure them in code)."""
-    config = current_app.config
-    env = dict(os.environ)
-    env["DASHBOARD_DATABASE_URL"] = config["SQLALCHEMY_DATABASE_URI"]
-    env["DASHBOARD_INSTANCE_PATH"] = current_app.instance_path
-    env["DASHBOARD_SECRET_KEY"] = config["SECRET_KEY"]
-    if config.get("TARGETS_FILE"):
-        env["DASHBOARD_TARGETS"] = str(config["TARGETS_FILE"])
-    else:
-        env.pop("DASHBOARD_TARGETS", None)
-    # the niceness job processes are relative to (kept by jobs they start)
-    env.setdefault("DASHBOARD_JOB_BASE_NICENESS", str(os.getpriority(os.PRIO_PROCESS, 0)))
-    return env
-
-
-def launch_worker(job: Job, target: Target, url: str) -> subprocess.Popen | None:
-    """Hand a confirmed job to whatever runs it.
-
-    With a broker configured (``DASHBOARD_BROKER_URL``) the job goes to the
-    target's Celery queue (:mod:`webapp.tasks`) and None is returned; a
-    worker beside the database records itself when it takes the job.
-    Otherwise :func:`launch_local_process` starts it here.
+def launch_worker(job: Job, target: Target, url: str) -> None:
+    """Hand a confirmed job to the app's launcher (chosen once in
+    ``create_app``: a local process, the target's Celery queue, or a thread
+    of this process; see :mod:`webapp.services.launchers`).
 
     :raises Refused: :attr:`Reason.UNREACHABLE` when the broker cannot be
         reached (the job is dropped: nothing was queued).
     """
-    broker = current_app.config.get("BROKER_URL")
-    if not broker:
-        return launch_local_process(job, target, url)
-    try:
-        queue.send_job(broker, job.id, target.queue)
-    except Exception as exc:  # kombu's OperationalError and friends
-        _drop(job)
-        raise Refused(Reason.UNREACHABLE, f"The job queue cannot be reached: "
-                      f"{type(exc).__name__}: {exc}") from None
-    return None
-
-
-def launch_local_process(job: Job, target: Target, url: str) -> subprocess.Popen:
-    """Prepare the migration and start ``webapp/worker.py JOB_ID FOLDER`` in its
-    own session, so it outlives the web request and the gunicorn worker that
-    started it. FOLDER (private, 0700) holds the agent's request. The job row
-    records at once which process runs it (host, pid, start time): the
-    reaper's proof of life that needs no heartbeat."""
-    folder = Path(tempfile.mkdtemp(prefix=f"alembic-job-{job.id}-"))
-    write_run_request(target, job.command, job.revision, url=url,
-                      lock_name=target.name, folder=folder,
-                      extra={"expect_current": Job.split(job.from_revisions)})
-    log_path = Path(current_app.instance_path) / "jobs.log"
-    with open(log_path, "a", encoding="utf-8",
-              opener=lambda p, f: os.open(p, f, 0o600)) as log:  # private, like instance/
-        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "webapp" / "worker.py"),
-                                 str(job.id), str(folder)],
-                                cwd=PROJECT_ROOT, env=worker_environment(),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
-    job.worker_pid, job.worker_host = proc.pid, socket.gethostname()[:255]
-    job.worker_start = liveness.process_start_token(proc.pid)
-    db.session.commit()
-    return proc
+    launchers.current().launch(job, target, url)
 
 
 def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:

@@ -52,7 +52,7 @@ from ..models import (
     StepStatus,
     utcnow,
 )
-from . import audit, events, queue
+from . import audit, events, launchers
 from .catalog import Catalog
 from .refusals import Reason, Refused
 
@@ -328,7 +328,8 @@ def step_for_job(job_id: int) -> RolloutStep | None:
 
 def job_finished(job: Job, catalog: Catalog) -> None:
     """Hook for the process that recorded ``job``'s final state: advance its
-    rollout, if it belongs to one — here (no broker), or as a Celery task on
+    rollout, if it belongs to one — here, or (jobs run on Celery: the app's
+    launcher is a :class:`~webapp.services.launchers.CeleryLauncher`) as a task on
     the rollout queue (``DASHBOARD_ROLLOUT_QUEUE``), whose worker reaches the
     targets' databases like the web host does. Never raises: the job's own
     outcome is already recorded."""
@@ -336,10 +337,9 @@ def job_finished(job: Job, catalog: Catalog) -> None:
         step = step_for_job(job.id)
         if step is None:
             return
-        broker = current_app.config.get("BROKER_URL")
-        if broker:
-            queue.send_advance(broker, step.rollout_id, current_app.config.get(
-                "ROLLOUT_QUEUE"))
+        launcher = launchers.current()
+        if isinstance(launcher, launchers.CeleryLauncher):
+            launcher.send_advance(step.rollout_id, current_app.config.get("ROLLOUT_QUEUE"))
         else:
             advance(catalog, step.rollout_id)
     except Exception as exc:  # the rollout page's "Start next steps" does it too
