@@ -20,7 +20,7 @@ from ..core.permissions import Access, Role, effective_access
 from ..core.targets import Target
 from ..extensions import db
 from ..models import ROLES, ApiToken, User, utcnow
-from . import login_throttle, passwords
+from . import audit, login_throttle, passwords
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
@@ -274,6 +274,21 @@ def access_on(user: User, target: Target | None) -> Access:
 def role_on(user: User, target: Target | None) -> Role:
     """``user``'s effective role on ``target`` (see :func:`access_on`)."""
     return access_on(user, target).role
+
+
+def hidden_from(user: User, target: Target | None, actor: audit.Actor, **details) -> bool:
+    """True when ``user`` may not see ``target`` (below the viewer role there,
+    or a target no longer configured and no global role): the denial is then
+    audited (action ``access``, with ``details``, e.g. the path). Pages and
+    the API answer such a target, or a job or request on it, as one that does
+    not exist, so the answer never tells which names exist.
+    """
+    role = role_on(user, target)
+    if role >= Role.VIEWER:
+        return False
+    audit.record(actor, "access", "denied", target=target.name if target else None,
+                 reason="role", needed=Role.VIEWER.label, role=role.label, **details)
+    return True
 
 
 def visible_targets(user: User, targets: Iterable[Target]) -> list[Target]:

@@ -24,7 +24,7 @@ from ..core.targets import Target, TargetUrlMissing
 from ..models import User
 from . import accounts, audit
 from .catalog import Catalog, Memo
-from .refusals import Reason, Refused
+from .refusals import Reason, Refused, needs_role
 
 MESSAGE_MAX = 200
 # a message goes into a Python docstring: no quotes that could close it, no
@@ -161,6 +161,14 @@ def message_problem(message: str) -> str | None:
     return None
 
 
+def can_write(user: User, target: Target) -> bool:
+    """True when ``user`` may write revision files of ``target`` (what
+    :func:`create_revision` checks first): the operator role there and a
+    policy that allows authoring. For pages that offer the form."""
+    return accounts.access_on(user, target).allows(Role.OPERATOR) \
+        and target.policy.allow_revision_authoring
+
+
 def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, message: str,
                     branch_label: str | None, head: str | None, actor: audit.Actor) -> str:
     """Write a new revision file with Alembic: ``autogenerate`` (alembic revision
@@ -173,8 +181,7 @@ def create_revision(catalog: Catalog, user: User, target: Target, *, kind: str, 
     """
     access = accounts.access_on(user, target)
     if not access.allows(Role.OPERATOR):
-        raise Refused(Reason.ROLE, f"Writing revisions on {target.name} needs the operator "
-                      f"role; your role there is {access.role.label}.")
+        raise needs_role(f"Writing revisions on {target.name}", "operator", access.role.label)
     actor = actor.granted(access.granted_by(Role.OPERATOR))
     if not target.policy.allow_revision_authoring:
         raise Refused(Reason.POLICY, f"The policy of {target.name} does not allow writing "

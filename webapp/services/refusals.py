@@ -1,7 +1,7 @@
 """Typed refusals: why the dashboard will not do what was asked.
 
 Services raise :class:`Refused` with a :class:`Reason`; only the web layer
-(:mod:`webapp.views.refusals`) turns a reason into an HTTP status. The
+(:func:`webapp.views.common.http_status`) turns a reason into an HTTP status. The
 reason's value is the ``error`` field of the API's JSON answer.
 """
 
@@ -44,3 +44,16 @@ class Refused(Exception):
 def approvals_text(count: int) -> str:
     """``"1 approval"``, ``"2 approvals"``: for messages about a target's policy."""
     return f"{count} approval" + ("" if count == 1 else "s")
+
+
+def needs_role(doing: str, needed: str, role: str) -> Refused:
+    """The refusal (:attr:`Reason.ROLE`) of ``doing`` for a user whose role is
+    too low: ``needs_role("Running migrations on shop", "operator", "viewer")``
+    says "Running migrations on shop needs the operator role; your role there
+    is viewer." — the one wording of these messages.
+
+    :param doing: what was refused, as the start of a sentence.
+    :param needed: the role label it needs (``operator``, ``admin``...).
+    :param role: the user's role label there.
+    """
+    return Refused(Reason.ROLE, f"{doing} needs the {needed} role; your role there is {role}.")

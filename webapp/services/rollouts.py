@@ -36,7 +36,7 @@ from . import audit
 from .accounts import role_on, visible_targets
 from .catalog import Catalog
 from .jobs import authorize, reap_abandoned
-from .refusals import Reason, Refused
+from .refusals import Reason, Refused, needs_role
 from .rollout_advance import advance, record_ended
 
 MAX_CONCURRENCY = 50
@@ -162,7 +162,7 @@ def _controlled(catalog: Catalog, rollout_id: int, user: User) -> Rollout:
     if rollout is None:
         raise Refused(Reason.NOT_FOUND, f"There is no rollout {rollout_id}.")
     if not user.has_role("operator") and not rollout.steps:
-        raise Refused(Reason.ROLE, f"This needs the operator role; you are a {user.role}.")
+        raise needs_role(f"Controlling rollout {rollout_id}", "operator", user.role)
     for step in rollout.steps:
         target = catalog.get(step.target)
         if target is not None:
@@ -265,3 +265,7 @@ def counts(rollout: Rollout) -> dict[str, int]:
 def selection_of(rollout: Rollout) -> dict:
     """The stored selection ``{"tier": [...], "tag": [...], "targets": [...]}``."""
     return json.loads(rollout.selection or "{}")
+
+
+# the controls of a rollout by name (a URL part), each ``(catalog, rollout_id, user, actor)``
+CONTROLS = {"pause": pause, "resume": resume, "proceed": proceed, "cancel": cancel}
