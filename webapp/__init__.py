@@ -83,11 +83,12 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from .services import launchers, rollout_advance
+    from .services import housekeeping, launchers, rollout_advance
     from .services.catalog import Catalog
 
     launchers.init_app(app)  # how jobs run: decided here, once (BROKER_URL, JOB_LAUNCHER)
     rollout_advance.subscribe()  # job and request ends (services.events) reach rollouts
+    housekeeping.init_app(app)  # reads trigger it at most every 2 s (or: flask housekeeping)
 
     catalog = Catalog.from_config(app.config, Path(app.instance_path))
     app.extensions["alembic_dashboard"] = catalog

@@ -1,5 +1,5 @@
 """``flask --app wsgi ...`` commands: init, create-user, set-groups, create-token,
-db-upgrade."""
+db-upgrade, housekeeping."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def _read_password(from_stdin: bool) -> str:
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids)) or "none"
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
     from .cli_accounts import register
@@ -47,6 +51,16 @@ def init_app(app: Flask) -> None:
         """Apply the dashboard's own schema migrations (alembic upgrade head)."""
         upgrade_dashboard_db(current_app.config["SQLALCHEMY_DATABASE_URI"])
         click.echo("dashboard database is at head")
+
+    @app.cli.command("housekeeping")
+    def housekeeping_command() -> None:
+        """Mark jobs whose process is gone abandoned, expire requests whose
+        time is up, record ended rollout steps (for cron or a systemd timer)."""
+        from .services.housekeeping import run_housekeeping
+
+        done = run_housekeeping()
+        click.echo(f"abandoned jobs: {_ids(done['abandoned'])}; expired requests: "
+                   f"{_ids(done['expired'])}; rollouts looked at: {_ids(done['rollouts'])}")
 
     @app.cli.command("init")
     def init() -> None:

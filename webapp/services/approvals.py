@@ -89,7 +89,15 @@ def expire_requests() -> list[int]:
 
 
 def get_request(request_id: int) -> ApprovalRequest | None:
-    """The request (after expiring stale ones), or None."""
+    """The request, or None. Writes nothing itself (a GET reads it): stale
+    requests are expired by the housekeeping, or its throttled fallback on
+    :data:`webapp.services.events.state_read`, sent here."""
+    events.state_read.send()
+    return db.session.get(ApprovalRequest, request_id)
+
+
+def _current_request(request_id: int) -> ApprovalRequest | None:
+    """The request after expiring stale ones now (for decisions: a POST)."""
     expire_requests()
     return db.session.get(ApprovalRequest, request_id)
 
@@ -97,8 +105,9 @@ def get_request(request_id: int) -> ApprovalRequest | None:
 def list_requests(*, open_only: bool = False, limit: int = 100,
                   targets: list[str] | None = None) -> list[ApprovalRequest]:
     """Requests newest first; ``open_only`` keeps open and approved ones;
-    ``targets`` keeps those on these target names (the ones a user may see)."""
-    expire_requests()
+    ``targets`` keeps those on these target names (the ones a user may see).
+    Sends :data:`webapp.services.events.state_read` first, as :func:`get_request`."""
+    events.state_read.send()
     stmt = db.select(ApprovalRequest).order_by(ApprovalRequest.id.desc()).limit(limit)
     if open_only:
         stmt = stmt.where(ApprovalRequest.status.in_(REQUEST_PENDING))
@@ -182,7 +191,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
         raise Refused(Reason.BAD_INPUT, f"A comment has at most {MAX_COMMENT} characters.")
     if decision not in ("approve", "reject"):
         raise Refused(Reason.BAD_INPUT, "decision must be approve or reject")
-    request, granted_by = _open_for_decision(catalog, get_request(request_id), user)
+    request, granted_by = _open_for_decision(catalog, _current_request(request_id), user)
     actor = actor.granted(granted_by)
     if any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
            for a in request.approvals):
@@ -274,14 +283,17 @@ def check_requester(request: ApprovalRequest, target: Target, actor: audit.Actor
 
 
 def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor) -> Job:
-    """Start the job of an approved request after checking again that its
-    requester may run it (:func:`check_requester`) and that its plan holds.
+    """Start the job of an approved request (a POST) after expiring stale
+    requests, and checking again that its requester may run it
+    (:func:`check_requester`) and that its plan holds.
 
     :raises Refused: 403 the requester is disabled or no longer allowed
         (audited, shown on the request), 409 plan changed since approval (the
         approvals are void and the request is open again), 409 busy, 403/503
         as start_job.
     """
+    expire_requests()  # an approved request past its time never runs
+    db.session.refresh(request)
     target = catalog.get(request.target)
     if target is None:
         raise Refused(Reason.NOT_FOUND, f"Target {request.target} is no longer configured.")
@@ -329,7 +341,7 @@ def withdraw(request_id: int, user: User, actor: audit.Actor) -> ApprovalRequest
 
     :raises Refused: 404, 403 not the requester, 409 not open.
     """
-    request = get_request(request_id)
+    request = _current_request(request_id)
     if request is None:
         raise Refused(Reason.NOT_FOUND, "There is no such request.")
     if request.requester_id != user.id:

@@ -16,6 +16,10 @@ Signals (blinker, in this module's own namespace):
   (:class:`~webapp.services.catalog.Catalog`).
 - :data:`request_ended` — sender: the :class:`~webapp.models.ApprovalRequest`,
   rejected, withdrawn or expired and committed; keyword ``catalog``.
+- :data:`state_read` — sender: None; sent by the read functions (a job, the
+  requests, a rollout, a target's recent jobs) before they read: the
+  housekeeping fallback (:func:`webapp.services.housekeeping.fallback`, at
+  most once per 2 s) subscribes, so a reader never imports what writes.
 
 Receivers run in the sender's process and thread, in its app context; they
 must not raise (what ended is already recorded).
@@ -32,3 +36,6 @@ job_finished = signals.signal("job-finished", doc="A job reached a final state "
 request_ended = signals.signal("request-ended", doc="An approval request was rejected, "
                                "withdrawn or expired (sender: the ApprovalRequest; "
                                "keyword: catalog).")
+state_read = signals.signal("state-read", doc="A read of job, request or rollout state "
+                            "is about to be answered (sender: None). The throttled "
+                            "housekeeping fallback subscribes.")

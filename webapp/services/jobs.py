@@ -258,7 +258,8 @@ def running_job(target_name: str) -> Job | None:
 
 
 def reap_abandoned() -> list[int]:
-    """Mark jobs whose process is gone as abandoned (see :mod:`.liveness`)."""
+    """Mark jobs whose process is gone as abandoned (see :mod:`.liveness`),
+    now: for POSTs (a GET leaves it to :mod:`webapp.services.housekeeping`)."""
     return liveness.reap_abandoned()
 
 
@@ -377,16 +378,20 @@ def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
 
 
 def get_job(job_id: int) -> Job | None:
-    """The job with this id (after reaping abandoned jobs), or None for an
-    unknown or out-of-range id."""
+    """The job with this id, or None for an unknown or out-of-range id.
+    Writes nothing itself: jobs whose process is gone are marked abandoned by
+    the housekeeping (``flask housekeeping``, or its throttled fallback on
+    :data:`webapp.services.events.state_read`, sent here)."""
     if not 0 < job_id < 2**63:
         return None
-    reap_abandoned()
+    events.state_read.send()
     return db.session.get(Job, job_id)
 
 
 def recent_jobs(target_name: str | None = None, limit: int = 20) -> list[Job]:
-    """Newest jobs first, optionally for one target."""
+    """Newest jobs first, optionally for one target (after
+    :data:`webapp.services.events.state_read`, as :func:`get_job`)."""
+    events.state_read.send()
     stmt = db.select(Job).order_by(Job.id.desc()).limit(limit)
     if target_name:
         stmt = stmt.where(Job.target == target_name)

@@ -22,7 +22,6 @@ from ..core.plan import PlanError, validate_request
 from ..extensions import db
 from ..models import (
     ROLLOUT_ACTIVE,
-    STEP_IN_FLIGHT,
     JobStatus,
     RequestStatus,
     Rollout,
@@ -32,7 +31,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import audit
+from . import audit, events
 from .accounts import role_on, visible_targets
 from .catalog import Catalog
 from .jobs import authorize, reap_abandoned
@@ -122,21 +121,26 @@ def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) 
 
 
 def get(catalog: Catalog, rollout_id: int, *, advancing: bool = True) -> Rollout | None:
-    """The rollout, or None. Unless ``advancing`` is False, the ends of its
-    steps are recorded first, after jobs whose process is gone were marked
-    abandoned (so their steps end). Never starts a step: views are GETs, and
-    a GET never starts a migration (:func:`proceed` does, on a POST)."""
+    """The rollout, or None. Writes nothing itself and never starts a step
+    (views are GETs, and a GET never starts a migration: :func:`proceed`
+    does, on a POST). Unless ``advancing`` is False it sends
+    :data:`webapp.services.events.state_read` first: the housekeeping's
+    throttled fallback then marks jobs whose process is gone abandoned and
+    records the ended steps."""
     if not 0 < rollout_id < 2**63:
         return None
-    rollout = db.session.get(Rollout, rollout_id)
-    if rollout is None:
-        return None
-    if advancing and (rollout.is_active or any(s.status in STEP_IN_FLIGHT
-                                               for s in rollout.steps)):
-        reap_abandoned()
-        record_ended(catalog, rollout_id)
-        db.session.expire_all()
+    if advancing:
+        events.state_read.send()
     return db.session.get(Rollout, rollout_id)
+
+
+def _recorded(catalog: Catalog, rollout_id: int) -> Rollout | None:
+    """The rollout after a POST changed it: abandoned jobs reaped and its
+    ended steps recorded now (no step starts)."""
+    reap_abandoned()
+    record_ended(catalog, rollout_id)
+    db.session.expire_all()
+    return get(catalog, rollout_id, advancing=False)
 
 
 def recent(limit: int = 50) -> list[Rollout]:
@@ -187,7 +191,7 @@ def pause(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) -> 
     if not _change(rollout_id, (RolloutStatus.RUNNING,), RolloutStatus.PAUSED):
         raise Refused(Reason.NOT_OPEN, f"Rollout {rollout_id} is not running.")
     audit.record(actor, "rollout.pause", "ok", rollout=rollout_id)
-    return get(catalog, rollout_id)
+    return _recorded(catalog, rollout_id)
 
 
 def resume(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) -> Rollout:
@@ -251,7 +255,7 @@ def cancel(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) ->
         except Refused:
             pass  # it moved on meanwhile: its end is recorded like any other
     audit.record(actor, "rollout.cancel", "ok", rollout=rollout_id)
-    return get(catalog, rollout_id)
+    return _recorded(catalog, rollout_id)
 
 
 def counts(rollout: Rollout) -> dict[str, int]:

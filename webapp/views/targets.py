@@ -131,7 +131,6 @@ def show(name: str):
     target = get_target_or_404(name)
     status, history = _status_and_history(target)
     rows = history_rows(history, status, limit=RECENT) if history else []
-    jobs.reap_abandoned()
     recent_jobs = jobs.recent_jobs(target.name, limit=10)
     running = next((j for j in recent_jobs if j.is_active), None)
     return render_template("targets/show.html", target=target, status=status, rows=rows,
