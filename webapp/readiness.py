@@ -59,7 +59,7 @@ def init_app(app: Flask) -> None:
     ``app`` (once, from :func:`webapp.create_app`, after
     :func:`webapp.views.errors.init_app`: Flask picks the most specific
     handler, so this one wins over the catch-all 500)."""
-    from .views.errors import _respond
+    from .views.errors import respond
 
     app.register_blueprint(bp)
 
@@ -68,12 +68,12 @@ def init_app(app: Flask) -> None:
             # a database error that is not the dashboard's own being down
             # (a target's, a bug): the generic 500, logged with its traceback
             app.logger.exception("unhandled error on %s", request.path)
-            return _respond(500, "Internal Server Error", InternalServerError.description)
+            return respond(500, "Internal Server Error", InternalServerError.description)
         # the class only: a driver's message may name hosts and users
         app.logger.error("dashboard database unavailable on %s (%s)", request.path,
                          type(getattr(exc, "orig", None) or exc).__name__)
         _forget_broken_session()
-        response = app.make_response(_respond(503, UNAVAILABLE,
+        response = app.make_response(respond(503, UNAVAILABLE,
                                               "The dashboard cannot reach its own database. "
                                               "Try again in a moment."))
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

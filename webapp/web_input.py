@@ -39,7 +39,7 @@ IDENTIFIER_KEYS = frozenset({
     "role", "user", "action", "decision", "offset", "since", "until", "all", "id", "job",
     "batch_size", "concurrency", "stop_on_failure", "paused", "csrf_token",
 })
-# not checked here: ``next`` is made safe where it is followed (auth._safe_next)
+# not checked here: ``next`` is made safe where it is followed (common.safe_next)
 # and a password is compared, never stored or shown
 UNCHECKED_KEYS = frozenset({"next", "password"})
 # headers the dashboard reads (credentials, CSRF, htmx, proxies)

@@ -14,10 +14,18 @@ from ..core.history import HistoryError
 from ..extensions import csrf
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
-from ..views.refusals import http_status
+from ..views.common import (
+    actor,
+    audits_refusals,
+    job_request_details,
+    refusal_json,
+    url_details,
+)
+from ..views.schemas import DecisionBody, JobBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
+bp.register_error_handler(Refused, refusal_json)  # audited once, {"error", "detail"}
 
 
 @bp.before_request
@@ -51,21 +59,21 @@ def json_object_body():
     return None
 
 
-# the audit action under which each endpoint's views record their refusals
-_REFUSAL_ACTIONS = {"api.create_job": "job.request", "api.create_rehearsal": "rehearsal",
-                    "api.request_decide": "request.decide", "api.job_cancel": "job.cancel",
-                    "api.rollout_create": "rollout.create"}
+# the audit action of a bad body where the view declares none (its refusals are not audited)
+_UNAUDITED = "api.request"
 
 
 def _bad_body(detail: str):
-    """A 400 ``{"error": "bad_input", "detail"}``, audited like the view's own
-    refusals (the body itself is not recorded)."""
+    """A 400 ``{"error": "bad_input", "detail"}``, audited under the view's
+    own refusal action (the body itself is not recorded)."""
     from flask import request
 
     from ..services import audit
+    from ..views.common import refusal_policy
 
-    action = _REFUSAL_ACTIONS.get(request.endpoint or "", "api.request")
-    audit.record(_api_actor(), action, "denied", reason=Reason.BAD_INPUT, message=detail,
+    policy = refusal_policy()
+    action = policy.action.format(**(request.view_args or {})) if policy else _UNAUDITED
+    audit.record(actor(), action, "denied", reason=Reason.BAD_INPUT, message=detail,
                  via="api", path=request.path[:200])
     return jsonify(error=Reason.BAD_INPUT, detail=detail), 400
 
@@ -140,25 +148,10 @@ def _hidden(target) -> bool:
     from flask import request
     from flask_login import current_user
 
-    from ..core.permissions import Role
-    from ..services import accounts, audit
+    from ..services import accounts
 
-    role = accounts.role_on(current_user, target)
-    if role >= Role.VIEWER:
-        return False
-    audit.record(_api_actor(), "access", "denied", target=target.name if target else None,
-                 reason="role", needed="viewer", role=role.label, path=request.path[:200],
-                 via="api")
-    return True
-
-
-def _api_actor():
-    from flask import request
-    from flask_login import current_user
-
-    from ..services import audit
-
-    return audit.Actor.of(current_user, request.remote_addr)
+    return accounts.hidden_from(current_user, target, actor(), path=request.path[:200],
+                                via="api")
 
 
 def job_json(job) -> dict:
@@ -180,28 +173,26 @@ def job_json(job) -> dict:
     }
 
 
-def _job_request(target, name: str, payload):
-    """The :class:`~webapp.services.jobs.JobRequest` of a JSON body
-    ``{"command", "revision"}`` for ``target`` (None when ``name`` is unknown).
+def _job_request(name: str):
+    """The :class:`~webapp.services.jobs.JobRequest` of the JSON body
+    (:class:`~webapp.views.schemas.JobBody`) on the target ``name``, and the body.
 
     :raises Refused: unknown target or one the caller may not see (404, the same
         answer), malformed body or overlong fields (400).
     """
+    from flask import request
+
     from ..services import jobs
 
+    target = get_catalog().get(name)
     if target is None or _hidden(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
-    if not isinstance(payload, dict) or not isinstance(payload.get("command"), str) \
-            or not isinstance(payload.get("revision"), str):
-        raise Refused(Reason.BAD_INPUT, 'send JSON {"command": "upgrade" | '
-                                        '"downgrade" | "stamp", "revision": "<rev>"}')
-    command, revision = payload["command"].strip(), payload["revision"].strip()
-    if len(command) > 32 or len(revision) > 200:
-        raise Refused(Reason.BAD_INPUT, "command or revision is too long")
-    return jobs.JobRequest(target, command, revision)
+    body = JobBody.load(request.get_json(silent=True))
+    return jobs.JobRequest(target, body.command, body.revision), body
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])
+@audits_refusals("job.request", job_request_details)
 def create_job(name: str):
     """Plan and start ``{"command", "revision"}`` on a target.
 
@@ -209,38 +200,21 @@ def create_job(name: str):
     a job runs; 403 for role/policy; 400/404 for bad input; every refusal
     is audited.
     """
-    from flask import request
     from flask_login import current_user
 
-    from ..services import audit, jobs
+    from ..services import jobs
 
-    catalog = get_catalog()
-    payload = request.get_json(silent=True)
-    target = catalog.get(name)
-    try:
-        job_request = _job_request(target, name, payload)
-        reason = payload.get("reason") if isinstance(payload.get("reason"), str) else ""
-        submitted = jobs.submit(catalog, current_user, job_request,
-                                _api_actor(), reason=reason or "requested through the API",
-                                fast_plan=True)
-        if submitted.request is not None:
-            return jsonify({"request": submitted.request.id,
-                            "status": submitted.request.status}), 202
-        job = submitted.job
-    except Refused as exc:
-        details = payload if isinstance(payload, dict) else {}
-        audit.record(_api_actor(), "job.request", "denied", target=name[:64],
-                     reason=exc.reason, message=str(exc), via="api",
-                     command=str(details.get("command", ""))[:32],
-                     revision=str(details.get("revision", ""))[:64], running_job=exc.job_id)
-        body = {"error": exc.reason, "detail": str(exc)}
-        if exc.job_id is not None:
-            body["job"] = exc.job_id
-        return jsonify(body), http_status(exc)
-    return jsonify({"job": job.id, "status": job.status}), 202
+    job_request, body = _job_request(name)
+    submitted = jobs.submit(get_catalog(), current_user, job_request, actor(),
+                            reason=body.reason or "requested through the API", fast_plan=True)
+    if submitted.request is not None:
+        return jsonify({"request": submitted.request.id,
+                        "status": submitted.request.status}), 202
+    return jsonify({"job": submitted.job.id, "status": submitted.job.status}), 202
 
 
 @bp.route("/targets/<name>/rehearsals", methods=["POST"])
+@audits_refusals("rehearsal", url_details(target="name"))
 def create_rehearsal(name: str):
     """Rehearse ``{"command", "revision"}`` on a scratch copy of the target's
     schema (synchronous; the real database is only read).
@@ -249,21 +223,11 @@ def create_rehearsal(name: str):
     "seconds"}], "seconds", "failed_revision", "failing_statement", "error",
     "copy", "started_at"}``; refusals as for jobs (403, 400/404, 409, 422, 503).
     """
-    from flask import request
     from flask_login import current_user
 
-    from ..services import audit, rehearsals
+    from ..services import rehearsals
 
-    catalog = get_catalog()
-    payload = request.get_json(silent=True)
-    target = catalog.get(name)
-    try:
-        row = rehearsals.rehearse(catalog, current_user, _job_request(target, name, payload),
-                                  _api_actor())
-    except Refused as exc:
-        audit.record(_api_actor(), "rehearsal", "denied", target=name[:64], reason=exc.reason,
-                     message=str(exc), via="api")
-        return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
+    row = rehearsals.rehearse(get_catalog(), current_user, _job_request(name)[0], actor())
     return jsonify({"rehearsal": row.id, "passed": row.passed, "plan_hash": row.plan_hash,
                     **row.details}), 201
 
@@ -282,20 +246,15 @@ def job(job_id: int):
 
 
 @bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
+@audits_refusals("job.cancel", url_details(job_id="job_id"))
 def job_cancel(job_id: int):
     """Cancel a job still waiting for a queue worker: the job's JSON, or
     ``{"error", "detail"}`` with 403/404/409."""
     from flask_login import current_user
 
-    from ..services import audit, jobs
+    from ..services import jobs
 
-    try:
-        found = jobs.cancel_queued(job_id, current_user, _api_actor())
-    except Refused as exc:
-        audit.record(_api_actor(), "job.cancel", "denied", job_id=job_id, reason=exc.reason,
-                     message=str(exc), via="api")
-        return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
-    return jsonify(job_json(found))
+    return jsonify(job_json(jobs.cancel_queued(job_id, current_user, actor())))
 
 
 def request_json(found) -> dict:
@@ -339,6 +298,7 @@ def requests_list():
 
 
 @bp.route("/requests/<int:request_id>/<any(approve, reject):decision>", methods=["POST"])
+@audits_refusals("request.decide", url_details(request="request_id"))
 def request_decide(request_id: int, decision: str):
     """Approve or reject with JSON ``{"comment": "..."}``: same rules as the UI
     (approver role, never the requester). Approving the last needed approval
@@ -346,19 +306,11 @@ def request_decide(request_id: int, decision: str):
     from flask import request
     from flask_login import current_user
 
-    from ..services import approvals, audit
+    from ..services import approvals
 
-    payload = request.get_json(silent=True)
-    comment = payload.get("comment", "") if isinstance(payload, dict) else ""
-    try:
-        if not isinstance(comment, str):
-            raise Refused(Reason.BAD_INPUT, 'send JSON {"comment": "..."}')
-        found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
-                                      comment, _api_actor())
-    except Refused as exc:
-        audit.record(_api_actor(), "request.decide", "denied", request=request_id,
-                     reason=exc.reason, message=str(exc), via="api")
-        return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
+    body = DecisionBody.load(request.get_json(silent=True) or {})  # no body: no comment
+    found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
+                                  body.comment, actor())
     body = {"request": found.id, "status": found.status}
     if job is not None:
         body["job"] = job.id

@@ -6,12 +6,11 @@ from flask import abort, jsonify, request
 from flask_login import current_user
 
 from ..models import STEP_IN_FLIGHT, StepStatus
-from ..services import audit, rollouts
+from ..services import rollouts
 from ..services.catalog import get_catalog
-from ..services.refusals import Refused
-from ..views.refusals import http_status
-from ..views.rollouts import parse_spec
-from . import _api_actor, bp
+from ..views.common import actor, audits_refusals, url_details
+from ..views.schemas import RolloutBody
+from . import bp
 
 
 def _iso(value) -> str | None:
@@ -44,22 +43,14 @@ def rollout_json(rollout) -> dict:
     }
 
 
-def _refused(exc: Refused, action: str, **details):
-    audit.record(_api_actor(), action, "denied", reason=exc.reason, message=str(exc),
-                 via="api", **details)
-    return jsonify({"error": exc.reason, "detail": str(exc)}), http_status(exc)
-
-
 @bp.route("/rollouts", methods=["POST"])
+@audits_refusals("rollout.create")
 def rollout_create():
     """Start a rollout: JSON ``{"command", "revision", "tier" | "tag" |
     "targets", "batch_size", "concurrency", "stop_on_failure", "reason",
     "paused"}`` → 202 with the rollout's JSON; 400/403/404/409 refusals."""
-    try:
-        spec = parse_spec(request.get_json(silent=True))
-        found = rollouts.create(get_catalog(), current_user, spec, _api_actor())
-    except Refused as exc:
-        return _refused(exc, "rollout.create")
+    spec = RolloutBody.load(request.get_json(silent=True)).to_spec()
+    found = rollouts.create(get_catalog(), current_user, spec, actor())
     return jsonify(rollout_json(found)), 202
 
 
@@ -85,13 +76,9 @@ def rollout_show(rollout_id: int):
 
 @bp.route("/rollouts/<int:rollout_id>/<any(pause, resume, proceed, cancel):action>",
           methods=["POST"])
+@audits_refusals("rollout.{action}", url_details(rollout="rollout_id"))
 def rollout_control(rollout_id: int, action: str):
     """Pause, resume, proceed (start next steps) or cancel: the rollout's JSON,
     or 403/404/409."""
-    change = {"pause": rollouts.pause, "resume": rollouts.resume,
-              "proceed": rollouts.proceed, "cancel": rollouts.cancel}
-    try:
-        found = change[action](get_catalog(), rollout_id, current_user, _api_actor())
-    except Refused as exc:
-        return _refused(exc, f"rollout.{action}", rollout=rollout_id)
+    found = rollouts.CONTROLS[action](get_catalog(), rollout_id, current_user, actor())
     return jsonify(rollout_json(found))

@@ -11,7 +11,7 @@ from ..auth_setup import require_role
 from ..extensions import db
 from ..models import ROLES, User
 from ..services import accounts, audit
-from .jobs import actor
+from .common import actor
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urlsplit
-
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -12,6 +9,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from ..services import accounts, audit
+from .common import safe_next
 
 bp = Blueprint("auth", __name__)
 
@@ -30,20 +28,6 @@ class EmptyForm(FlaskForm):
 # characters after which a path is not followed: controls (a CR LF would
 # end the Location header: werkzeug refuses it, which was a 500 carrying the
 # new session cookie) and backslashes (browsers read "/\\host" as "//host")
-_UNSAFE_NEXT_RE = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-def _safe_next(target: str | None) -> str:
-    """Where to go after login: ``target`` when it is a same-site relative
-    path without control characters or backslashes, else the index page."""
-    if not target or _UNSAFE_NEXT_RE.search(target):
-        return url_for("main.index")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("main.index")
-    return target
-
-
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Show the login form (and the single sign-on button); on POST check the
@@ -74,7 +58,7 @@ def login():
             g.pop("csrf_token", None)
             login_user(user)
             audit.record(audit.Actor(user.username, request.remote_addr), "login", "ok")
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(safe_next(request.args.get("next")))
         audit.record(audit.Actor(form.username.data[:64], request.remote_addr), "login",
                      "failed")
         flash("Wrong username or password.", "error")

@@ -6,17 +6,23 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from flask_login import current_user
 
 from ..core.history import HistoryError
-from ..core.permissions import Role
 from ..core.runner import TargetProcessError
-from ..services import accounts, authoring, jobs
+from ..services import authoring, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
 from ..web_input import printable
-from .jobs import _refused, actor
-from .refusals import http_status
-from .targets import PYGMENTS_CSS, get_target_or_404, highlight_sql
+from .common import actor, answer_refusal, audits_refusals, get_target_or_404, job_refusal_page
+from .schemas import RevisionBody
+from .targets import PYGMENTS_CSS, highlight_sql
 
 bp = Blueprint("authoring", __name__, url_prefix="/targets/<name>")
+
+
+@bp.errorhandler(Refused)
+def refused(exc: Refused):
+    """Every refusal of this blueprint: audited once (when the view names an
+    action), then the error page (or the view's own answer)."""
+    return answer_refusal(exc)
 
 
 def _highlight_python(code: str):
@@ -54,25 +60,27 @@ def preview_result(name: str):
                            if result.downgrade else None,
                            sql_html=highlight_sql(result.sql) if result.sql else None,
                            pygments_css=PYGMENTS_CSS,
-                           can_write=accounts.role_on(current_user, target) >= Role.OPERATOR
-                           and target.policy.allow_revision_authoring)
+                           can_write=authoring.can_write(current_user, target))
     # a SQLite file that does not exist is refused like a plan's (nothing created)
     missing = result.error is not None and result.error.error_type == "DatabaseMissing"
     return html, 409 if missing else 200, {"Vary": "HX-Request"}
 
 
+def _revision_details(exc: Refused) -> dict:
+    return {"target": request.view_args["name"][:64],
+            "kind": str(request.form.get("kind", ""))[:20]}
+
+
 @bp.route("/revisions", methods=["POST"])
+@audits_refusals("revision.create", _revision_details, answer=job_refusal_page)
 def create_revision(name: str):
-    """Write a revision (autogenerate / empty / merge) with Alembic, then show it."""
+    """Write a revision (autogenerate / empty / merge) with Alembic, then show
+    it. A refusal answers with the job refusal page (back to the target)."""
     target = get_target_or_404(name)
-    form = request.form
-    try:
-        revision = authoring.create_revision(
-            get_catalog(), current_user, target, kind=form.get("kind", "")[:20],
-            message=form.get("message", "")[:1000], branch_label=form.get("branch_label"),
-            head=form.get("head"), actor=actor())
-    except Refused as exc:
-        return _refused(exc, name, form)
+    body = RevisionBody.load(RevisionBody.from_form(request.form))
+    revision = authoring.create_revision(
+        get_catalog(), current_user, target, kind=body.kind, message=body.message,
+        branch_label=body.branch_label or None, head=body.head or None, actor=actor())
     return redirect(url_for("targets.revision", name=name, revision=revision), code=303)
 
 
@@ -137,9 +145,7 @@ def pending_sql(name: str):
     database's current state (Alembic's own --sql would start from base)."""
     target = get_target_or_404(name)
     catalog = get_catalog()
-    try:
-        plan = jobs.plan_job(catalog, jobs.JobRequest(target, "upgrade", "heads"))
-    except Refused as exc:
-        abort(http_status(exc), description=str(exc))
+    # a refusal (no audit row: a download is a read) answers with the error page
+    plan = jobs.plan_job(catalog, jobs.JobRequest(target, "upgrade", "heads"))
     start = ",".join(plan.current) or None
     return _download(target, start, "heads", plan.sql)

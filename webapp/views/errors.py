@@ -7,7 +7,9 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 
-def _respond(code: int, title: str, description: str):
+def respond(code: int, title: str, description: str):
+    """The error answer: JSON ``{"error": title in lower case, "detail"}`` under
+    ``/api/``, the error page elsewhere, with status ``code``."""
     if request.path.startswith("/api/"):
         return jsonify(error=title.lower(), detail=description), code
     return render_template("errors/error.html", code=code, title=title,
@@ -19,15 +21,15 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
-        return _respond(400, "Bad Request",
+        return respond(400, "Bad Request",
                         f"The form's security token is missing or expired ({exc.description}). "
                         "Reload the page and try again.")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return _respond(exc.code or 500, exc.name, exc.description or "")
+        return respond(exc.code or 500, exc.name, exc.description or "")
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         app.logger.exception("unhandled error on %s", request.path)
-        return _respond(500, "Internal Server Error", InternalServerError.description)
+        return respond(500, "Internal Server Error", InternalServerError.description)

@@ -9,59 +9,39 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..services import audit, jobs
+from ..services import jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused, approvals_text
-from .refusals import http_status
-from .targets import (
-    PYGMENTS_CSS,
-    get_target_or_404,
+from .common import (
+    actor,
+    answer_refusal,
+    audits_refusals,
+    error_page,
     hidden_from_user,
-    sql_sections_html,
+    job_refusal_page,
+    job_request,
+    job_request_details,
+    url_details,
 )
+from .targets import PYGMENTS_CSS, sql_sections_html
 
 bp = Blueprint("jobs", __name__)
 
-MAX_FIELD = 200  # characters; longer input is refused before any lookup
 
-
-def actor() -> audit.Actor:
-    """The logged-in user (with its identity provider subject) and client
-    address, for the audit log."""
-    return audit.Actor.of(current_user, request.remote_addr)
-
-
-def _job_request(name: str, source) -> jobs.JobRequest:
-    target = get_target_or_404(name)
-    command = (source.get("command") or "").strip()
-    revision = (source.get("revision") or "").strip()
-    if len(command) > MAX_FIELD or len(revision) > MAX_FIELD:
-        raise Refused(Reason.BAD_INPUT, "command or revision is too long")
-    return jobs.JobRequest(target, command, revision)
-
-
-def _refused(exc: Refused, name: str, source):
-    audit.record(actor(), "job.request", "denied", target=name, reason=exc.reason,
-                 message=str(exc), command=str(source.get("command", ""))[:32],
-                 revision=str(source.get("revision", ""))[:64], running_job=exc.job_id)
-    running = jobs.get_job(exc.job_id) if exc.job_id else None
-    command = str(source.get("command", ""))[:MAX_FIELD]
-    revision = str(source.get("revision", ""))[:MAX_FIELD]
-    code = http_status(exc)
-    return render_template("jobs/refused.html", target=get_catalog().get(name), error=exc,
-                           running=running, command=command, revision=revision,
-                           code=code), code
+@bp.errorhandler(Refused)
+def refused(exc: Refused):
+    """Every refusal of this blueprint: audited once, then the job refusal
+    page (or the view's own answer)."""
+    return answer_refusal(exc, default=job_refusal_page)
 
 
 @bp.route("/targets/<name>/plan")
+@audits_refusals("job.request", job_request_details)
 def plan(name: str):
     """Show the plan of ``?command=&revision=`` from the target's current state."""
-    try:
-        req = _job_request(name, request.args)
-        jobs.authorize(current_user, req.target, req.command)
-        plan = jobs.plan_job(get_catalog(), req)
-    except Refused as exc:
-        return _refused(exc, name, request.args)
+    req, _ = job_request(name, request.args)
+    jobs.authorize(current_user, req.target, req.command)
+    plan = jobs.plan_job(get_catalog(), req)
     from ..services import rehearsals
 
     running = jobs.running_job(name)
@@ -73,19 +53,17 @@ def plan(name: str):
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])
+@audits_refusals("job.request", job_request_details)
 def create(name: str):
     """Confirm a plan: re-plan, compare hashes, start the job (POST + CSRF);
     protected targets go through the request form instead."""
-    try:
-        req = _job_request(name, request.form)
-        if req.target.policy.is_protected:  # the request form asks for approval
-            raise Refused(Reason.POLICY, f"{name} is protected: its jobs need "
-                          f"{approvals_text(req.target.policy.approvals_required)}. Request "
-                          "approval from the plan page.")
-        job = jobs.submit(get_catalog(), current_user, req, actor(),
-                          confirmed_hash=request.form.get("plan_hash", "")).job
-    except Refused as exc:
-        return _refused(exc, name, request.form)
+    req, body = job_request(name, request.form)
+    if req.target.policy.is_protected:  # the request form asks for approval
+        raise Refused(Reason.POLICY, f"{name} is protected: its jobs need "
+                      f"{approvals_text(req.target.policy.approvals_required)}. Request "
+                      "approval from the plan page.")
+    job = jobs.submit(get_catalog(), current_user, req, actor(),
+                      confirmed_hash=body.plan_hash).job
     return redirect(url_for("jobs.show", job_id=job.id), code=303)
 
 
@@ -136,31 +114,22 @@ def status(job_id: int):
 
 
 @bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
+@audits_refusals("job.cancel", url_details(job_id="job_id"), answer=error_page)
 def cancel(job_id: int):
     """Cancel a job still waiting for a queue worker (POST + CSRF)."""
-    try:
-        jobs.cancel_queued(job_id, current_user, actor())
-    except Refused as exc:
-        audit.record(actor(), "job.cancel", "denied", job_id=job_id, reason=exc.reason,
-                     message=str(exc))
-        abort(http_status(exc), description=str(exc))
+    jobs.cancel_queued(job_id, current_user, actor())
     return redirect(url_for("jobs.show", job_id=job_id), code=303)
 
 
 @bp.route("/targets/<name>/rehearsals", methods=["POST"])
+@audits_refusals("rehearsal", job_request_details)
 def rehearse(name: str):
     """Rehearse the plan of the form's command/revision on a scratch copy
     (POST + CSRF), then show the plan again with the result."""
     from ..services import rehearsals
 
-    try:
-        req = _job_request(name, request.form)
-        rehearsals.rehearse(get_catalog(), current_user, req, actor(),
-                            plan_hash=request.form.get("plan_hash", ""))
-    except Refused as exc:
-        audit.record(actor(), "rehearsal", "denied", target=name, reason=exc.reason,
-                     message=str(exc))
-        return _refused(exc, name, request.form)
+    req, body = job_request(name, request.form)
+    rehearsals.rehearse(get_catalog(), current_user, req, actor(), plan_hash=body.plan_hash)
     request_id = request.form.get("request_id", "")
     if request_id.isdigit() and len(request_id) < 10:  # rehearsed from a request's page
         return redirect(url_for("requests.show", request_id=int(request_id)) + "#rehearsal",

@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from ..services import accounts, jobs
 from ..services.catalog import get_catalog
-from .targets import get_target_or_404
+from .common import get_target_or_404
 
 bp = Blueprint("main", __name__)
 

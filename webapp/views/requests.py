@@ -6,28 +6,59 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from ..models import REQUEST_PENDING, RequestStatus
-from ..services import accounts, approvals, audit, jobs
+from ..services import accounts, approvals, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
-from .jobs import _job_request, _refused, actor
-from .refusals import http_status
-from .targets import PYGMENTS_CSS, hidden_from_user, sql_sections_html
+from .common import (
+    actor,
+    answer_refusal,
+    audits_refusals,
+    hidden_from_user,
+    http_status,
+    job_refusal_page,
+    job_request,
+    job_request_details,
+)
+from .schemas import DecisionBody
+from .targets import PYGMENTS_CSS, sql_sections_html
 
 bp = Blueprint("requests", __name__)
 
 
+def _decision_details(exc: Refused) -> dict:
+    """Audit details of a refused decision, withdrawal or run: the request
+    (from the URL) and its target."""
+    request_id = request.view_args["request_id"]
+    found = approvals.get_request(request_id)
+    return {"target": found.target if found else None, "request": request_id}
+
+
+def _decision_refusal_page(exc: Refused):
+    """The refusal page of an action on a request, with a way back to it."""
+    code = http_status(exc)
+    return render_template("jobs/refused.html", target=None, error=exc, running=None,
+                           code=code, back=url_for("requests.show",
+                                                   request_id=request.view_args["request_id"])
+                           ), code
+
+
+@bp.errorhandler(Refused)
+def refused(exc: Refused):
+    """Every refusal of this blueprint: audited once, then the refusal page
+    with a way back to the request (or the view's own answer)."""
+    return answer_refusal(exc, default=_decision_refusal_page)
+
+
 @bp.route("/targets/<name>/requests", methods=["POST"])
+@audits_refusals("job.request", job_request_details, answer=job_refusal_page)
 def create(name: str):
-    """Turn the confirmed plan into a request (protected targets; POST + CSRF)."""
-    try:
-        req = _job_request(name, request.form)
-        if not req.target.policy.is_protected:
-            raise Refused(Reason.POLICY, f"{name} is not protected: run the plan directly.")
-        created = jobs.submit(get_catalog(), current_user, req, actor(),
-                              confirmed_hash=request.form.get("plan_hash", ""),
-                              reason=request.form.get("reason", "")).request
-    except Refused as exc:
-        return _refused(exc, name, request.form)
+    """Turn the confirmed plan into a request (protected targets; POST + CSRF).
+    A refusal is one of the job request (the plan page's form), answered so."""
+    req, body = job_request(name, request.form)
+    if not req.target.policy.is_protected:
+        raise Refused(Reason.POLICY, f"{name} is not protected: run the plan directly.")
+    created = jobs.submit(get_catalog(), current_user, req, actor(),
+                          confirmed_hash=body.plan_hash, reason=body.reason).request
     flash(f"Request {created.id} created: an approver must approve it before it runs.", "info")
     return redirect(url_for("requests.show", request_id=created.id), code=303)
 
@@ -73,23 +104,13 @@ def show(request_id: int):
         is_requester=found.requester_id == current_user.id)
 
 
-def _refused_request(exc: Refused, request_id: int):
-    found = approvals.get_request(request_id)
-    audit.record(actor(), "request.decide", "denied", target=found.target if found else None,
-                 request=request_id, reason=exc.reason, message=str(exc))
-    return render_template("jobs/refused.html", target=None, error=exc, running=None,
-                           code=http_status(exc),
-                           back=url_for("requests.show", request_id=request_id)), http_status(exc)
-
-
 @bp.route("/requests/<int:request_id>/<any(approve, reject):decision>", methods=["POST"])
+@audits_refusals("request.decide", _decision_details)
 def decide(request_id: int, decision: str):
     """Approve or reject (approver role, not the requester; POST + CSRF)."""
-    try:
-        found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
-                                      request.form.get("comment", ""), actor())
-    except Refused as exc:
-        return _refused_request(exc, request_id)
+    body = DecisionBody.load(DecisionBody.from_form(request.form))
+    found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
+                                  body.comment, actor())
     if job is not None:
         return redirect(url_for("jobs.show", job_id=job.id), code=303)
     flash(f"Request {found.id} is {found.status}.", "info")
@@ -97,24 +118,20 @@ def decide(request_id: int, decision: str):
 
 
 @bp.route("/requests/<int:request_id>/withdraw", methods=["POST"])
+@audits_refusals("request.decide", _decision_details)
 def withdraw(request_id: int):
     """The requester takes the request back."""
-    try:
-        approvals.withdraw(request_id, current_user, actor())
-    except Refused as exc:
-        return _refused_request(exc, request_id)
+    approvals.withdraw(request_id, current_user, actor())
     flash(f"Request {request_id} withdrawn.", "info")
     return redirect(url_for("requests.show", request_id=request_id), code=303)
 
 
 @bp.route("/requests/<int:request_id>/run", methods=["POST"])
+@audits_refusals("request.decide", _decision_details)
 def run(request_id: int):
     """The requester starts an approved request (policy run_on_approval = false)."""
     found = _request_or_404(request_id)
-    try:
-        if found.requester_id != current_user.id:
-            raise Refused(Reason.ROLE, "Only the requester runs an approved request.")
-        job = approvals.run_approved(get_catalog(), found, actor())
-    except Refused as exc:
-        return _refused_request(exc, request_id)
+    if found.requester_id != current_user.id:
+        raise Refused(Reason.ROLE, "Only the requester runs an approved request.")
+    job = approvals.run_approved(get_catalog(), found, actor())
     return redirect(url_for("jobs.show", job_id=job.id), code=303)

@@ -17,7 +17,8 @@ from flask import (
 from flask_login import login_user
 
 from ..services import audit, sso
-from .auth import LoginForm, _safe_next
+from .auth import LoginForm
+from .common import safe_next
 
 bp = Blueprint("sso", __name__)
 
@@ -32,7 +33,7 @@ def start():
         abort(404)
     import requests  # the SSO libraries load only when SSO is configured and used
 
-    session[NEXT_KEY] = _safe_next(request.args.get("next"))
+    session[NEXT_KEY] = safe_next(request.args.get("next"))
     try:
         return sso.client().authorize_redirect(url_for("sso.callback", _external=True))
     except (requests.RequestException, ValueError, RuntimeError) as exc:
@@ -98,4 +99,4 @@ def callback():
     login_user(user)
     audit.record(audit.Actor.of(user, request.remote_addr), "login", "ok", method="oidc",
                  groups=user.groups, role=user.role, created=created)
-    return redirect(_safe_next(next_url))
+    return redirect(safe_next(next_url))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request
-from flask_login import current_user
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -12,12 +11,12 @@ from pygments.lexers import PythonLexer, SqlLexer
 from ..core.graph import add_dependencies, layout, row_svg
 from ..core.history import History, HistoryError
 from ..core.lint import sql_sections
-from ..core.permissions import Role
 from ..core.runner import TargetProcessError
 from ..core.status import TargetStatus
 from ..core.targets import Target, TargetUrlMissing
-from ..services import accounts, audit, checks, jobs
+from ..services import checks, jobs
 from ..services.catalog import get_catalog
+from .common import get_target_or_404
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
 
@@ -43,51 +42,6 @@ def sql_sections_html(sql: str, findings: list[dict]) -> list[dict]:
                          "warnings": sum(1 for f in mine if f.get("level", "warning")
                                          == "warning")})
     return sections
-
-
-def get_target_or_404(name: str) -> Target:
-    """The configured target ``name``, if the logged-in user may see it.
-
-    :raises NotFound: (404) no such target, or one the user has no role on
-        (:func:`webapp.services.accounts.role_on` below viewer; audited):
-        the same answer for both, so the answer never tells which names
-        exist.
-    """
-    target = get_catalog().get(name)
-    if target is not None:
-        role = accounts.role_on(current_user, target)
-        if role >= Role.VIEWER:
-            return target
-        _audit_denied(target, Role.VIEWER, role)
-    abort(404, description=f"There is no target called {name[:80]!r}.")
-
-
-def _audit_denied(target: Target | None, needed: Role, role: Role) -> None:
-    audit.record(audit.Actor.of(current_user, request.remote_addr), "access", "denied",
-                 target=target.name if target else None, reason="role",
-                 needed=needed.label, role=role.label, path=request.path[:200])
-
-
-def require_role_on(target: Target | None, needed: Role) -> None:
-    """403 (audited) unless the logged-in user's role on ``target`` is ``needed``
-    or above (global role and grants; see :func:`accounts.role_on`)."""
-    role = accounts.role_on(current_user, target)
-    if role < needed:
-        _audit_denied(target, needed, role)
-        abort(403, description=f"This needs the {needed.label} role on "
-                               f"{target.name if target else 'this target'}; your role there "
-                               f"is {role.label}.")
-
-
-def hidden_from_user(target: Target | None) -> bool:
-    """True (audited as a denial) when the logged-in user has no role on
-    ``target``: a page about it (a job, a request) then answers exactly like
-    one that does not exist, so neither the target's name nor the row leaks."""
-    role = accounts.role_on(current_user, target)
-    if role >= Role.VIEWER:
-        return False
-    _audit_denied(target, Role.VIEWER, role)
-    return True
 
 
 def history_rows(history: History, status: TargetStatus, limit: int | None = None) -> list[dict]:

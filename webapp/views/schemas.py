@@ -1,0 +1,217 @@
+"""Input schemas: one pydantic model per request body, shared by the HTML
+forms and the JSON API.
+
+A form post is first turned into the API's keys (``Body.from_form``), then
+both go through the same :meth:`Body.load`, so a field has one type and one
+length limit wherever it comes from. A body that does not fit is refused
+with :class:`~webapp.services.refusals.Refused` (:attr:`Reason.BAD_INPUT`,
+a 400) carrying the message the dashboard has always given for it.
+
+Rules that need the database or a target (is this a revision, may this
+user...) and limits shared with code outside the web layer (a request's
+reason, an approval's comment, a revision message) stay in the services;
+these models check shape, types and the size of identifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+)
+
+from ..core.rollouts import Selection
+from ..services.refusals import Reason, Refused
+from ..services.rollouts import RolloutSpec
+
+COMMAND_MAX = 32     # characters of a command (upgrade, downgrade, stamp)
+REVISION_MAX = 200   # characters of a revision, a target name, a tier or a tag
+NAMES_MAX = 1000     # entries in a list of tiers, tags or target names
+
+# a command / revision as sent: surrounding blanks dropped before the length is checked
+Command = Annotated[str, StringConstraints(strip_whitespace=True, max_length=COMMAND_MAX)]
+Revision = Annotated[str, StringConstraints(strip_whitespace=True, max_length=REVISION_MAX)]
+
+
+def _names(value: Any) -> Any:
+    """A string or a list of strings → tuple without blanks and duplicates
+    (order kept); anything else is left for the type check to refuse."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and len(value) <= NAMES_MAX \
+            and all(isinstance(v, str) for v in value):
+        return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    """``""`` / None → None (the default applies), a string of digits → int;
+    anything else is left for the (strict) type check."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit() and len(value) < 10:
+        return int(value)
+    return value
+
+
+Names = Annotated[tuple[Annotated[str, StringConstraints(max_length=REVISION_MAX)], ...],
+                  BeforeValidator(_names)]
+WholeNumber = Annotated[int | None, BeforeValidator(_whole_number)]
+
+
+class Body(BaseModel):
+    """A request body: strict types (a JSON number is no string, ``true`` no
+    number), unknown keys ignored, immutable once loaded.
+
+    Subclasses set :attr:`SHAPE` (the message for a body that is not an
+    object) and :attr:`MESSAGES`: for a field, or ``"field:too_long"``, the
+    message of a refusal on it; the first failing field (in the order the
+    fields are declared) decides the message, :attr:`SHAPE` when none is set.
+    """
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    SHAPE: ClassVar[str] = "send a JSON object"
+    MESSAGES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def load(cls, data: Any) -> Self:
+        """The body ``data`` (a parsed JSON value, or a form's fields as
+        :meth:`from_form` gives them) as this model.
+
+        :raises Refused: :attr:`Reason.BAD_INPUT` when ``data`` is not a
+            mapping or a field does not fit.
+        """
+        if not isinstance(data, Mapping):
+            raise Refused(Reason.BAD_INPUT, cls.SHAPE)
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise Refused(Reason.BAD_INPUT, cls._message(exc.errors()[0])) from None
+
+    @classmethod
+    def _message(cls, error: Mapping[str, Any]) -> str:
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] == "string_too_long":
+            found = cls.MESSAGES.get(f"{field}:too_long")
+            if found:
+                return found
+        message = cls.MESSAGES.get(field)
+        return message.format(field=field) if message else cls.SHAPE
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
+        """A form's (or query string's) fields in the API's keys; a field
+        left out is an empty string, as a browser sends an empty input."""
+        return {name: form.get(name) or "" for name in cls.model_fields}
+
+
+def _text_or_empty(value: Any) -> Any:
+    return value if isinstance(value, str) else ""
+
+
+class JobBody(Body):
+    """Plan, run, rehearse or request ``command`` to ``revision`` on a target:
+    ``{"command", "revision", "reason", "plan_hash"}`` (the API sends no
+    plan hash; a form sends the one of the plan it showed).
+
+    ``reason`` is optional and anything but text counts as none (the API
+    has always taken it so); its length is the approval service's rule.
+    """
+
+    SHAPE: ClassVar[str] = ('send JSON {"command": "upgrade" | "downgrade" | "stamp", '
+                            '"revision": "<rev>"}')
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "command:too_long": "command or revision is too long",
+        "revision:too_long": "command or revision is too long",
+        "plan_hash:too_long": "plan_hash is too long",
+    }
+
+    command: Command
+    revision: Revision
+    reason: Annotated[str, BeforeValidator(_text_or_empty)] = ""
+    plan_hash: Annotated[str, StringConstraints(max_length=REVISION_MAX)] = ""
+
+
+class RolloutBody(Body):
+    """Start a rollout: ``{"command", "revision", "tier" | "tag" | "targets"
+    (a string or a list of strings), "batch_size", "concurrency",
+    "stop_on_failure", "reason", "paused"}``. The ranges of the numbers and
+    of ``reason`` are the rollout service's rules."""
+
+    SHAPE: ClassVar[str] = ('send JSON {"command", "revision", "tier" | "tag" | '
+                            '"targets", "batch_size", "concurrency"}')
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "command": "command and revision must be strings, as for a job",
+        "revision": "command and revision must be strings, as for a job",
+        **dict.fromkeys(("reason", "stop_on_failure", "paused"),
+                        "reason must be a string; stop_on_failure and paused true or false"),
+        **dict.fromkeys(("tier", "tag", "targets"), "{field} must be a string or a list of "
+                                                    "strings"),
+        **dict.fromkeys(("batch_size", "concurrency"), "{field} must be a whole number"),
+    }
+
+    command: Command
+    revision: Revision
+    reason: str = ""
+    stop_on_failure: bool = True
+    paused: bool = False
+    tier: Names = ()
+    tag: Names = ()
+    targets: Names = ()
+    batch_size: WholeNumber = None
+    concurrency: WholeNumber = None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
+        """The start form's fields in the API's keys: tiers and targets are
+        checkboxes, tags one text field (comma or space separated), the
+        flags checkboxes ("on")."""
+        return {"command": form.get("command", ""), "revision": form.get("revision", ""),
+                "tier": form.getlist("tier"), "targets": form.getlist("targets"),
+                "tag": form.get("tag", "").replace(",", " ").split(),
+                "batch_size": form.get("batch_size", ""),
+                "concurrency": form.get("concurrency", ""), "reason": form.get("reason", ""),
+                "stop_on_failure": form.get("stop_on_failure") == "on",
+                "paused": form.get("paused") == "on"}
+
+    def to_spec(self) -> RolloutSpec:
+        """The :class:`~webapp.services.rollouts.RolloutSpec` this body asks
+        for (concurrency 1 when not given)."""
+        return RolloutSpec(command=self.command, revision=self.revision,
+                           selection=Selection(tiers=self.tier, tags=self.tag,
+                                               names=self.targets),
+                           batch_size=self.batch_size,
+                           concurrency=1 if self.concurrency is None else self.concurrency,
+                           reason=self.reason, stop_on_failure=self.stop_on_failure,
+                           paused=self.paused)
+
+
+class DecisionBody(Body):
+    """Approve or reject a request: ``{"comment"}`` (optional; its length is
+    the approval service's rule). No body at all is no comment."""
+
+    SHAPE: ClassVar[str] = 'send JSON {"comment": "..."}'
+
+    comment: str = ""
+
+
+class RevisionBody(Body):
+    """Write a revision: ``{"kind": "autogenerate" | "empty" | "merge",
+    "message", "branch_label", "head"}``; what each may hold is the authoring
+    service's rule."""
+
+    SHAPE: ClassVar[str] = "send kind, message, branch_label and head as text"
+
+    kind: str = ""
+    message: str = ""
+    branch_label: str = ""
+    head: str = ""
