@@ -282,6 +282,20 @@ def check_requester(request: ApprovalRequest, target: Target, actor: audit.Actor
         raise
 
 
+def run_approved_by(catalog: Catalog, request: ApprovalRequest, user: User,
+                    actor: audit.Actor) -> Job:
+    """``user`` starts the job of an approved request (targets whose policy
+    has ``run_on_approval = false``): only its requester may, then as
+    :func:`run_approved`.
+
+    :raises Refused: 403 (role) ``user`` is not the requester; else as
+        :func:`run_approved`.
+    """
+    if request.requester_id != user.id:
+        raise Refused(Reason.ROLE, "Only the requester runs an approved request.")
+    return run_approved(catalog, request, actor)
+
+
 def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor) -> Job:
     """Start the job of an approved request (a POST) after expiring stale
     requests, and checking again that its requester may run it

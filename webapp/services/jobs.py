@@ -35,7 +35,7 @@ from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
 from . import accounts, audit, events, launchers, liveness
 from .catalog import Catalog
 from .launchers import drop_unstarted
-from .refusals import Reason, Refused, approvals_text
+from .refusals import Reason, Refused, approvals_text, needs_role
 
 _UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
 
@@ -59,7 +59,7 @@ class Submission:
 
 def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor, *,
            confirmed_hash: str | None = None, reason: str = "",
-           fast_plan: bool = False) -> Submission:
+           fast_plan: bool = False, asks_for: str | None = None) -> Submission:
     """Submit ``alembic command revision`` on a target: the one entry point.
 
     Checks the role and policy, computes the plan from the database's current
@@ -70,10 +70,14 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
         is refused (:attr:`Reason.PLAN_CHANGED`).
     :param fast_plan: for pipelines on unprotected targets: pin the steps and
         checksums without rendering offline SQL first (:func:`quick_upgrade_plan`).
+    :param asks_for: ``"job"`` (a page's confirm button) or ``"request"`` (its
+        request form): refused (policy) before anything else when the target's
+        protection says otherwise; None (the API) takes what the target gives.
     :raises Refused: role, policy, bad input, unknown revision, missing
         database, nothing to do, plan changed, busy, unreachable...
     """
     target = request.target
+    _check_asks_for(target, asks_for)
     actor = actor.granted(authorize(user, target, request.command))
     plan = None
     if fast_plan and not target.policy.is_protected:  # approvers must see the SQL
@@ -92,6 +96,17 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
                                     confirmed_hash=confirmed_hash))
 
 
+def _check_asks_for(target: Target, asks_for: str | None) -> None:
+    """:raises Refused: policy, a direct job on a protected target or a
+    request on one that is not (see :func:`submit`)."""
+    if asks_for == "job" and target.policy.is_protected:
+        raise Refused(Reason.POLICY, f"{target.name} is protected: its jobs need "
+                      f"{approvals_text(target.policy.approvals_required)}. Request "
+                      "approval from the plan page.")
+    if asks_for == "request" and not target.policy.is_protected:
+        raise Refused(Reason.POLICY, f"{target.name} is not protected: run the plan directly.")
+
+
 def authorize(user: User, target: Target, command: str) -> list[str]:
     """Server-side role and policy checks for running ``command`` on ``target``,
     with the user's effective role there (:func:`accounts.access_on`).
@@ -105,8 +120,7 @@ def authorize(user: User, target: Target, command: str) -> list[str]:
     """
     access = accounts.access_on(user, target)
     if not access.allows(Role.OPERATOR):
-        raise Refused(Reason.ROLE, f"Running migrations on {target.name} needs the operator "
-                      f"role; your role there is {access.role.label}.")
+        raise needs_role(f"Running migrations on {target.name}", "operator", access.role.label)
     if command == "stamp" and not access.allows(Role.ADMIN):
         raise Refused(Reason.ROLE, "stamp needs the admin role: it rewrites the version "
                       "table without running migrations.")
@@ -359,8 +373,7 @@ def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
 
     access = accounts.access_on(user, get_catalog().get(job.target))
     if not access.allows(Role.OPERATOR):
-        raise Refused(Reason.ROLE, f"Cancelling a job on {job.target} needs the operator "
-                      f"role; your role there is {access.role.label}.")
+        raise needs_role(f"Cancelling a job on {job.target}", "operator", access.role.label)
     actor = actor.granted(access.granted_by(Role.OPERATOR))
     done = db.session.execute(update(Job).where(
         Job.id == job_id, Job.status == JobStatus.QUEUED, Job.worker_pid.is_(None)).values(

@@ -11,7 +11,7 @@ from flask_login import current_user
 
 from ..services import jobs
 from ..services.catalog import get_catalog
-from ..services.refusals import Reason, Refused, approvals_text
+from ..services.refusals import Refused
 from .common import (
     actor,
     answer_refusal,
@@ -58,12 +58,8 @@ def create(name: str):
     """Confirm a plan: re-plan, compare hashes, start the job (POST + CSRF);
     protected targets go through the request form instead."""
     req, body = job_request(name, request.form)
-    if req.target.policy.is_protected:  # the request form asks for approval
-        raise Refused(Reason.POLICY, f"{name} is protected: its jobs need "
-                      f"{approvals_text(req.target.policy.approvals_required)}. Request "
-                      "approval from the plan page.")
     job = jobs.submit(get_catalog(), current_user, req, actor(),
-                      confirmed_hash=body.plan_hash).job
+                      confirmed_hash=body.plan_hash, asks_for="job").job
     return redirect(url_for("jobs.show", job_id=job.id), code=303)
 
 

@@ -8,7 +8,7 @@ from flask_login import current_user
 from ..models import REQUEST_PENDING, RequestStatus
 from ..services import accounts, approvals, jobs
 from ..services.catalog import get_catalog
-from ..services.refusals import Reason, Refused
+from ..services.refusals import Refused
 from .common import (
     actor,
     answer_refusal,
@@ -55,10 +55,8 @@ def create(name: str):
     """Turn the confirmed plan into a request (protected targets; POST + CSRF).
     A refusal is one of the job request (the plan page's form), answered so."""
     req, body = job_request(name, request.form)
-    if not req.target.policy.is_protected:
-        raise Refused(Reason.POLICY, f"{name} is not protected: run the plan directly.")
-    created = jobs.submit(get_catalog(), current_user, req, actor(),
-                          confirmed_hash=body.plan_hash, reason=body.reason).request
+    created = jobs.submit(get_catalog(), current_user, req, actor(), confirmed_hash=body.plan_hash,
+                          reason=body.reason, asks_for="request").request
     flash(f"Request {created.id} created: an approver must approve it before it runs.", "info")
     return redirect(url_for("requests.show", request_id=created.id), code=303)
 
@@ -131,7 +129,5 @@ def withdraw(request_id: int):
 def run(request_id: int):
     """The requester starts an approved request (policy run_on_approval = false)."""
     found = _request_or_404(request_id)
-    if found.requester_id != current_user.id:
-        raise Refused(Reason.ROLE, "Only the requester runs an approved request.")
-    job = approvals.run_approved(get_catalog(), found, actor())
+    job = approvals.run_approved_by(get_catalog(), found, current_user, actor())
     return redirect(url_for("jobs.show", job_id=job.id), code=303)
