@@ -28,10 +28,16 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (tests that wait on
+# processes leave a core idle, so one more worker than cores); tests marked
+# `alone` (they busy every core on purpose) run afterwards, by themselves.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not alone"
+	$(BIN)/python -m pytest -m alone
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/history.py

@@ -63,6 +63,7 @@ def sleepy_app(make_app, tmp_path, monkeypatch):
     return app, client, url
 
 
+@pytest.mark.alone
 def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(sleepy_app):
     """Both cores busy for the whole job (~60 s) and the job's process paused
     (SIGSTOP) for 20 s — longer than the heartbeat timeout — mid-run: the
