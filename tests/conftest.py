@@ -26,6 +26,40 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
 
 
+# Tests that must share one pytest-xdist worker (make test runs the suite on
+# several), by path prefix: every browser test (one Chromium and one live
+# gunicorn for all, in file order, as in a serial run), and the MariaDB
+# rehearsal tests (rehearsals create and drop temporary server accounts, and
+# tests compare the server's account list before and after).
+XDIST_GROUPS = {
+    "tests/e2e/": "browser",
+    "tests/test_isolation_rehearsal_mysql.py": "mariadb-accounts",
+    "tests/test_isolation_rehearsal_variants.py": "mariadb-accounts",
+    "tests/test_rehearsals.py": "mariadb-accounts",
+}
+
+
+def xdist_group_of(nodeid: str) -> str | None:
+    """The :data:`XDIST_GROUPS` group of a test id, or None (any worker)."""
+    return next((group for prefix, group in XDIST_GROUPS.items()
+                 if nodeid.startswith(prefix)), None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` by :data:`XDIST_GROUPS`. (pytest-xdist 3.8's own
+    ``xdist_group`` marker renames ``item._nodeid``, which pytest 9.2 no
+    longer reads, so the marker has no effect here.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PathGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid) or super()._split_scope(nodeid)
+
+    return PathGroups(config, log)
+
+
 def _unavailable(what: str, exc: Exception):
     if IN_CI:
         pytest.fail(f"{what} is required in CI but unavailable: {exc}")

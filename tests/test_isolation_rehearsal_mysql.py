@@ -23,9 +23,7 @@ from jobtools import tables, token_headers, version_table
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets
 
-# Rehearsals on MariaDB create and drop temporary accounts, and tests here compare
-# the server's account list before and after: under pytest-xdist they run on one worker.
-pytestmark = [pytest.mark.mysql, pytest.mark.xdist_group("mysql-accounts")]
+pytestmark = pytest.mark.mysql
 
 MADE = 'sa.Column("id", sa.Integer, primary_key=True)'
 

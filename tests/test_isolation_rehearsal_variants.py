@@ -41,10 +41,6 @@ def engine_from_config(section, prefix="sqlalchemy.", **kwargs):
 ENV_OWN_URL = '''
 from sqlalchemy import create_engine as _create_engine
 
-# Rehearsals on MariaDB create and drop temporary accounts, and tests here compare
-# the server's account list before and after: under pytest-xdist they run on one worker.
-pytestmark = pytest.mark.xdist_group("mysql-accounts")
-
 
 def engine_from_config(section, prefix="sqlalchemy.", **kwargs):
     return _create_engine(os.environ["REAL_URL"], **kwargs)

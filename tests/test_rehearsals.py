@@ -9,7 +9,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from conftest import add_user, csrf_from, login
 from envtools import Rev, make_env, sqlite_url, write_targets_file
@@ -17,10 +16,6 @@ from jobtools import tables, token_headers, version_table
 
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets
-
-# Rehearsals on MariaDB create and drop temporary accounts, and tests here compare
-# the server's account list before and after: under pytest-xdist they run on one worker.
-pytestmark = pytest.mark.xdist_group("mysql-accounts")
 
 FAILING = 'op.execute("INSERT INTO no_such_table (id) VALUES (1)")'
 

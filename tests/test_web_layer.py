@@ -131,10 +131,10 @@ def test_no_web_module_imports_a_private_name():
 
 
 def test_the_route_rules_of_a_submission_are_the_services(demo_app):
-    """Which form may submit to which target is decided by ``jobs.submit``
+    """Which form may submit to which target is decided by ``submission.submit``
     (it was checked in the views): a direct job on the protected target, a
     request on an unprotected one, are refused (policy) before the role."""
-    from webapp.services import accounts, audit, jobs
+    from webapp.services import accounts, audit, jobs, submission
     from webapp.services.catalog import get_catalog
     from webapp.services.refusals import Refused
 
@@ -146,11 +146,11 @@ def test_the_route_rules_of_a_submission_are_the_services(demo_app):
                                      ("demo-staging", "request", "is not protected")):
             job_request = jobs.JobRequest(catalog.get(name), "upgrade", "heads")
             with pytest.raises(Refused) as refused:
-                jobs.submit(catalog, viewer, job_request, audit.Actor.of(viewer, None),
+                submission.submit(catalog, viewer, job_request, audit.Actor.of(viewer, None),
                             asks_for=asks_for)
             assert refused.value.reason == "policy" and says in str(refused.value)
         with pytest.raises(Refused) as refused:  # and without: the role decides
-            jobs.submit(catalog, viewer, jobs.JobRequest(catalog.get("demo-staging"),
+            submission.submit(catalog, viewer, jobs.JobRequest(catalog.get("demo-staging"),
                                                          "upgrade", "heads"),
                         audit.Actor.of(viewer, None))
         assert refused.value.reason == "role"

@@ -29,15 +29,6 @@ TIMEOUT_MS = 15_000  # a hang guard for every action and expect(), not a speed t
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (``make test``) every browser test runs on one worker,
-    in file order: one Chromium and one live server for all of them, as in a
-    serial run, while the other workers take the rest of the suite."""
-    for item in items:
-        if "/e2e/" in item.nodeid or item.nodeid.startswith("e2e/"):
-            item.add_marker(pytest.mark.xdist_group("browser"))
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory) -> str:
     """A real gunicorn (after ``flask init``) on a free port: its base URL.

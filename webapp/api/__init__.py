@@ -202,11 +202,11 @@ def create_job(name: str):
     """
     from flask_login import current_user
 
-    from ..services import jobs
+    from ..services import submission
 
     job_request, body = _job_request(name)
-    submitted = jobs.submit(get_catalog(), current_user, job_request, actor(),
-                            reason=body.reason or "requested through the API", fast_plan=True)
+    submitted = submission.submit(get_catalog(), current_user, job_request, actor(),
+                                  reason=body.reason or "requested through the API", fast_plan=True)
     if submitted.request is not None:
         return jsonify({"request": submitted.request.id,
                         "status": submitted.request.status}), 202

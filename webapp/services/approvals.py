@@ -34,8 +34,9 @@ from ..models import (
     utcnow,
 )
 from . import accounts, audit, events, notify
+from .authorization import authorize_run_as
 from .catalog import Catalog
-from .jobs import JobRequest, authorize, plan_job, start_job
+from .jobs import JobRequest, plan_job, start_job
 from .refusals import Reason, Refused
 
 MAX_REASON = 2000
@@ -232,30 +233,6 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
             return request, None
         job = run_approved(catalog, request, actor)
     return request, job
-
-
-def authorize_run_as(user: User | None, target: Target, command: str, *, who: str) -> list[str]:
-    """Whether a job may run *now* as ``user``, who asked for it earlier (an
-    approval's requester, a rollout's creator, a queued job's user): the
-    account still exists, is active, and is still allowed ``command`` on
-    ``target`` by the rules a submission passes (:func:`jobs.authorize`:
-    effective role and policy, as they are now).
-
-    :param who: what ``user`` is to the job, for the message, e.g. ``"requester"``.
-    :return: the grants that allow it (for the audit log).
-    :raises Refused: :attr:`Reason.ROLE` (no such account, disabled, role too
-        low now) or :attr:`Reason.POLICY`; the message names the account.
-    """
-    if user is None:
-        raise Refused(Reason.ROLE, f"the {who} no longer has an account")
-    if not user.is_active:
-        raise Refused(Reason.ROLE, f"{user.username} (the {who}) is disabled: nothing runs "
-                      "as a disabled account")
-    try:
-        return authorize(user, target, command)
-    except Refused as exc:
-        raise Refused(exc.reason, f"{user.username} (the {who}) may no longer run this: "
-                      f"{str(exc).rstrip('.')}") from None
 
 
 def check_requester(request: ApprovalRequest, target: Target, actor: audit.Actor) -> None:

@@ -100,11 +100,11 @@ def fail(job_id: int, message: str) -> None:
 def _check_user(job: Job, target) -> None:
     """Refuse (audited) to start ``job`` unless its user is still active and
     still allowed its command on ``target`` (see
-    :func:`webapp.services.approvals.authorize_run_as`).
+    :func:`webapp.services.authorization.authorize_run_as`).
 
     :raises Refused: the message names the account and why.
     """
-    from .approvals import authorize_run_as
+    from .authorization import authorize_run_as
     from .refusals import Refused
 
     try:

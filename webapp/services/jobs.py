@@ -1,9 +1,8 @@
-"""Jobs: submit, authorise, plan, guard and launch Alembic commands on targets.
+"""Jobs: authorise, plan, guard and launch Alembic commands on targets.
 
-:func:`submit` is the one way a migration is asked for — by the plan page's
-confirm form, by the request form and by the API. On an unprotected target
-it starts a job; on a protected one it stores an approval request (see
-:mod:`webapp.services.approvals`, which starts the job once approved).
+:func:`webapp.services.submission.submit` is the one way a migration is asked
+for (above this module and :mod:`webapp.services.approvals`); it uses
+:func:`authorize`, :func:`plan_job` and :func:`start_job` from here.
 
 A job is a :class:`~webapp.models.Job` row plus a
 :class:`~webapp.models.TargetGuard` row (one per target, enforced by its
@@ -31,7 +30,7 @@ from ..core.runner import TargetProcessError
 from ..core.status import DatabaseUnavailable, current_heads, unknown_revision_message
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
-from ..models import ApprovalRequest, Job, JobStatus, TargetGuard, User, utcnow
+from ..models import Job, JobStatus, TargetGuard, User, utcnow
 from . import accounts, audit, events, launchers, liveness
 from .catalog import Catalog
 from .launchers import drop_unstarted
@@ -47,87 +46,6 @@ class JobRequest:
     target: Target
     command: str
     revision: str
-
-
-@dataclass
-class Submission:
-    """What :func:`submit` did: started ``job``, or stored ``request`` for approval."""
-
-    job: Job | None = None
-    request: ApprovalRequest | None = None
-
-
-def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor, *,
-           confirmed_hash: str | None = None, reason: str = "",
-           fast_plan: bool = False, asks_for: str | None = None) -> Submission:
-    """Submit ``alembic command revision`` on a target: the one entry point.
-
-    Checks the role and policy, computes the plan from the database's current
-    state and then starts the job (unprotected target) or stores a request
-    for approval (protected target; ``reason`` is shown to the approvers).
-
-    :param confirmed_hash: the plan hash the person saw; a different plan now
-        is refused (:attr:`Reason.PLAN_CHANGED`).
-    :param fast_plan: for pipelines on unprotected targets: pin the steps and
-        checksums without rendering offline SQL first (:func:`quick_upgrade_plan`).
-    :param asks_for: ``"job"`` (a page's confirm button) or ``"request"`` (its
-        request form): refused (policy) before anything else when the target's
-        protection says otherwise; None (the API) takes what the target gives.
-    :raises Refused: role, policy, bad input, unknown revision, missing
-        database, nothing to do, plan changed, busy, unreachable...
-    """
-    target = request.target
-    _check_asks_for(target, asks_for)
-    actor = actor.granted(authorize(user, target, request.command))
-    plan = None
-    if fast_plan and not target.policy.is_protected:  # approvers must see the SQL
-        plan = quick_upgrade_plan(catalog, request)
-    if plan is None:
-        plan = plan_job(catalog, request)
-    if plan.is_empty:
-        raise Refused(Reason.NOTHING_TO_DO, "Nothing to do: the database is already at "
-                      f"{', '.join(plan.current) or 'base'}.")
-    if target.policy.is_protected:
-        from . import approvals
-
-        return Submission(request=approvals.create_request(
-            catalog, user, request, plan, reason, actor, confirmed_hash=confirmed_hash))
-    return Submission(job=start_job(catalog, user, request, plan, actor,
-                                    confirmed_hash=confirmed_hash))
-
-
-def _check_asks_for(target: Target, asks_for: str | None) -> None:
-    """:raises Refused: policy, a direct job on a protected target or a
-    request on one that is not (see :func:`submit`)."""
-    if asks_for == "job" and target.policy.is_protected:
-        raise Refused(Reason.POLICY, f"{target.name} is protected: its jobs need "
-                      f"{approvals_text(target.policy.approvals_required)}. Request "
-                      "approval from the plan page.")
-    if asks_for == "request" and not target.policy.is_protected:
-        raise Refused(Reason.POLICY, f"{target.name} is not protected: run the plan directly.")
-
-
-def authorize(user: User, target: Target, command: str) -> list[str]:
-    """Server-side role and policy checks for running ``command`` on ``target``,
-    with the user's effective role there (:func:`accounts.access_on`).
-
-    On a protected target passing these checks allows a *request*; the job
-    itself needs approvals (see :mod:`webapp.services.approvals`).
-
-    :return: the grants that allow it (for the audit log), e.g.
-        ``["group:dba on target shop-prod (approver)"]``.
-    :raises Refused: :attr:`Reason.ROLE` or :attr:`Reason.POLICY`.
-    """
-    access = accounts.access_on(user, target)
-    if not access.allows(Role.OPERATOR):
-        raise needs_role(f"Running migrations on {target.name}", "operator", access.role.label)
-    if command == "stamp" and not access.allows(Role.ADMIN):
-        raise Refused(Reason.ROLE, "stamp needs the admin role: it rewrites the version "
-                      "table without running migrations.")
-    if command == "downgrade" and not target.policy.allow_downgrade:
-        raise Refused(Reason.POLICY, f"The policy of {target.name} does not allow "
-                      "downgrades (allow_downgrade = false).")
-    return access.granted_by(Role.ADMIN if command == "stamp" else Role.OPERATOR)
 
 
 def _unreachable(exc: Exception) -> Refused:

@@ -24,7 +24,7 @@ from ..core.runner import TargetProcessError, run_agent, with_connect_timeout
 from ..core.targets import Target, TargetUrlMissing, scrub_secrets
 from ..extensions import db
 from ..models import Rehearsal, User
-from . import audit, jobs
+from . import audit, authorization, jobs
 from .catalog import Catalog
 from .refusals import Reason, Refused
 
@@ -48,7 +48,7 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
         (:attr:`Reason.UNSUPPORTED`, nothing run).
     """
     target = request.target
-    actor = actor.granted(jobs.authorize(user, target, request.command))
+    actor = actor.granted(authorization.authorize(user, target, request.command))
     if target.flask_app:
         raise Refused(Reason.UNSUPPORTED, f"{target.name} is a Flask-Migrate app: its env.py "
                       "connects with the app's own engine, which cannot be pointed at a "

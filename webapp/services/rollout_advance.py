@@ -23,7 +23,7 @@ safe to call from any number of processes and hosts at once:
   <old>``, so even two advancers that both believed they held the lease
   (one outlived its lease) never start the same step twice.
 
-Each step's job is submitted through :func:`webapp.services.jobs.submit`
+Each step's job is submitted through :func:`webapp.services.submission.submit`
 (the one way), which computes that target's plan from its current state when
 the step starts; on a protected target it becomes an approval request and the
 step waits for it.
@@ -231,7 +231,7 @@ def _record_ended(rollout: Rollout) -> bool:
 
 def _start_step(catalog: Catalog, rollout: Rollout, step: RolloutStep) -> StepStatus:
     """Claim a pending step and submit its job; returns the step's new state."""
-    from .jobs import JobRequest, submit
+    from .submission import JobRequest, submit
 
     if not _move(step, StepStatus.PENDING, StepStatus.STARTING, started_at=utcnow()):
         return StepStatus(db.session.get(RolloutStep, step.id).status)
@@ -242,7 +242,7 @@ def _start_step(catalog: Catalog, rollout: Rollout, step: RolloutStep) -> StepSt
     try:
         if target is None:
             raise Refused(Reason.NOT_FOUND, f"target {step.target} is no longer configured")
-        from .approvals import authorize_run_as
+        from .authorization import authorize_run_as
 
         # the step runs as the rollout's creator: still active and allowed now
         authorize_run_as(user, target, rollout.command, who=f"creator of rollout {rollout.id}")

@@ -4,7 +4,7 @@
 :class:`~webapp.models.RolloutStep` per selected target (waves from
 :func:`webapp.core.rollouts.waves`) and advances it; pause, resume and cancel
 change its state. The steps are run by :mod:`.rollout_advance`, through
-``jobs.submit()`` like every other job. All of it lives in the dashboard
+``submission.submit()`` like every other job. All of it lives in the dashboard
 database, so any dashboard process or host may show or advance a rollout.
 """
 
@@ -33,8 +33,9 @@ from ..models import (
 )
 from . import audit, events
 from .accounts import role_on, visible_targets
+from .authorization import authorize
 from .catalog import Catalog
-from .jobs import authorize, reap_abandoned
+from .jobs import reap_abandoned
 from .refusals import Reason, Refused, needs_role
 from .rollout_advance import advance, record_ended
 
@@ -64,7 +65,7 @@ def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) 
     """Check and store a rollout, then start its first wave (unless ``paused``).
 
     Every selected target is checked first — the user's role there and its
-    policy (:func:`webapp.services.jobs.authorize`), the command and revision
+    policy (:func:`webapp.services.authorization.authorize`), the command and revision
     against its history — so a rollout that could not run everywhere is
     refused whole and nothing is stored. Plans are computed later, when
     each step starts, from that target's state then.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..services import jobs
+from ..services import authorization, jobs, submission
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
 from .common import (
@@ -40,7 +40,7 @@ def refused(exc: Refused):
 def plan(name: str):
     """Show the plan of ``?command=&revision=`` from the target's current state."""
     req, _ = job_request(name, request.args)
-    jobs.authorize(current_user, req.target, req.command)
+    authorization.authorize(current_user, req.target, req.command)
     plan = jobs.plan_job(get_catalog(), req)
     from ..services import rehearsals
 
@@ -58,7 +58,7 @@ def create(name: str):
     """Confirm a plan: re-plan, compare hashes, start the job (POST + CSRF);
     protected targets go through the request form instead."""
     req, body = job_request(name, request.form)
-    job = jobs.submit(get_catalog(), current_user, req, actor(),
+    job = submission.submit(get_catalog(), current_user, req, actor(),
                       confirmed_hash=body.plan_hash, asks_for="job").job
     return redirect(url_for("jobs.show", job_id=job.id), code=303)
 

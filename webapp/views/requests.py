@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from ..models import REQUEST_PENDING, RequestStatus
-from ..services import accounts, approvals, jobs
+from ..services import accounts, approvals, submission
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
 from .common import (
@@ -55,8 +55,9 @@ def create(name: str):
     """Turn the confirmed plan into a request (protected targets; POST + CSRF).
     A refusal is one of the job request (the plan page's form), answered so."""
     req, body = job_request(name, request.form)
-    created = jobs.submit(get_catalog(), current_user, req, actor(), confirmed_hash=body.plan_hash,
-                          reason=body.reason, asks_for="request").request
+    created = submission.submit(get_catalog(), current_user, req, actor(),
+                                confirmed_hash=body.plan_hash, reason=body.reason,
+                                asks_for="request").request
     flash(f"Request {created.id} created: an approver must approve it before it runs.", "info")
     return redirect(url_for("requests.show", request_id=created.id), code=303)
 
