@@ -319,11 +319,18 @@ def test_dead_webhook_does_not_slow_requests_and_is_audited(make_app, tmp_path, 
     app, url, _ = protected_app(make_app, tmp_path, monkeypatch, webhook_url=dead)
     op = token_headers(app, "olga", "operator")
     client = app.test_client()
-    started = time.monotonic()
     response = api_request(client, op)
     assert response.status_code == 202
-    assert time.monotonic() - started < 5  # delivery happens in the background
+    # Delivery happens in the background: the answer came while the delivery
+    # (three refused attempts with 0.5 s and 1 s of backoff between them) was
+    # still under way, so its failure is not recorded yet. (A wall-clock limit
+    # on the answer failed on a loaded machine, where the plan alone took 5 s.)
     from webapp.services import notify
+    assert notify.in_flight() >= 1
+    with app.app_context():
+        from webapp.extensions import db
+        assert not db.session.execute(db.select(AuditEvent).filter_by(
+            action="webhook")).scalars().all()
     notify.wait_all(20)
     with app.app_context():
         from webapp.extensions import db

@@ -108,3 +108,11 @@ def wait_all(timeout: float = 30.0) -> None:
         threads = list(_threads)
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def in_flight() -> int:
+    """How many webhook deliveries of this process are still under way (a
+    delivery retries with backoff: it lasts at least ``BACKOFF * 3`` seconds
+    when every attempt fails)."""
+    with _threads_lock:
+        return sum(thread.is_alive() for thread in _threads)
