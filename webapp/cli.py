@@ -4,7 +4,6 @@ db-upgrade, housekeeping."""
 from __future__ import annotations
 
 import secrets
-import sys
 from pathlib import Path
 
 import click
@@ -12,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from flask import Flask, current_app
 
+from .cli_accounts import read_password
 from .security import secure_instance_folder
 from .services import accounts
 
@@ -27,13 +27,6 @@ def upgrade_dashboard_db(url: str, revision: str = "head") -> None:
     config.attributes["url"] = url
     config.attributes["configure_logger"] = False
     command.upgrade(config, revision)
-
-
-def _read_password(from_stdin: bool) -> str:
-    """One line of stdin, or a hidden prompt typed twice."""
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 def _ids(ids: list[int]) -> str:
@@ -106,7 +99,7 @@ def init_app(app: Flask) -> None:
     @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
     def create_user(name: str, role: str, password_stdin: bool) -> None:
         """Create a local account NAME with ROLE."""
-        password = _read_password(password_stdin)
+        password = read_password(password_stdin)
         try:
             accounts.create_user(name, role, password)
         except accounts.AccountError as exc:

@@ -4,6 +4,8 @@ audited as done by ``cli`` (the operator at the host's shell)."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 from flask import Flask
 
@@ -19,9 +21,16 @@ def _user(name: str):
     return user
 
 
+def read_password(from_stdin: bool) -> str:
+    """A new password: one line of stdin (``--password-stdin``, without its
+    line ending), or typed twice at a hidden prompt."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
 def register(app: Flask) -> None:
     """Add the account commands to ``app.cli``."""
-    from .cli import _read_password
 
     @app.cli.command("set-password")
     @click.argument("name")
@@ -30,7 +39,7 @@ def register(app: Flask) -> None:
         """Reset the password of NAME (ends all of NAME's sessions)."""
         user = _user(name)
         try:
-            accounts.set_password(user, _read_password(password_stdin))
+            accounts.set_password(user, read_password(password_stdin))
         except accounts.AccountError as exc:
             raise click.ClickException(str(exc)) from None
         audit.record(CLI_ACTOR, "account.password", "ok", user=name)

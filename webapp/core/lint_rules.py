@@ -13,7 +13,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from .lint import Finding, sql_sections
+from .lint_findings import Finding, sql_sections
 
 #: written by the agent before a batch copy drops the old table (rehearsal SQL)
 _COLUMNS_BEFORE = re.compile(r"^-- columns of (\S+) before the copy: (.*)$", re.M)
