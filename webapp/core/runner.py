@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,9 +48,20 @@ class TargetProcessError(Exception):
         super().__init__(message)
 
     @property
+    def missing_env_py(self) -> str | None:
+        """The path of the script directory's ``env.py`` when the failure is
+        that this file does not exist (see :func:`missing_env_py`), else None."""
+        return missing_env_py(self.error_type, str(self))
+
+    @property
     def hint(self) -> str | None:
         """A suggestion for the common failures Alembic users meet."""
         text = f"{self.error_type}: {self}"
+        if self.missing_env_py:
+            return ("Alembic runs the env.py of the script directory (script_location in "
+                    "alembic.ini, or the migrations directory of a Flask-Migrate app): "
+                    "restore that file (`alembic init` / `flask db init` writes one), or "
+                    "point the target at the directory that has it.")
         if self.error_type in ("ModuleNotFoundError", "ImportError"):
             return ("env.py could not import the target's code. Set `cwd` (or "
                     "`prepend_sys_path` in alembic.ini) so the app's package is on "
@@ -67,6 +79,38 @@ class TargetProcessError(Exception):
 
 
 CONNECT_TIMEOUT = 10  # seconds, for env.py's own connections
+
+# What Alembic raises when the script directory has no env.py
+# (alembic.util.pyfiles.load_python_file, called by ScriptDirectory.run_env)
+_NO_ENV_PY = re.compile(r"(?:env\.py is missing: no file |Can't find Python file )"
+                        r"(?P<path>.*[\\/]env\.py)\b.*", re.S)
+
+
+def missing_env_py(error_type: str, message: str) -> str | None:
+    """The ``env.py`` path Alembic looked for and did not find, or None.
+
+    :param error_type: the exception class raised in the target's process;
+        only ``ImportError`` qualifies (an env.py that imports a missing module
+        raises ``ModuleNotFoundError`` or an ``ImportError`` of another text).
+    :param message: its message: Alembic's ``Can't find Python file <path>``,
+        or the one :func:`explain_missing_env_py` made of it.
+    """
+    if error_type != "ImportError":
+        return None
+    found = _NO_ENV_PY.fullmatch(message.strip())
+    return found.group("path") if found else None
+
+
+def explain_missing_env_py(error_type: str, message: str) -> str:
+    """``message``, said plainly when it is Alembic's "Can't find Python file
+    .../env.py": env.py is missing, and where it was looked for (the
+    script_location's env.py, or the Flask-Migrate directory's). Any other
+    message is returned as is."""
+    path = missing_env_py(error_type, message)
+    if path is None or message.startswith("env.py is missing"):
+        return message
+    return (f"env.py is missing: no file {path} (Alembic runs the env.py of the "
+            "script directory, and there is none there)")
 
 
 def target_payload(target: Target) -> dict:
@@ -201,9 +245,11 @@ def run_agent(target: Target, request: dict, *, url: str | None,
                 "without a result", "ProcessError", tail, output) from None
     if not result.get("ok"):
         error = result.get("error") or {}
+        error_type = error.get("type", "Error")
         raise TargetProcessError(
-            scrub_secrets(error.get("message", "unknown error"), url),
-            error.get("type", "Error"),
+            explain_missing_env_py(error_type,
+                                   scrub_secrets(error.get("message", "unknown error"), url)),
+            error_type,
             [scrub_secrets(line, url) for line in error.get("traceback", [])],
             output, error.get("phase"))
     result.pop("ok", None)
