@@ -98,6 +98,12 @@ class Drift:
     checked_at: float = field(default_factory=time.time)
     revisions: tuple = ()  # (current revisions, script directory fingerprint) checked
 
+    @property
+    def checked_utc(self) -> datetime:
+        """``checked_at`` (a Unix time) as a UTC datetime, for the badge's
+        "checked YYYY-MM-DD HH:MM UTC" (how the other pages show times)."""
+        return datetime.fromtimestamp(self.checked_at, UTC)
+
 
 _drift = Memo(cachetools.TTLCache(maxsize=1024, ttl=DRIFT_TTL))
 
