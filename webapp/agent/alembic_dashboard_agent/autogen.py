@@ -10,6 +10,7 @@ import io
 
 from .config import alembic_config
 from .readonly import read_only_request, read_path
+from .type_changes import judge_type_change
 
 _DESTRUCTIVE = {
     "remove_table": "its rows are lost",
@@ -18,6 +19,46 @@ _DESTRUCTIVE = {
     "remove_constraint": "the rule it enforced is gone",
     "remove_fk": "the rule it enforced is gone",
 }
+
+
+_CONSTRAINT_KINDS = {"UniqueConstraint": "unique constraint",
+                     "CheckConstraint": "check constraint", "PrimaryKeyConstraint": "primary key"}
+
+
+def _columns(constraint_or_index) -> str:
+    """``(a, b)``: the columns (or expressions) it covers."""
+    names = [getattr(c, "name", None) or str(c) for c in
+             getattr(constraint_or_index, "expressions", None) or constraint_or_index.columns]
+    if not names and getattr(constraint_or_index, "sqltext", None) is not None:
+        names = [str(constraint_or_index.sqltext)]  # a CHECK constraint
+    return "(" + ", ".join(names) + ")"
+
+
+def describe_constraint(constraint) -> str:
+    """A constraint as the preview words it, after the verb: a named one as
+    ``constraint <name> on <table> (<columns>)``, an unnamed one (SQLite
+    reflects them so, and metadata without a naming convention declares them
+    so) by its kind and columns, ``unique constraint on users (email)``; a
+    foreign key adds what it refers to, ``foreign key users (org_id) -> orgs
+    (id)``. ``constraint`` is an SQLAlchemy constraint of a table, as an
+    autogenerate diff carries it."""
+    table = constraint.table.fullname
+    if type(constraint).__name__ == "ForeignKeyConstraint":
+        targets = [element.target_fullname.rsplit(".", 1) for element in constraint.elements]
+        where = (f"{table} ({', '.join(constraint.column_keys)}) -> {targets[0][0]} "
+                 f"({', '.join(column for _, column in targets)})")
+        return f"constraint {constraint.name} on {where}" if constraint.name else \
+            f"foreign key {where}"
+    if constraint.name:
+        return f"constraint {constraint.name} on {table} {_columns(constraint)}"
+    kind = _CONSTRAINT_KINDS.get(type(constraint).__name__, "constraint")
+    return f"{kind} on {table} {_columns(constraint)}"
+
+
+def describe_index(index) -> str:
+    """``index <name> on <table> (<columns>)`` (``index on ...`` unnamed)."""
+    name = f"index {index.name}" if index.name else "index"
+    return f"{name} on {index.table.fullname} {_columns(index)}"
 
 
 def describe_diff(diff) -> dict | list:
@@ -40,21 +81,19 @@ def describe_diff(diff) -> dict | list:
     elif kind == "remove_column":
         text = f"drop column {diff[2]}.{diff[3].name}"
     elif kind == "add_index":
-        text = f"add index {diff[1].name} on {diff[1].table.name}"
+        text = f"add {describe_index(diff[1])}"
     elif kind == "remove_index":
-        text = f"drop index {diff[1].name}"
+        text = f"drop {describe_index(diff[1])}"
+        if diff[1].unique:  # MySQL reflects a unique constraint as a unique index
+            why = "the uniqueness it enforced is gone"
     elif kind in ("add_constraint", "add_fk"):
-        text = f"add constraint {diff[1].name} on {diff[1].table.name}"
+        text = f"add {describe_constraint(diff[1])}"
     elif kind in ("remove_constraint", "remove_fk"):
-        text = f"drop constraint {diff[1].name}"
+        text = f"drop {describe_constraint(diff[1])}"
     elif kind == "modify_type":
         old, new = diff[5], diff[6]
         text = f"alter {diff[2]}.{diff[3]} type {old} → {new}"
-        old_len, new_len = getattr(old, "length", None), getattr(new, "length", None)
-        if old_len and new_len and new_len < old_len:
-            destructive, why = True, "narrowing can truncate or reject existing values"
-        elif type(old).__name__ != type(new).__name__:
-            destructive, why = True, "a type change may fail on or alter existing values"
+        destructive, why = judge_type_change(old, new)
     elif kind == "modify_nullable":
         nullable = diff[6]
         text = f"alter {diff[2]}.{diff[3]} {'NULL' if nullable else 'NOT NULL'}"
