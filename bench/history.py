@@ -63,7 +63,7 @@ from benchlib import (  # noqa: E402
     ms,
     percentile,
 )
-from envtools import Rev, make_env, write_targets_file  # noqa: E402
+from support.envtools import Rev, make_env, write_targets_file  # noqa: E402
 
 TOTAL = 1000
 EXTRA_LEN = 40  # revisions on the labelled second base branch

@@ -51,8 +51,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import in_scratch_folder, logged_in_client, make_app, ms, percentile  # noqa: E402
-from envtools import write_targets_file  # noqa: E402
-from targetenv import set_sqlalchemy_url, shop_project, target_bin, target_venv  # noqa: E402
+from support.envtools import write_targets_file  # noqa: E402
+from support.targetenv import set_sqlalchemy_url, shop_project, target_bin, target_venv  # noqa: E402
 
 FIXTURE_REVISIONS = ("s1a000000001", "s1a000000002", "s1a000000003", "s1a000000004")
 EXTRA = 300  # revisions appended after the fixture's head

@@ -79,7 +79,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import sqlalchemy as sa  # noqa: E402
-from envtools import linear, make_env, write_targets_file  # noqa: E402
+from support.envtools import linear, make_env, write_targets_file  # noqa: E402
 
 REVISIONS = 300
 MYSQL_SERVER = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")

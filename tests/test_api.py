@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from conftest import add_user
+from support.common import add_user
 
 from webapp.core.demo import DEMO_START, DEMO_TARGETS_FILE
 from webapp.services import accounts
@@ -76,7 +76,7 @@ def test_session_works_for_api(logged_in):
 
 
 def test_unreachable_target_in_api(make_app, tmp_path, monkeypatch):
-    from envtools import write_targets_file
+    from support.envtools import write_targets_file
 
     monkeypatch.setenv("DOWN_URL", "mysql+pymysql://root:pw-secret-9@127.0.0.1:1/x")
     targets = write_targets_file(tmp_path / "t.toml", {"down": {
@@ -91,7 +91,7 @@ def test_unreachable_target_in_api(make_app, tmp_path, monkeypatch):
 
 
 def test_session_post_to_api_needs_the_csrf_header(logged_in):
-    from conftest import csrf_from
+    from support.common import csrf_from
 
     body = {"command": "upgrade", "revision": "+1"}
     refused = logged_in.post("/api/v1/targets/demo-staging/jobs", json=body)
@@ -100,5 +100,5 @@ def test_session_post_to_api_needs_the_csrf_header(logged_in):
     accepted = logged_in.post("/api/v1/targets/demo-staging/jobs", json=body,
                               headers={"X-CSRFToken": token})
     assert accepted.status_code == 202
-    from jobtools import wait_job
+    from support.jobtools import wait_job
     assert wait_job(logged_in, accepted.json["job"])["status"] == "succeeded"

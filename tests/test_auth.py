@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PASSWORD, add_user, csrf_from, login
+from support.common import PASSWORD, add_user, csrf_from, login
 
 from webapp.models import ApiToken, User
 from webapp.services import accounts

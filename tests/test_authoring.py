@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from conftest import add_user, csrf_from, login
-from envtools import Rev, linear, make_env, sqlite_url, write_targets_file
-from jobtools import version_table
+from support.common import add_user, csrf_from, login
+from support.envtools import Rev, linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import version_table
 
 from webapp.core.demo import DEMO_TARGETS_FILE
 from webapp.core.lint import lint_sql

@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from conftest import add_user, login
-from envtools import Rev, make_env, sqlite_url, write_targets_file
 from sqlalchemy.dialects import mysql, postgresql
+from support.common import add_user, login
+from support.envtools import Rev, make_env, sqlite_url, write_targets_file
 
 from webapp.agent.alembic_dashboard_agent.type_changes import judge_type_change
 

@@ -14,9 +14,9 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import ROOT
-from envtools import linear, make_env, write_targets_file
-from jobtools import version_table
+from support.common import ROOT
+from support.envtools import linear, make_env, write_targets_file
+from support.jobtools import version_table
 
 
 def api(base: str, token: str, method: str, path: str, body: dict | None = None):

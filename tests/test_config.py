@@ -87,8 +87,8 @@ def test_pages_answer_while_another_process_is_committing_to_the_dashboard_db(
     import sqlite3
     import time
 
-    from conftest import add_user, login
-    from jobtools import token_headers
+    from support.common import add_user, login
+    from support.jobtools import token_headers
 
     app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"timeout": 2}})
     add_user(app, "alice", "admin")

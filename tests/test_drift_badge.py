@@ -9,8 +9,8 @@ import re
 import time
 from datetime import UTC, datetime
 
-from conftest import add_user, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
+from support.common import add_user, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 from webapp.core.runner import run_command
 

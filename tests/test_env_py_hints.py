@@ -8,10 +8,10 @@ from __future__ import annotations
 import html
 import re
 
-from conftest import add_user, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers
-from targetenv import shopapp_project, target_venv
+from support.common import add_user, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers
+from support.targetenv import shopapp_project, target_venv
 
 from webapp.core.runner import run_command
 

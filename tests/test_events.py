@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import add_user
-from envtools import linear, make_env, sqlite_url, write_targets_file
+from support.common import add_user
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 
 def _app(make_app, tmp_path, monkeypatch):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from envtools import sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
-from targetenv import shopapp_project, target_venv
+from support.envtools import sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
+from support.targetenv import shopapp_project, target_venv
 
 from webapp.core.targets import TargetsFileError, load_targets
 

@@ -9,7 +9,7 @@ import pytest
 from alembic import util
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from envtools import Rev, branched, linear, make_env, write_revision
+from support.envtools import Rev, branched, linear, make_env, write_revision
 
 from webapp.core.demo import DEMO_TARGETS_FILE
 from webapp.core.history import HistoryCache, HistoryError, build_history, script_directory_paths

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from conftest import add_user
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers
+from support.common import add_user
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers
 
 
 def _app(make_app, tmp_path, monkeypatch):

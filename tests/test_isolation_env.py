@@ -15,8 +15,8 @@ import ast
 import json
 import re
 
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, wait_job
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, wait_job
 
 from webapp.core import runner
 from webapp.core.targets import load_targets, register_secrets, scrub_secrets

@@ -12,9 +12,9 @@ import io
 import json
 
 import pytest
-from conftest import PASSWORD, add_user, csrf_from, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers
+from support.common import PASSWORD, add_user, csrf_from, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers
 
 from webapp.models import ApprovalRequest, AuditEvent, Job, Rollout
 

@@ -22,10 +22,10 @@ import signal
 import time
 
 import sqlalchemy as sa
-from conftest import csrf_from, login
-from envtools import Rev, linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
-from rollouttools import fleet, jobs_per_target, wait_rollout
+from support.common import csrf_from, login
+from support.envtools import Rev, linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
+from support.rollouttools import fleet, jobs_per_target, wait_rollout
 
 from webapp.extensions import db
 from webapp.models import AuditEvent, Job

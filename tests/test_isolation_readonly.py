@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import add_user, login
-from envtools import Rev, make_env, sqlite_url, write_targets_file
-from jobtools import version_table
+from support.common import add_user, login
+from support.envtools import Rev, make_env, sqlite_url, write_targets_file
+from support.jobtools import version_table
 
 BATCH_DROP = 'with op.batch_alter_table("t_r000") as batch: batch.drop_column("name")'
 BATCH_ADD = ('with op.batch_alter_table("t_r000") as batch: '

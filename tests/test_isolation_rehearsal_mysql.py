@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
-from conftest import MYSQL_SERVER
-from envtools import Rev, make_env, write_targets_file
-from jobtools import tables, token_headers, version_table
+from support.common import MYSQL_SERVER
+from support.envtools import Rev, make_env, write_targets_file
+from support.jobtools import tables, token_headers, version_table
 
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets

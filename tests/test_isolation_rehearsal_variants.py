@@ -8,8 +8,8 @@ check is made on the connection actually opened (``current_database()``,
 from __future__ import annotations
 
 import pytest
-from envtools import Rev, make_env, write_targets_file
-from jobtools import tables, token_headers, version_table
+from support.envtools import Rev, make_env, write_targets_file
+from support.jobtools import tables, token_headers, version_table
 
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_SERVER, add_user, csrf_from, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
+from support.common import PG_SERVER, add_user, csrf_from, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 from webapp.services import accounts
 
@@ -41,7 +41,7 @@ def _drop_database(url: str) -> None:
         engine.dispose()
 
 
-def _assert_unavailable_answers(client, headers: dict) -> None:
+def _assertunavailable_answers(client, headers: dict) -> None:
     """/healthz 200 (no database), /readyz 503, a page 503 HTML, the API 503 JSON."""
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
@@ -71,7 +71,7 @@ def test_dropped_postgresql_dashboard_database_answers_503(make_app, pg_url):
     assert client.get("/readyz").json == {"status": "ok"}
     assert client.get("/").status_code == 200
     _drop_database(pg_url)
-    _assert_unavailable_answers(client, headers)
+    _assertunavailable_answers(client, headers)
 
 
 def test_unreadable_sqlite_dashboard_database_answers_503(make_app, instance_path):
@@ -86,7 +86,7 @@ def test_unreadable_sqlite_dashboard_database_answers_503(make_app, instance_pat
     (instance_path / "dashboard.db").rename(instance_path / "moved.db")
     (instance_path / "dashboard.db").mkdir()  # a folder: SQLite cannot open it
     try:
-        _assert_unavailable_answers(client, headers)
+        _assertunavailable_answers(client, headers)
     finally:
         (instance_path / "dashboard.db").rmdir()
 

@@ -18,10 +18,10 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
-from conftest import add_user, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
-from targetenv import shopapp_project, target_venv
+from support.common import add_user, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
+from support.targetenv import shopapp_project, target_venv
 
 from webapp.core.history import HistoryCache
 from webapp.core.status import EngineCache, target_status

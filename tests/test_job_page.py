@@ -80,7 +80,7 @@ def test_each_poll_gets_only_the_new_characters_on_every_dialect(make_app, any_d
     """Each poll is sent only the part after its offset, which counts
     characters, with output that is not ASCII (accents, arrows, an emoji),
     stored in a SQLite, MariaDB or PostgreSQL dashboard database."""
-    from conftest import add_user, login
+    from support.common import add_user, login
 
     app = make_app(SQLALCHEMY_DATABASE_URI=any_db_url)
     add_user(app, "olga", "viewer")

@@ -8,9 +8,9 @@ import re
 import time
 
 import pytest
-from conftest import add_user, csrf_from, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
+from support.common import add_user, csrf_from, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
 
 from webapp.core.demo import DEMO_TARGETS_FILE
 from webapp.models import Job

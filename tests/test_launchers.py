@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
 
 from webapp.config import ConfigurationError
 from webapp.services import launchers

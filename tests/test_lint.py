@@ -5,7 +5,7 @@ of the copy are still flagged, and each finding names its revision."""
 from __future__ import annotations
 
 import pytest
-from envtools import Rev, make_env, sqlite_url, write_targets_file
+from support.envtools import Rev, make_env, sqlite_url, write_targets_file
 
 from webapp.core.lint import lint_sql
 from webapp.core.plan import compute_plan

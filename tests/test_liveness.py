@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
-from conftest import add_user, login
-from envtools import Rev, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
+from support.common import add_user, login
+from support.envtools import Rev, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
 
 from webapp.agent.alembic_dashboard_agent.locks import TargetLock
 from webapp.core.target_locks import migration_lock_held

@@ -12,9 +12,9 @@ from __future__ import annotations
 import html as html_lib
 import re
 
-from conftest import add_user, login
-from envtools import linear, make_env, revision_source, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
+from support.common import add_user, login
+from support.envtools import linear, make_env, revision_source, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
 
 from webapp.core.history import parse_revision_source
 from webapp.extensions import db

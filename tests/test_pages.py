@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import add_user, login
-from envtools import Rev, branched, linear, make_env, sqlite_url, write_targets_file
+from support.common import add_user, login
+from support.envtools import Rev, branched, linear, make_env, sqlite_url, write_targets_file
 
 from webapp.core.demo import DEMO_START, DEMO_TARGETS_FILE
 from webapp.core.runner import run_command
@@ -161,7 +161,7 @@ def test_multiple_heads_warning_and_branches(make_app, tmp_path, monkeypatch):
 
 
 def test_history_cache_refreshes_when_a_file_is_added(make_app, tmp_path, monkeypatch):
-    from envtools import write_revision
+    from support.envtools import write_revision
 
     root = tmp_path / "env"
     ini = make_env(root, linear(2))

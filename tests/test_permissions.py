@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import add_user, csrf_from, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, wait_job
+from support.common import add_user, csrf_from, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, wait_job
 
 from webapp.core.permissions import Role
 from webapp.core.targets import TargetsFileError, load_targets

@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, add_user
-from envtools import Rev, linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
+from support.common import IN_CI, add_user
+from support.envtools import Rev, linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY = Path(sys.executable).with_name("celery")

@@ -10,10 +10,10 @@ import re
 import subprocess
 
 import pytest
-from conftest import add_user, login
-from envtools import sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
-from targetenv import (
+from support.common import add_user, login
+from support.envtools import sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
+from support.targetenv import (
     set_sqlalchemy_url,
     shop_project,
     shopapp_project,
@@ -254,7 +254,7 @@ def test_flask_migrate_revision_equals_flask_db_migrate(make_app, tmp_path, monk
     login(ui, "olga")
     page = ui.get("/targets/shopapp/preview/result").get_data(as_text=True)
     assert "add column order.note VARCHAR(200) NULL" in re.sub(r"<[^>]+>", "", page)
-    from conftest import csrf_from
+    from support.common import csrf_from
 
     response = ui.post("/targets/shopapp/revisions", data={
         "csrf_token": csrf_from(page), "kind": "autogenerate", "message": "restore note"})

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import add_user, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, wait_job
+from support.common import add_user, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, wait_job
 
 from webapp.core.targets import TargetsFileError, load_targets
 

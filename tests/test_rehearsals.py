@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import add_user, csrf_from, login
-from envtools import Rev, make_env, sqlite_url, write_targets_file
-from jobtools import tables, token_headers, version_table
+from support.common import add_user, csrf_from, login
+from support.envtools import Rev, make_env, sqlite_url, write_targets_file
+from support.jobtools import tables, token_headers, version_table
 
 from webapp.core.runner import run_command
 from webapp.core.targets import load_targets

@@ -4,7 +4,7 @@ targets file's ``tags`` key."""
 from __future__ import annotations
 
 import pytest
-from envtools import linear, make_env
+from support.envtools import linear, make_env
 
 from webapp.core.rollouts import Selection, SelectionError, select, waves
 from webapp.core.targets import Target, TargetsFileError, load_targets

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from conftest import add_user
-from jobtools import token_headers, version_table
-from rollouttools import fleet, job_intervals, jobs_per_target, most_at_once, wait_rollout
+from support.common import add_user
+from support.jobtools import token_headers, version_table
+from support.rollouttools import fleet, job_intervals, jobs_per_target, most_at_once, wait_rollout
 
 TENANTS = [f"tenant-{i:02d}" for i in range(30)]
 
@@ -201,7 +201,7 @@ def test_api_shapes_roles_policy_and_cancel(make_app, tmp_path, monkeypatch):
     assert again.status_code == 409 and again.json["error"] == "not_open"
     assert jobs_per_target(app) == {}
     # the page and its fragment: the fragment stops htmx polling (286) once ended
-    from conftest import csrf_from, login
+    from support.common import csrf_from, login
 
     add_user(app, "pat", "operator")
     browser = app.test_client()
@@ -288,7 +288,7 @@ def test_a_view_never_starts_a_step(make_app, tmp_path, monkeypatch):
     import signal
     import time
 
-    from conftest import login
+    from support.common import login
 
     app = make_app(fleet(tmp_path, monkeypatch, ["a", "b"], sleep=30))
     add_user(app, "olga", "operator")

@@ -8,9 +8,9 @@ import time
 import uuid
 
 import pytest
-from envtools import make_env, write_targets_file
-from jobtools import token_headers, version_table
-from rollouttools import fleet, jobs_per_target, two_revisions, wait_rollout
+from support.envtools import make_env, write_targets_file
+from support.jobtools import token_headers, version_table
+from support.rollouttools import fleet, jobs_per_target, two_revisions, wait_rollout
 from test_queue import Workers, broker_url  # noqa: F401  (the fixture)
 
 

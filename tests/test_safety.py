@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import add_user, login
-from envtools import Rev, linear, make_env, sqlite_url, write_targets_file
-from jobtools import token_headers, version_table, wait_job
+from support.common import add_user, login
+from support.envtools import Rev, linear, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, version_table, wait_job
 
 from webapp.core.runner import run_command
 

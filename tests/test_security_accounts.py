@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PASSWORD, ROOT, add_user, csrf_from, login
+from support.common import PASSWORD, ROOT, add_user, csrf_from, login
 
 from webapp.services import accounts
 
@@ -242,7 +242,7 @@ def test_token_last_use_is_written_at_most_once_a_minute(demo_app):
     every call: "last used" (shown to the minute) moves once a minute."""
     from datetime import timedelta
 
-    from jobtools import token_headers
+    from support.jobtools import token_headers
 
     from webapp.extensions import db
     from webapp.models import ApiToken

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import ROOT
 from pygments.formatters import HtmlFormatter
+from support.common import ROOT
 
 from webapp.security import CONTENT_SECURITY_POLICY
 

@@ -11,11 +11,11 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import add_user, csrf_from, login
-from envtools import linear, make_env, sqlite_url, write_targets_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
+from support.common import add_user, csrf_from, login
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 from webapp.core.runner import run_agent
 from webapp.core.targets import scrub_secrets

@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import PASSWORD, ROOT, _unavailable, add_user, free_port, login, stop_gunicorn
+from support.common import PASSWORD, ROOT, add_user, free_port, login, stop_gunicorn, unavailable
 
 from webapp.services import accounts
 
@@ -59,7 +59,7 @@ def _redis_or_skip() -> None:
     try:
         socket.create_connection(REDIS, timeout=2).close()
     except OSError as exc:
-        _unavailable("Redis", exc)
+        unavailable("Redis", exc)
 
 
 def test_parallel_logins_on_three_workers_per_username_and_per_address(gunicorn_server):

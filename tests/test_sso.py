@@ -9,10 +9,10 @@ import json
 import re
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-import idp as idp_tools
 import pytest
 import requests
-from conftest import PASSWORD, add_user, csrf_from
+import support.idp as idp_tools
+from support.common import PASSWORD, add_user, csrf_from
 
 from webapp.config import ConfigurationError, oidc_settings, parse_role_map
 from webapp.models import AuditEvent, User
@@ -228,7 +228,7 @@ def test_groups_served_only_at_userinfo_are_read_there(demo_app_factory, tmp_pat
 
 
 def test_an_unreachable_provider_is_a_clear_502(demo_app_factory, idp):
-    from conftest import free_port
+    from support.common import free_port
 
     app = demo_app_factory(**idp.config(OIDC_ISSUER=f"http://127.0.0.1:{free_port()}"))
     answer = app.test_client().get("/login/oidc")

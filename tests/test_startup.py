@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, free_port
+from support.common import ROOT, free_port
 
 
 @pytest.mark.parametrize("command", [

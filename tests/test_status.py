@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from envtools import linear, make_env, sqlite_url
+from support.envtools import linear, make_env, sqlite_url
 
 from webapp.core.demo import DEMO_TARGETS_FILE
 from webapp.core.history import HistoryCache

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_SERVER, add_user, login
-from envtools import linear, make_env, write_targets_file
+from support.common import PG_SERVER, add_user, login
+from support.envtools import linear, make_env, write_targets_file
 
 from webapp.core.runner import run_command
 from webapp.core.status import IDLE_CLOSE_SECONDS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from envtools import linear, make_env
+from support.envtools import linear, make_env
 
 from webapp.core.targets import TargetsFileError, load_targets, redact_url, scrub_secrets
 

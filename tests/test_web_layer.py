@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import add_user, csrf_from, login
-from jobtools import token_headers
+from support.common import add_user, csrf_from, login
+from support.jobtools import token_headers
 
 from webapp.models import AuditEvent
 

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PASSWORD, ROOT
-from envtools import linear, make_env, sqlite_url, write_targets_file
 from playwright.sync_api import expect
-
-from .conftest import VIEWPORT, log_in
+from support.browser import VIEWPORT, log_in
+from support.common import PASSWORD, ROOT
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 pytestmark = pytest.mark.browser
 

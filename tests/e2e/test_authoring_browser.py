@@ -10,13 +10,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from conftest import PASSWORD
-from envtools import sqlite_url, write_targets_file
 from playwright.sync_api import expect
+from support.browser import VIEWPORT, log_in
+from support.common import PASSWORD
+from support.envtools import sqlite_url, write_targets_file
 
 from webapp.core.demo import DEMO_TARGETS_FILE
-
-from .conftest import VIEWPORT, log_in
 
 pytestmark = pytest.mark.browser
 

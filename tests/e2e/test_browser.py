@@ -16,10 +16,9 @@ from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ROOT
 from playwright.sync_api import Page, expect
-
-from .conftest import log_in
+from support.browser import log_in
+from support.common import ROOT
 
 pytestmark = pytest.mark.browser
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PASSWORD
-from envtools import linear, make_env, sqlite_url, write_targets_file
 from playwright.sync_api import expect
-
-from .conftest import CHROMIUM_ARGS, VIEWPORT, log_in  # noqa: F401
+from support.browser import CHROMIUM_ARGS, VIEWPORT, log_in  # noqa: F401
+from support.common import PASSWORD
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 pytestmark = pytest.mark.browser
 

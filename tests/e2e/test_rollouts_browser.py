@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import PASSWORD
-from envtools import make_env, sqlite_url, write_targets_file
 from playwright.sync_api import expect
-from rollouttools import two_revisions
-
-from .conftest import VIEWPORT, PageProblems, log_in
+from support.browser import VIEWPORT, PageProblems, log_in
+from support.common import PASSWORD
+from support.envtools import make_env, sqlite_url, write_targets_file
+from support.rollouttools import two_revisions
 
 pytestmark = pytest.mark.browser
 

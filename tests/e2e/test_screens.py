@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, ROOT, start_gunicorn, stop_gunicorn
-from envtools import linear, make_env, sqlite_url, write_targets_file
 from playwright.sync_api import Page, expect
-
-from .conftest import TIMEOUT_MS, log_in
+from support.browser import TIMEOUT_MS, log_in
+from support.common import PASSWORD, ROOT, start_gunicorn, stop_gunicorn
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 pytestmark = pytest.mark.browser
 

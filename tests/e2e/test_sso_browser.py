@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 
-import idp as idp_tools
 import pytest
-from conftest import free_port
-from envtools import linear, make_env, sqlite_url, write_targets_file
+import support.idp as idp_tools
 from playwright.sync_api import expect
-
-from .conftest import VIEWPORT
+from support.browser import VIEWPORT
+from support.common import free_port
+from support.envtools import linear, make_env, sqlite_url, write_targets_file
 
 pytestmark = pytest.mark.browser
 

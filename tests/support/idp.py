@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, free_port
 
-SOURCE = Path(__file__).resolve().parent / "oidc"
+from support.common import IN_CI, free_port
+
+SOURCE = Path(__file__).resolve().parents[1] / "oidc"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
     / "alembic-dashboard-tests"
 USERS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password",

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from envtools import Rev, make_env, sqlite_url, write_targets_file
 
+from support.envtools import Rev, make_env, sqlite_url, write_targets_file
 from webapp.extensions import db
 from webapp.models import Job
 

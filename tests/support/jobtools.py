@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
-from conftest import add_user
 
+from support.common import add_user
 from webapp.services import accounts
 
 

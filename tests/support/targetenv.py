@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 """Where the fixture packages and projects live."""
 
 PACKAGES = ("shopkit", "shopapp")

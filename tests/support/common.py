@@ -1,0 +1,101 @@
+"""Helpers shared by the tests (imported as ``from support.common import ...``):
+the test servers' URLs, accounts and logins through the real form, free
+ports and a real gunicorn. Fixtures stay in ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MYSQL_SERVER = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+PG_SERVER = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PASSWORD = "correct horse battery"
+
+
+def unavailable(what: str, exc: Exception):
+    """Skip (locally) or fail (in CI) a test whose server ``what`` is down."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but unavailable: {exc}")
+    pytest.skip(f"{what} unavailable: {exc}")
+
+
+def add_user(app, username: str, role: str, password: str = PASSWORD):
+    """Create an account in ``app``'s database."""
+    from webapp.services import accounts
+
+    with app.app_context():
+        accounts.create_user(username, role, password)
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token embedded in a page."""
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or \
+        re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    assert match, "no csrf_token in page"
+    return match.group(1)
+
+
+def login(client, username: str, password: str = PASSWORD):
+    """Log ``client`` in through the real form (with its CSRF token)."""
+    page = client.get("/login")
+    token = csrf_from(page.get_data(as_text=True))
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": token})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None = None,
+                   workers: int = 2, secret: str = "gunicorn-test-secret",
+                   port: int | None = None):
+    """Run `flask init` (schema, demo databases, admin with PASSWORD), then real
+    gunicorn on ``port`` (default: a free one). Return (process, base URL, environment).
+
+    :raises RuntimeError: gunicorn exited or did not listen within 30 s (its log).
+    """
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DASHBOARD_TARGETS",
+                                                            "DASHBOARD_ENV")}
+    env.update({"DASHBOARD_INSTANCE_PATH": str(instance_path), "DASHBOARD_SECRET_KEY": secret,
+                "DASHBOARD_ADMIN_PASSWORD": PASSWORD, "PORT": str(port),
+                "WEB_CONCURRENCY": str(workers), **(extra_env or {})})
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
+                   env=env, check=True, capture_output=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                 "wsgi:app"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, f"http://127.0.0.1:{port}", env
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(log_path.read_text()) from None
+            time.sleep(0.1)
+    stop_gunicorn(proc)
+    raise RuntimeError("gunicorn did not start")
+
+
+def stop_gunicorn(proc: subprocess.Popen) -> None:
+    """Stop a server started by :func:`start_gunicorn`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
