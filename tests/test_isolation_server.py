@@ -177,6 +177,25 @@ def test_active_session_ends_at_the_absolute_limit(make_app):
     assert "/login" in client.get("/").headers["Location"]
 
 
+def test_a_late_response_does_not_undo_a_logout(make_app):
+    """A page or fragment answered while the session is current leaves the
+    session cookie alone: a response that lands after the logout (an htmx
+    fragment still loading when *Log out* is pressed) must not put the old
+    session back in the browser and swallow the 'You are logged out.' flash."""
+    app = make_app()
+    add_user(app, "alice", "admin")
+    client = app.test_client()
+    assert login(client, "alice").status_code == 302
+    page = client.get("/")
+    assert page.status_code == 200
+    late = client.get("/")  # as if sent before the logout, answered after it
+    assert late.status_code == 200
+    assert not late.headers.getlist("Set-Cookie"), late.headers.getlist("Set-Cookie")
+    token = csrf_from(page.get_data(as_text=True))
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert "You are logged out." in client.get("/login").get_data(as_text=True)
+
+
 def test_backdated_session_stamps_are_refused(make_app):
     """The stamps are in the signed session: older ones (a copied cookie
     left unused) end the session, as do none at all (from before)."""

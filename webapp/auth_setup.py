@@ -66,6 +66,16 @@ def session_is_current(stamps, now: float, idle_minutes: float, max_hours: float
     return now - seen_at <= idle_minutes * 60 and now - login_at <= max_hours * 3600
 
 
+def _touch(now: float, idle_minutes: float) -> None:
+    """Refresh the session's last-seen stamp, but only when it is older than
+    a tenth of the idle limit (at most a minute): most responses then leave
+    the session cookie alone. A response that sets the cookie can land after
+    a later one (an htmx fragment still loading when the user logs out) and
+    put the older session back in the browser."""
+    if now - session[SEEN_AT] >= min(60.0, idle_minutes * 6):
+        session[SEEN_AT] = now
+
+
 def init_app(app: Flask) -> None:
     """Register the user loaders and the login-required rule on ``app``."""
     login_manager.session_protection = "strong"
@@ -84,7 +94,7 @@ def init_app(app: Flask) -> None:
             g.pop("csrf_token", None)  # belonged to the ended session
             session["_remember"] = "clear"  # Flask-Login deletes a remember cookie
             return None
-        session[SEEN_AT] = now
+        _touch(now, config["SESSION_IDLE_MINUTES"])
         # "<id>:<session_version>": a logout, password/role change or disable
         # bumps the version, so every older cookie stops working
         return accounts.user_for_session(session_id)
