@@ -91,13 +91,33 @@ class TargetLock:
             raise TargetBusy(f"the {dialect} lock for this target is held by another session")
 
     def release(self) -> None:
-        """Let the lock go (closing the session drops server-side locks)."""
+        """Let the lock go: released explicitly, so it is free when this
+        returns (a closed session's locks are dropped by the server a moment
+        later, after it has processed the disconnect); the session is closed
+        whatever happens."""
         if self.file is not None:
             self.file.close()
             self.file = None
         if self.connection is not None:
+            try:
+                self._release_on_server()
+            except Exception:  # noqa: BLE001 - the connection is gone: so is the lock
+                pass
             self.connection.close()
             self.connection = None
         if self.engine is not None:
             self.engine.dispose()
             self.engine = None
+
+    def _release_on_server(self) -> None:
+        """``RELEASE_LOCK`` / ``pg_advisory_unlock`` on the holding session."""
+        from sqlalchemy import text
+
+        dialect = self.engine.dialect.name
+        if dialect in ("mysql", "mariadb"):
+            key = mysql_lock_key(self.name, self.engine.url.database)
+            self.connection.execute(text("SELECT RELEASE_LOCK(:k)"), {"k": key})
+        elif dialect == "postgresql":
+            self.connection.execute(text("SELECT pg_advisory_unlock(:k)"),
+                                    {"k": postgresql_lock_key(self.name)})
+        self.connection.commit()
