@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from alembic.config import Config
@@ -104,9 +105,10 @@ class History:
         """Return the revision with exactly this id, or None."""
         return self.by_id.get(revision)
 
-    @property
+    @cached_property
     def branch_labels(self) -> tuple[str, ...]:
-        """Every branch label declared in the script directory, sorted."""
+        """Every branch label declared in the script directory, sorted (a
+        History is rebuilt, never changed, when its files change)."""
         return tuple(sorted({label for info in self.by_id.values()
                              for label in info.branch_labels}))
 
