@@ -82,7 +82,11 @@ def _bad_body(detail: str):
 def targets():
     """``[{"name", "tier", "current", "heads", "pending", "reachable"}]`` for every target.
 
-    Extra fields: ``label``, ``error`` (why unreachable; no password). Only
+    Extra fields: ``label``, ``error`` (why unreachable; no password),
+    ``branches``: one ``{"label", "head", "heads", "current", "pending"}`` per
+    branch label (``head`` null when the branch has several heads,
+    ``current`` the newest applied revisions of the branch, ``pending`` what
+    ``upgrade <label>@head`` would apply; both null when unknown). Only
     the targets on which the caller has at least the viewer role.
     """
     from flask_login import current_user
@@ -102,6 +106,7 @@ def targets():
             "pending": len(status.pending),
             "reachable": status.reachable,
             "error": status.problem,
+            "branches": [branch.as_json() for branch in status.branches],
         })
     return jsonify(result)
 
@@ -112,7 +117,9 @@ def history(name: str):
     ``is_head``, ``is_branch_point``, ``is_merge_point``, ``applied`` (bool, or
     null when the database is unreachable), plus ``branch_labels``,
     ``depends_on``, ``create_date``, ``has_downgrade`` (False: the file has no
-    ``downgrade()`` function, read from its source)."""
+    ``downgrade()`` function, read from its source), ``branches`` (the branch
+    labels the revision is on, inherited along its branch as Alembic does;
+    ``branch_labels`` are only those its file declares)."""
     catalog = get_catalog()
     target = catalog.get(name)
     if target is None or _hidden(target):
@@ -138,6 +145,7 @@ def history(name: str):
         "depends_on": list(info.depends_on),
         "create_date": info.create_date,
         "has_downgrade": info.has_downgrade,
+        "branches": list(info.branches),
     } for info in status.history.revisions])
 
 

@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from alembic.config import Config
@@ -70,6 +71,11 @@ class RevisionInfo:
     #: False when the file's source binds no module-level ``downgrade``
     #: (Alembic would fail with AttributeError on downgrading through it).
     has_downgrade: bool = True
+    #: The branches this revision is on, sorted: Alembic's own
+    #: ``Revision.branch_labels`` after the RevisionMap is built (a label is
+    #: inherited along the branch, as ``alembic show`` prints it), where
+    #: ``branch_labels`` above is only what the file itself declares.
+    branches: tuple[str, ...] = ()
 
     @property
     def short(self) -> str:
@@ -98,6 +104,13 @@ class History:
     def get(self, revision: str) -> RevisionInfo | None:
         """Return the revision with exactly this id, or None."""
         return self.by_id.get(revision)
+
+    @cached_property
+    def branch_labels(self) -> tuple[str, ...]:
+        """Every branch label declared in the script directory, sorted (a
+        History is rebuilt, never changed, when its files change)."""
+        return tuple(sorted({label for info in self.by_id.values()
+                             for label in info.branch_labels}))
 
     def applied(self, current: Sequence[str]) -> set[str]:
         """Ids of the revisions applied on a database at ``current`` heads.
@@ -543,6 +556,7 @@ def _assemble(script_location: Path, version_locations: tuple[Path, ...],
         info.is_base = not info.down_revisions
         info.is_branch_point = len(children[rid]) > 1
         info.is_merge_point = len(info.down_revisions) > 1
+        info.branches = tuple(sorted(revision_map.get_revision(rid).branch_labels))
     ordered = _newest_first(infos)
     return History(script_location=script_location, version_locations=version_locations,
                    revisions=ordered, by_id=infos, heads=heads, bases=bases,

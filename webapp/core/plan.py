@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
@@ -22,17 +23,22 @@ from .targets import Target
 COMMANDS = ("upgrade", "downgrade", "stamp")
 SYMBOLIC_REVISIONS = ("head", "heads", "base", "+1", "-1")
 _REVISION_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+BRANCH_HEAD = "@head"  # <label>@head: the head of a labelled branch (Alembic's syntax)
+
 
 class PlanError(ValueError):
     """The requested command/revision cannot be planned (message says why)."""
 
 
-def validate_request(command: str, revision: str, known: set[str]) -> None:
+def validate_request(command: str, revision: str, known: set[str],
+                     labels: Collection[str] = ()) -> None:
     """Check a command and revision chosen by a user.
 
     :param known: revision ids of the target's script directory.
+    :param labels: its branch labels: ``<label>@head`` (Alembic's head of
+        that branch) is accepted for each of them.
     :raises PlanError: unknown command, malformed revision (400).
-    :raises LookupError: well-formed but unknown revision id (404).
+    :raises LookupError: well-formed but unknown revision id or branch label (404).
     """
     if command not in COMMANDS:
         raise PlanError(f"command must be one of {', '.join(COMMANDS)}")
@@ -40,9 +46,14 @@ def validate_request(command: str, revision: str, known: set[str]) -> None:
         if not isinstance(revision, str):
             raise PlanError("revision must be a string")
         return
+    label = revision[:-len(BRANCH_HEAD)] if revision.endswith(BRANCH_HEAD) else None
+    if label is not None and label in labels:
+        return
+    if label is not None and _REVISION_RE.match(label):
+        raise LookupError(f"no branch labelled {label!r} in this target's script directory")
     if not _REVISION_RE.match(revision):
-        raise PlanError("revision must be a revision id from the list, or one of "
-                        + ", ".join(SYMBOLIC_REVISIONS))
+        raise PlanError("revision must be a revision id from the list, <branch label>@head, "
+                        "or one of " + ", ".join(SYMBOLIC_REVISIONS))
     if revision not in known:
         raise LookupError(f"no revision {revision!r} in this target's script directory")
 

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from ..agent.alembic_dashboard_agent.guards import sqlite_file
 from ..agent.alembic_dashboard_agent.readonly import read_only_url
+from .branches import BranchStatus, branch_statuses
 from .history import History, HistoryCache, HistoryError, RevisionInfo
 from .runner import TargetProcessError
 from .targets import Target, TargetUrlMissing, redact_url, scrub_secrets
@@ -181,6 +182,8 @@ class TargetStatus:
     (``history_error``). ``revision_error`` says the version table holds
     revisions the script directory does not know (``unknown_current``): then
     nothing is pending *that we can tell*, and the target is not up to date.
+    ``branches`` has one entry per branch label of the script directory
+    (current and pending per labelled branch, unknown when the database is).
     ``elapsed`` is seconds spent.
     """
 
@@ -196,6 +199,7 @@ class TargetStatus:
     history_error: str | None = None
     revision_error: str | None = None
     history: History | None = None
+    branches: list[BranchStatus] = field(default_factory=list)
     elapsed: float = 0.0
 
     @property
@@ -269,6 +273,9 @@ def target_status(target: Target, histories: HistoryCache, engines: EngineCache,
                 status.pending = status.history.pending(status.current)
             except HistoryError as exc:
                 status.history_error = str(exc)
+    if status.history is not None:
+        known = status.reachable and not status.unknown_current
+        status.branches = branch_statuses(status.history, status.current if known else None)
     status.elapsed = time.monotonic() - started
     return status
 

@@ -68,7 +68,8 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
     except HistoryError as exc:
         raise Refused(Reason.SCRIPT_DIRECTORY, f"The script directory cannot be read: {exc}")
     try:
-        validate_request(request.command, request.revision, set(history.by_id))
+        validate_request(request.command, request.revision, set(history.by_id),
+                         history.branch_labels)
     except PlanError as exc:
         raise Refused(Reason.BAD_INPUT, str(exc))
     except LookupError as exc:
@@ -119,7 +120,8 @@ def _refuse_missing_downgrade(history, current: tuple[str, ...], revision: str) 
 
 def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
     """A plan of steps only, computed in this process from the history's
-    RevisionMap, for API upgrades to ``head``, ``heads`` or a revision id.
+    RevisionMap, for API upgrades to ``head``, ``heads``, ``<label>@head`` or a
+    revision id.
 
     Pipelines do not review SQL before they run, so the API skips rendering
     the offline SQL of every pending revision in the target's process (the
@@ -144,7 +146,8 @@ def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
         return None
     except (DatabaseUnavailable, TargetUrlMissing, TargetProcessError) as exc:
         raise _unreachable(exc)
-    if request.revision not in ("head", "heads") and request.revision not in history.by_id:
+    if request.revision not in ("head", "heads") and request.revision not in history.by_id \
+            and request.revision not in {label + "@head" for label in history.branch_labels}:
         return None
     if any(r not in history.by_id for r in current):
         return None

@@ -91,8 +91,9 @@ def create(catalog: Catalog, user: User, spec: RolloutSpec, actor: audit.Actor) 
     for target in targets:
         authorize(user, target, spec.command)
         try:
-            validate_request(spec.command, spec.revision,
-                             set(catalog.history(target).by_id))
+            history = catalog.history(target)
+            validate_request(spec.command, spec.revision, set(history.by_id),
+                             history.branch_labels)
         except HistoryError as exc:
             raise Refused(Reason.SCRIPT_DIRECTORY, f"{target.name}: the script directory "
                           f"cannot be read: {exc}")
