@@ -166,3 +166,27 @@ def test_the_api_still_runs_it_and_the_hash_pins_the_file(make_app, tmp_path, mo
     assert up.status_code == 202, up.json
     assert wait_job(client, up.json["job"], headers)["status"] == "succeeded"
     assert version_table(pg_url) == {"r001"}
+
+
+def test_a_request_on_a_protected_target_shows_the_note_and_source(make_app, tmp_path,
+                                                                   monkeypatch, pg_url):
+    monkeypatch.setenv("INSPECT_URL", pg_url)
+    ini = make_env(tmp_path / "env", _revisions())
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
+        "tier": "production", "alembic_ini": str(ini), "url_env": "INSPECT_URL",
+        "policy": {"approvals_required": 1}}}))
+    add_user(app, "olga", "admin")
+    client = app.test_client()
+    login(client, "olga")
+    page = _plan_page(client, "upgrade", "head")
+    assert 'id="request-approval"' in page and UNSEEN_NOTE in _text(page)
+    plan_hash = re.search(r'name="plan_hash" value="(\w+)"', page).group(1)
+    response = client.post("/targets/shop/requests", data={
+        "csrf_token": csrf_from(page), "command": "upgrade", "revision": "head",
+        "plan_hash": plan_hash, "reason": "release 4.2"})
+    assert response.status_code == 303, response.get_data(as_text=True)[-1500:]
+    shown = client.get(response.headers["Location"])
+    text = _text(shown.get_data(as_text=True))
+    assert shown.status_code == 200
+    assert UNSEEN_NOTE in text and 'get_table_names(): op.create_table("t"' in text
+    assert version_table(pg_url) == set()
