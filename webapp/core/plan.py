@@ -76,7 +76,17 @@ class Plan:
 
     ``current``/``heads_after`` are revision ids (empty = base); ``sql`` is
     the offline SQL of all steps in the target's dialect; ``rehearsal`` is
-    True when the SQL was captured on a scratch copy (SQLite batch mode).
+    True when the SQL was captured on a scratch copy (SQLite batch mode, or
+    revisions that inspect the database).
+
+    ``unrendered`` lists the revisions offline mode could not render because
+    they need a live connection (``sa.inspect(op.get_bind())``...), from the
+    agent: ``{"revision", "direction", "path", "error", "captured"}`` plus
+    ``"source"`` (the revision file's text) when not ``captured`` — then the
+    SQL holds a note in place of their statements, lint did not see them, and
+    the hash pins them by their file checksums (as every step). ``rehearsal_error``
+    says why a rehearsal could not capture their SQL (None when not tried or
+    when it did).
     """
 
     target: str
@@ -90,6 +100,14 @@ class Plan:
     rehearsal: bool = False
     warnings: list[str] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
+    unrendered: list[dict] = field(default_factory=list)
+    rehearsal_error: str | None = None
+
+    @property
+    def unseen_revisions(self) -> list[str]:
+        """Revisions whose SQL is not shown (and so not linted): they inspect
+        the database and no rehearsal captured it."""
+        return [u["revision"] for u in self.unrendered if not u.get("captured")]
 
     @property
     def hash(self) -> str:
@@ -153,10 +171,45 @@ def plan_warnings(plan: Plan, heads: tuple[str, ...]) -> list[str]:
     if plan.command == "downgrade" and plan.steps:
         warnings.append("this is a downgrade: the downgrade() functions of "
                         f"{len(plan.steps)} revision(s) will run.")
+    warnings.extend(unrendered_warnings(plan))
     if plan.command == "stamp":
         warnings.append("stamp changes only the version table; no migration runs, the "
                         "schema is not checked.")
     return warnings
+
+
+UNSEEN_NOTE = "this revision's SQL cannot be shown before it runs (it inspects the database)"
+
+
+def unrendered_warnings(plan: Plan) -> list[str]:
+    """What a plan could not show: revisions that inspect the database, whose
+    SQL was captured from a rehearsal or is not shown at all."""
+    warnings = []
+    unseen = plan.unseen_revisions
+    captured = [u["revision"] for u in plan.unrendered if u.get("captured")]
+    if unseen:
+        why = f" (a rehearsal on a scratch copy failed: {plan.rehearsal_error})" \
+            if plan.rehearsal_error else ""
+        warnings.append(
+            f"the SQL of {', '.join(unseen)} cannot be shown before it runs (it inspects "
+            f"the database){why}: lint did not see it. Read the revision's source below; "
+            "the confirmation is pinned to the revision files' checksums.")
+    if captured:
+        warnings.append(
+            f"{', '.join(captured)} inspect(s) the database, so offline mode cannot render "
+            "its SQL: the SQL shown was captured from a rehearsal on a scratch copy of the "
+            "database as it is now.")
+    return warnings
+
+
+def unseen_findings(plan: Plan) -> list[dict]:
+    """One lint finding (rule ``not_seen``) per revision whose SQL lint could not read."""
+    from .lint_findings import Finding
+
+    return [Finding(rule="not_seen", revision=u["revision"], statement=f"{u['direction']}()",
+                    why=f"{UNSEEN_NOTE}; lint could not check it ({u.get('error', '')})"
+                    ).as_dict()
+            for u in plan.unrendered if not u.get("captured")]
 
 
 def compute_plan(target: Target, command: str, revision: str, *, url: str,
@@ -180,7 +233,10 @@ def compute_plan(target: Target, command: str, revision: str, *, url: str,
     plan = Plan(target=target.name, command=command, revision=revision,
                 current=data["current"], heads_after=data["heads_after"],
                 steps=[PlanStep(**s) for s in data["steps"]], sql=data["sql"],
-                dialect=make_url(url).get_backend_name(), rehearsal=data["rehearsal"])
+                dialect=make_url(url).get_backend_name(), rehearsal=data["rehearsal"],
+                unrendered=data.get("unrendered") or [],
+                rehearsal_error=data.get("rehearsal_error"))
     plan.findings = [f.as_dict() for f in lint_sql(plan.sql, plan.dialect)]
+    plan.findings += unseen_findings(plan)
     plan.warnings = plan_warnings(plan, heads)
     return plan

@@ -43,10 +43,15 @@ def rehearsal_tmp(table: str) -> str:
     return f"_alembic_tmp_{table}"
 
 
-def capture(config, fn, destination) -> str:
+BATCH_HEADER = ("-- Alembic cannot render batch operations as offline SQL on SQLite;\n"
+                "-- these statements were captured from a rehearsal on a scratch copy.\n")
+
+
+def capture(config, fn, destination, header: str = BATCH_HEADER) -> str:
     """Run ``fn``'s steps online (through env.py) and return every statement
     they sent, except reads, as an SQL script with Alembic's ``-- Running
-    upgrade A -> B`` marker before each step's statements (as offline SQL has).
+    upgrade A -> B`` marker before each step's statements (as offline SQL has),
+    after ``header`` (comment lines saying why it was captured).
     Call inside :func:`.rehearsal.scratch_only`."""
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -91,6 +96,4 @@ def capture(config, fn, destination) -> str:
         event.remove(Engine, "before_cursor_execute", record)
     for index, marker in reversed(markers):
         captured.insert(index, marker)
-    header = ("-- Alembic cannot render batch operations as offline SQL on SQLite;\n"
-              "-- these statements were captured from a rehearsal on a scratch copy.\n")
     return header + "\n\n".join(captured) + "\n"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 
-from . import rehearsal
+from . import rehearsal, unrendered
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads, sqlite_path
 from .protocol import mark_phase
@@ -40,7 +40,15 @@ def _offline(config, script, fn, **kwargs) -> None:
 @read_path()
 def plan(request: dict) -> dict:
     """Op ``plan`` (``command``, ``revision``): the plan from the database's
-    current state — ``{"current", "steps", "heads_after", "sql", "rehearsal"}``."""
+    current state — ``{"current", "steps", "heads_after", "sql", "rehearsal",
+    "unrendered", "rehearsal_error"}``.
+
+    ``unrendered`` lists the revisions whose offline SQL could not be rendered
+    because they need a live connection (:mod:`.unrendered`): ``{"revision",
+    "direction", "path", "error", "captured"}`` — ``captured`` when their SQL
+    comes from a rehearsal on a scratch copy (SQLite), otherwise with the
+    revision's ``source`` and a note in the SQL in place of its statements.
+    ``rehearsal_error`` says why such a rehearsal could not stand in (or None)."""
     from alembic.script import ScriptDirectory
 
     version_table = request.get("version_table") or "alembic_version"
@@ -52,13 +60,17 @@ def plan(request: dict) -> dict:
     steps = steps_for(script, command_name, revision, current)
     heads_after: list = [list(current)]
     VERSION_APPLY_HOOKS.append(lambda step, heads: heads_after.append(sorted(heads)))
+    found: list[dict] = []
 
     def fn(heads, context):
         return steps_for(script, command_name, revision, heads)
 
-    rehearsed = False
+    def offline_fn(heads, context):  # offline only: a rehearsal runs the plain steps
+        return unrendered.tolerant(fn(heads, context), found)
+
+    rehearsed, rehearsal_error = False, None
     try:
-        _offline(config, script, fn, starting_rev=list(current) or None,
+        _offline(config, script, offline_fn, starting_rev=list(current) or None,
                  destination_rev=revision)
         sql = buffer.getvalue()
     except Exception as exc:
@@ -70,8 +82,39 @@ def plan(request: dict) -> dict:
             rehearsed = True
         else:
             raise
+    else:
+        if found:
+            final_heads = heads_after[-1]
+            sql, rehearsed, rehearsal_error = _rehearse_unrendered(
+                request, fn, revision, found, sql)
+            heads_after.append(final_heads)
+    for entry in found:
+        entry["captured"] = rehearsed
+        if not rehearsed:
+            entry["source"] = unrendered.read_source(entry["path"])
     return {"current": current, "steps": [describe(s) for s in steps],
-            "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsed}
+            "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsed,
+            "unrendered": found, "rehearsal_error": rehearsal_error}
+
+
+def _rehearse_unrendered(request: dict, fn, destination, found: list[dict],
+                         offline: str) -> tuple[str, bool, str | None]:
+    """The plan's SQL when revisions in ``found`` inspect the database:
+    captured from a rehearsal on a scratch copy of a SQLite database (not for
+    a Flask-Migrate app), else ``offline`` (the offline SQL with a note per
+    such revision). Returns ``(sql, rehearsed, why the rehearsal could not
+    stand in or None)``; a rehearsal that fails or is refused falls back to
+    ``offline``."""
+    path = sqlite_path(request["url"]) if request.get("url") else None
+    if path is None or request.get("flask_app"):
+        return offline, False, None
+    names = ", ".join(e["revision"] for e in found)
+    header = (f"-- Revision(s) {names} inspect the database, so offline mode cannot render\n"
+              "-- their SQL; these statements were captured from a rehearsal on a scratch copy.\n")
+    try:
+        return rehearsal.on_copy(request, path, fn, destination, header=header), True, None
+    except Exception as exc:
+        return offline, False, f"{type(exc).__name__}: {exc}"[:500]
 
 
 @read_path()

@@ -117,9 +117,11 @@ def _guarded(check_connect, check_execute):
         event.remove(Engine, "do_connect", check_connect)
 
 
-def on_copy(request: dict, real_path: str, fn, destination) -> str:
+def on_copy(request: dict, real_path: str, fn, destination, header: str | None = None) -> str:
     """Rehearse ``fn``'s steps on a copy of the target's SQLite file
-    (``real_path``, opened read-only; sqlite3 backup API).
+    (``real_path``, opened read-only; sqlite3 backup API); ``header``: the
+    captured SQL's first comment lines (default: why batch operations are
+    captured, :data:`.capture.BATCH_HEADER`).
 
     :raises RehearsalRefused: env.py reached for another database.
     """
@@ -130,7 +132,9 @@ def on_copy(request: dict, real_path: str, fn, destination) -> str:
         config = alembic_config(dict(request, url="sqlite:///" + copy), io.StringIO())
         try:
             with scratch_only(copy):
-                return capture(config, fn, destination)
+                if header is None:
+                    return capture(config, fn, destination)
+                return capture(config, fn, destination, header)
         except BaseException as exc:
             raise mark_phase(exc, "rehearsal")
 
