@@ -195,3 +195,23 @@ def test_create_app_keeps_the_cache_in_the_instance_folder(make_app, instance_pa
     for path in [instance_path / "history-cache", *entries(instance_path)[0].parents[:1]]:
         assert path.stat().st_mode & 0o777 == 0o700
     assert entries(instance_path)[0].stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_with_computed_identifiers_is_not_parsed_again(tmp_path):
+    """Its entry says the identifiers are not literals (and whether it has
+    downgrade()): the next process goes straight to the target-side loader."""
+    revs = linear(3)
+    revs[2].downgrade = "pass"
+    ini, targets, instance = project(tmp_path, revs)
+    path = ini.parent / "versions" / "r002_rev.py"
+    source = path.read_text().replace(
+        "down_revision: Union[str, Sequence[str], None] = 'r001'", "down_revision = 'r0' + '01'")
+    path.write_text(source.replace("def downgrade() -> None:\n    pass\n", ""))
+    first = run_child(targets, instance)
+    assert len(first["parsed"]) == 3
+    assert first["revisions"]["r002"][1] == ["r001"]  # read target-side
+    assert first["revisions"]["r002"][5] is False  # no downgrade()
+
+    second = run_child(targets, instance)
+    assert second["parsed"] == []
+    assert second["revisions"] == first["revisions"]

@@ -380,9 +380,9 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
         except (OSError, UnicodeDecodeError) as exc:
             raise HistoryError(f"{path.name}: cannot read: {exc}", path) from None
     global parsed_files
-    parsed_files += 1
     try:
         with _AST_LOCK:
+            parsed_files += 1
             tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise HistoryError(
