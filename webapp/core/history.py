@@ -6,15 +6,24 @@ with :mod:`ast` — no target code runs in the dashboard process — and fed to
 Alembic's own :class:`~alembic.script.revision.RevisionMap`, so heads, bases,
 branch points and the pending list follow Alembic's rules exactly.
 
-:func:`load_history` is cached per script directory and re-read when a file
-in a version location is added, removed or changed (name, size, mtime).
+:class:`HistoryCache` keeps each target's history in the process and
+re-reads it when a file in a version location is added, removed or changed
+(name, size, mtime). Given a :class:`ParseCache`, the result of reading each
+file is also kept on disk (the dashboard's instance folder), keyed by the
+file's path and checked against the SHA-256 of its content, so every worker
+and job process reuses what one of them parsed.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import os
 import re
+import shutil
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -342,7 +351,16 @@ class _NotLiteral(Exception):
 
 
 class NonLiteralIdentifiers(HistoryError):
-    """A revision file computes its identifiers; only running it tells them."""
+    """A revision file computes its identifiers; only running it tells them.
+
+    ``has_downgrade`` is read from the same source (see
+    :attr:`RevisionInfo.has_downgrade`); None when not known.
+    """
+
+    def __init__(self, message: str, path: Path | None = None,
+                 has_downgrade: bool | None = None) -> None:
+        self.has_downgrade = has_downgrade
+        super().__init__(message, path)
 
 
 #: ``loader(paths) -> {path: {"revision", "down_revision", "branch_labels",
@@ -355,6 +373,10 @@ IdentifierLoader = Callable[[list[Path]], dict[str, dict]]
 # the dashboard reads several targets' histories in threads, and it was seen
 # here. Parsing one file takes well under a millisecond: one at a time is free.
 _AST_LOCK = threading.Lock()
+
+#: How many revision files this process has parsed with :mod:`ast`
+#: (:func:`parse_revision_source` calls; benchmarks and tests read it).
+parsed_files = 0
 
 
 def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo | None:
@@ -370,8 +392,10 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise HistoryError(f"{path.name}: cannot read: {exc}", path) from None
+    global parsed_files
     try:
         with _AST_LOCK:
+            parsed_files += 1
             tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise HistoryError(
@@ -390,7 +414,8 @@ def parse_revision_source(path: Path, source: str | None = None) -> RevisionInfo
             except _NotLiteral:
                 raise NonLiteralIdentifiers(
                     f"{path.name}: {target.id} is not a literal value; it can only be "
-                    "read by running the file (target-side loader)", path) from None
+                    "read by running the file (target-side loader)", path,
+                    has_downgrade=_binds_name(tree.body, "downgrade")) from None
     if "revision" not in values:
         return None
     if len(values["revision"]) != 1:
@@ -446,14 +471,193 @@ def source_has_downgrade(path: Path) -> bool:
     return _binds_name(tree.body, "downgrade")
 
 
+def _parser_stamp() -> str:
+    """Names the code that produced a cache entry: this module's source and
+    the Python version (``ast`` follows the interpreter). Entries written by
+    other code are never read."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()[:16]
+
+
+_ENTRY_FORMAT = 1
+_TUPLE_FIELDS = ("down_revisions", "branch_labels", "depends_on")
+
+
+class ParseCache:
+    """What reading each revision file gave, kept on disk for every process.
+
+    One JSON file per revision file, named by the SHA-256 of its path, under
+    ``directory/<code stamp>/`` (entries written by another version of this
+    module or another Python are in another folder, removed when this one is
+    first used). An entry holds the SHA-256 of the file's content and is used
+    only when the content read now has the same hash, so it can never give
+    what an older version of the file said. Entries are written to a
+    temporary file and renamed into place (:func:`os.replace`): several
+    processes may read and write at once and each sees a whole entry or
+    none. An entry that cannot be read, is not valid JSON or has the wrong
+    shape counts as missing (the file is parsed and the entry rewritten);
+    a cache folder that cannot be written is no error either (the file is
+    simply parsed each time). Data only: entries are never executed or
+    unpickled.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.root = Path(directory)
+        self.directory = self.root / _parser_stamp()
+        self._pruned = False
+
+    def _entry_path(self, path: str) -> Path:
+        return self.directory / (hashlib.sha256(path.encode("utf-8", "surrogateescape"))
+                                 .hexdigest() + ".json")
+
+    def load(self, path: str, digest: str) -> dict | None:
+        """The entry of file ``path`` whose content hashes to ``digest``, or
+        None (missing, stale, unreadable or malformed).
+
+        :return: ``{"kind": "revision", "info": {...}}`` (RevisionInfo fields
+            read from the source), ``{"kind": "none"}`` (no ``revision``:
+            not a revision file) or ``{"kind": "non_literal", "message": str,
+            "has_downgrade": bool}``.
+        """
+        try:
+            with open(self._entry_path(path), "rb") as f:
+                entry = json.loads(f.read())
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(entry, dict) or entry.get("format") != _ENTRY_FORMAT \
+                or entry.get("path") != path or entry.get("sha256") != digest:
+            return None
+        return entry if _valid_entry(entry) else None
+
+    def store(self, path: str, digest: str, entry: dict) -> None:
+        """Write the entry of file ``path`` (content hash ``digest``)
+        atomically; errors are ignored (a cache that cannot be written is
+        only slower)."""
+        data = json.dumps({**entry, "format": _ENTRY_FORMAT, "path": path, "sha256": digest},
+                          separators=(",", ":")).encode()
+        temporary = None
+        try:
+            if not self._pruned:
+                self._prepare()
+            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".entry-",
+                                             suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(temporary, self._entry_path(path))
+            temporary = None
+        except OSError:
+            pass
+        finally:
+            if temporary is not None:
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
+
+    def _prepare(self) -> None:
+        """Create the folder (0700, like the instance folder) and remove the
+        folders of other code stamps (left by an older dashboard)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        self._pruned = True
+        for other in self.root.iterdir():
+            if other.name != self.directory.name and other.is_dir() \
+                    and not other.is_symlink():
+                shutil.rmtree(other, ignore_errors=True)
+
+
+def _valid_entry(entry: dict) -> bool:
+    """True when a cache entry read from disk has the shape :meth:`ParseCache.load`
+    promises (anything else is treated as missing)."""
+    kind = entry.get("kind")
+    if kind == "none":
+        return True
+    if kind == "non_literal":
+        return isinstance(entry.get("message"), str) \
+            and isinstance(entry.get("has_downgrade"), bool)
+    info = entry.get("info")
+    if kind != "revision" or not isinstance(info, dict):
+        return False
+    return (all(isinstance(info.get(k), str) for k in ("revision", "message", "longdoc"))
+            and (info.get("create_date") is None or isinstance(info["create_date"], str))
+            and isinstance(info.get("has_downgrade"), bool)
+            and all(isinstance(info.get(k), list) and all(isinstance(v, str) for v in info[k])
+                    for k in _TUPLE_FIELDS))
+
+
+def _entry_of(info: RevisionInfo | None) -> dict:
+    if info is None:
+        return {"kind": "none"}
+    return {"kind": "revision", "info": {
+        "revision": info.revision, "down_revisions": list(info.down_revisions),
+        "branch_labels": list(info.branch_labels), "depends_on": list(info.depends_on),
+        "message": info.message, "longdoc": info.longdoc, "create_date": info.create_date,
+        "has_downgrade": info.has_downgrade}}
+
+
+def _info_of(entry: dict, path: Path) -> RevisionInfo | None:
+    """The parse result a (valid) cache entry stands for.
+
+    :raises NonLiteralIdentifiers: the entry records identifiers that are not literals.
+    """
+    if entry["kind"] == "none":
+        return None
+    if entry["kind"] == "non_literal":
+        raise NonLiteralIdentifiers(entry["message"], path, has_downgrade=entry["has_downgrade"])
+    info = entry["info"]
+    return RevisionInfo(
+        revision=info["revision"], down_revisions=tuple(info["down_revisions"]),
+        branch_labels=tuple(info["branch_labels"]), depends_on=tuple(info["depends_on"]),
+        message=info["message"], longdoc=info["longdoc"], create_date=info["create_date"],
+        path=path, has_downgrade=info["has_downgrade"])
+
+
+def read_revision_file(path: Path, cache: ParseCache | None = None) -> RevisionInfo | None:
+    """:func:`parse_revision_source` of the file at ``path``, through ``cache``:
+    the file's bytes are read and hashed, and a cache entry for that path and
+    hash is used instead of parsing; otherwise the file is parsed and the
+    entry written.
+
+    :raises HistoryError: as :func:`parse_revision_source` (also
+        :class:`NonLiteralIdentifiers`, from the cache too).
+    """
+    if cache is None:
+        return parse_revision_source(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HistoryError(f"{path.name}: cannot read: {exc}", path) from None
+    digest = hashlib.sha256(data).hexdigest()
+    key = str(path)
+    entry = cache.load(key, digest)
+    if entry is not None:
+        return _info_of(entry, path)
+    try:  # newlines as read_text() gives them (universal newlines)
+        source = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise HistoryError(f"{path.name}: cannot read: {exc}", path) from None
+    try:
+        info = parse_revision_source(path, source)
+    except NonLiteralIdentifiers as exc:
+        cache.store(key, digest, {"kind": "non_literal", "message": str(exc),
+                                  "has_downgrade": exc.has_downgrade is not False})
+        raise
+    cache.store(key, digest, _entry_of(info))
+    return info
+
+
 def build_history(script_location: Path, version_locations: Sequence[Path],
                   recursive: bool = False, fp: tuple | None = None,
-                  loader: IdentifierLoader | None = None) -> History:
+                  loader: IdentifierLoader | None = None,
+                  parse_cache: ParseCache | None = None) -> History:
     """Parse every revision file and build the graph.
 
     :param fp: the :func:`fingerprint` of the files, if already taken.
     :param loader: reads the identifiers of files whose identifiers are not
         literals by running them target-side; without it such a file is an error.
+    :param parse_cache: on-disk results of earlier parses (any process's),
+        used for files whose content is unchanged (see :func:`read_revision_file`).
     :raises HistoryError: unreadable file, duplicate ids, missing down
         revisions, cycles — anything Alembic would refuse.
     """
@@ -462,13 +666,16 @@ def build_history(script_location: Path, version_locations: Sequence[Path],
     infos: dict[str, RevisionInfo] = {}
     parsed: list[RevisionInfo] = []
     computed: list[Path] = []
+    downgrades: dict[Path, bool] = {}
     for path_s, _size, _mtime in fp:
         try:
-            info = parse_revision_source(Path(path_s))
-        except NonLiteralIdentifiers:
+            info = read_revision_file(Path(path_s), parse_cache)
+        except NonLiteralIdentifiers as exc:
             if loader is None:
                 raise
             computed.append(Path(path_s))
+            if exc.has_downgrade is not None:
+                downgrades[Path(path_s)] = exc.has_downgrade
             continue
         if info is not None:
             parsed.append(info)
@@ -486,7 +693,7 @@ def build_history(script_location: Path, version_locations: Sequence[Path],
             data = loaded.get(str(path))
             if data is None:
                 continue
-            parsed.append(_info_from_loaded(path, data))
+            parsed.append(_info_from_loaded(path, data, downgrades.get(path)))
     for info in parsed:
         if info.revision in infos:
             raise HistoryError(
@@ -504,8 +711,10 @@ def _as_tuple(value) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _info_from_loaded(path: Path, data: dict) -> RevisionInfo:
-    """A RevisionInfo from identifiers read by running the file target-side."""
+def _info_from_loaded(path: Path, data: dict,
+                      has_downgrade: bool | None = None) -> RevisionInfo:
+    """A RevisionInfo from identifiers read by running the file target-side
+    (``has_downgrade`` read from its source when None)."""
     longdoc = (data.get("doc") or "").strip()
     date = _CREATE_DATE_RE.search(longdoc)
     return RevisionInfo(
@@ -514,7 +723,7 @@ def _info_from_loaded(path: Path, data: dict) -> RevisionInfo:
         depends_on=_as_tuple(data.get("depends_on")),
         message=re.split("\n\n", longdoc)[0] if longdoc else "", longdoc=longdoc,
         create_date=date.group(1) if date else None, path=path,
-        has_downgrade=source_has_downgrade(path))
+        has_downgrade=source_has_downgrade(path) if has_downgrade is None else has_downgrade)
 
 
 def _assemble(script_location: Path, version_locations: tuple[Path, ...],
@@ -603,14 +812,22 @@ class HistoryCache:
 
     An entry is reused while the fingerprint of its version files is
     unchanged; thread-safe. ``loader_for(target)`` gives the target-side
-    loader used for files whose identifiers are not literals.
+    loader used for files whose identifiers are not literals. With
+    ``parse_cache`` (a :class:`ParseCache`, or the folder for one), files are
+    read through the on-disk cache shared with the other processes, so a
+    history not yet in this process is rebuilt without parsing the files
+    another process has parsed.
     """
 
-    def __init__(self, loader_for: Callable[[Target], IdentifierLoader] | None = None) -> None:
+    def __init__(self, loader_for: Callable[[Target], IdentifierLoader] | None = None,
+                 parse_cache: ParseCache | Path | str | None = None) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, History] = {}
         self._paths: dict[str, tuple] = {}
         self._loader_for = loader_for
+        if parse_cache is not None and not isinstance(parse_cache, ParseCache):
+            parse_cache = ParseCache(Path(parse_cache))
+        self.parse_cache = parse_cache
 
     def _paths_for(self, target: Target) -> tuple[Path, tuple[Path, ...], bool]:
         """:func:`script_directory_paths`, re-read only when the ini file changes
@@ -642,7 +859,8 @@ class HistoryCache:
                 and cached.version_locations == version_locations:
             return cached
         loader = self._loader_for(target) if self._loader_for else None
-        history = build_history(location, version_locations, recursive, fp, loader)
+        history = build_history(location, version_locations, recursive, fp, loader,
+                                self.parse_cache)
         with self._lock:
             self._entries[target.name] = history
         return history

@@ -20,6 +20,9 @@ from ..core.runner import app_database_url, load_identifiers, offline_sql
 from ..core.status import EngineCache, TargetStatus, all_statuses, target_status
 from ..core.targets import Target, load_targets
 
+#: the on-disk cache of parsed revision files, in the instance folder
+HISTORY_CACHE_FOLDER = "history-cache"
+
 
 class Memo:
     """A thread-safe get-or-compute over a :mod:`cachetools` cache.
@@ -56,16 +59,18 @@ class Catalog:
     """Targets plus per-process caches.
 
     ``targets`` maps name → :class:`Target` in file order; ``is_demo`` is True
-    when no ``DASHBOARD_TARGETS`` was given.
+    when no ``DASHBOARD_TARGETS`` was given. ``history_cache_dir``: the folder
+    of the on-disk cache of parsed revision files shared by every process of
+    the dashboard (:class:`~webapp.core.history.ParseCache`); None: none.
     """
 
     def __init__(self, targets: Mapping[str, Target], *, is_demo: bool = False,
-                 source: str | None = None) -> None:
+                 source: str | None = None, history_cache_dir: Path | None = None) -> None:
         self.targets = dict(targets)
         self.is_demo = is_demo
         self.source = source
         self.histories = HistoryCache(loader_for=lambda target: (
-            lambda paths: load_identifiers(target, paths)))
+            lambda paths: load_identifiers(target, paths)), parse_cache=history_cache_dir)
         self._app_urls: dict[str, str] = {}
         self._app_urls_lock = threading.Lock()
         self.engines = EngineCache()
@@ -77,13 +82,20 @@ class Catalog:
     def from_config(cls, config: Mapping, instance_path: Path) -> Catalog:
         """Load ``config["TARGETS_FILE"]``, or the bundled demo when unset.
 
+        Parsed revision files are cached in ``config["HISTORY_CACHE_DIR"]``,
+        by default ``instance_path/history-cache`` (an empty value: no disk
+        cache), shared by the web workers and job processes of this instance.
+
         :raises TargetsFileError: invalid file.
         """
+        cache_dir = config.get("HISTORY_CACHE_DIR", instance_path / HISTORY_CACHE_FOLDER)
+        cache_dir = Path(cache_dir) if cache_dir else None
         path = config.get("TARGETS_FILE")
         if path:
-            return cls(load_targets(path), source=str(Path(path).resolve()))
+            return cls(load_targets(path), source=str(Path(path).resolve()),
+                       history_cache_dir=cache_dir)
         return cls(demo.demo_targets(instance_path), is_demo=True,
-                   source=str(demo.DEMO_TARGETS_FILE))
+                   source=str(demo.DEMO_TARGETS_FILE), history_cache_dir=cache_dir)
 
     def get(self, name: str) -> Target | None:
         """The target called ``name``, or None."""
