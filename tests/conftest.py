@@ -149,7 +149,9 @@ def make_app(instance_path, migrated_dashboard_db):
         db_file = instance_path / "dashboard.db"
         db_url = f"sqlite:///{db_file}"
         fresh = not db_file.exists()
-        overrides = {"TESTING": True, "SECRET_KEY": "test-secret",
+        # no warm standby job processes (each costs a start-up a test rarely
+        # uses): tests/test_job_standby.py turns them on
+        overrides = {"TESTING": True, "SECRET_KEY": "test-secret", "JOB_STANDBYS": 0,
                      "SQLALCHEMY_DATABASE_URI": db_url,
                      "TARGETS_FILE": str(targets_file) if targets_file else None, **config}
         app = create_app(overrides)
@@ -162,6 +164,9 @@ def make_app(instance_path, migrated_dashboard_db):
 
     yield factory
     for app in apps:
+        launcher = app.extensions.get("alembic_dashboard.launcher")
+        if hasattr(launcher, "close"):
+            launcher.close()
         app.extensions["alembic_dashboard"].engines.dispose()
         with app.app_context():
             from webapp.extensions import db

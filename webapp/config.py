@@ -171,6 +171,19 @@ def session_settings(environ: Mapping[str, str]) -> dict:
             "REMEMBER_COOKIE_DURATION": timedelta(hours=hours)}
 
 
+def job_standbys(environ: Mapping[str, str]) -> int:
+    """``DASHBOARD_JOB_STANDBYS``: how many warm job processes each web
+    process keeps for local jobs (default 2, 0 to start every job cold).
+
+    :raises ConfigurationError: not a whole number from 0 to 8.
+    """
+    raw = environ.get("DASHBOARD_JOB_STANDBYS", "").strip() or "2"
+    if not raw.isdigit() or int(raw) > 8:
+        raise ConfigurationError(
+            f"DASHBOARD_JOB_STANDBYS must be a whole number from 0 to 8, got {raw!r}")
+    return int(raw)
+
+
 def engine_options(database_url: str) -> dict:
     """SQLAlchemy engine options for the dashboard's own database at
     ``database_url``: connections checked before use; on SQLite, a 30 s wait
@@ -226,6 +239,9 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "LOGIN_RATE_LIMIT": environ.get("DASHBOARD_LOGIN_RATE_LIMIT") or "30 per minute",
         # request bodies (forms, JSON) above this answer 413
         "MAX_CONTENT_LENGTH": int(environ.get("DASHBOARD_MAX_CONTENT_LENGTH") or 1024 * 1024),
+        # local jobs: job processes each web process keeps waiting, warm, ahead
+        # of their jobs (webapp.services.launchers.LocalProcessLauncher); 0: none
+        "JOB_STANDBYS": job_standbys(environ),
         **session_settings(environ),
         **oidc_settings(environ),
     }

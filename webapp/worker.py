@@ -9,6 +9,16 @@ the job's heartbeat (SQLAlchemy Core only), then creates the app from the
 same environment variables as the web app and follows the migration to its
 end (:func:`webapp.services.job_process.execute`).
 
+``python webapp/worker.py --standby FOLDER`` is the same process started
+before its job (:class:`webapp.services.launchers.LocalProcessLauncher`
+keeps one or two per web process): it starts a standby agent for the run
+predicted in FOLDER's ``launch.json`` (the target's interpreter, past its
+start-up and Alembic's imports), creates the app, then waits for one line
+``JOB_ID FOLDER`` on stdin and runs that job like the cold form; its
+migration starts at once when the job's launch matches the prediction (else
+a fresh agent is started). Stdin closed, or nothing within
+:data:`STANDBY_IDLE_SECONDS`: it exits without doing anything.
+
 Run by path, not with ``-m``: ``-m webapp.worker`` would import the whole
 package (Flask, SQLAlchemy) before the migration could start.
 """
@@ -17,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import sys
 import threading
 import time
@@ -27,9 +39,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The agent package is standard library only at import time: the one way to
 # start a prepared run, shared with webapp.core.runner, without importing webapp.
 sys.path.insert(0, str(PROJECT_ROOT / "webapp" / "agent"))
-from alembic_dashboard_agent.launch import read_launch, spawn_prepared_run  # noqa: E402
+from alembic_dashboard_agent.launch import (  # noqa: E402
+    Standby,
+    read_launch,
+    spawn_prepared_run,
+)
 
 HEARTBEAT_INTERVAL = 2.0  # seconds
+# a standby left unused this long exits (the launcher stops handing it jobs a
+# minute before: webapp.services.launchers.STANDBY_USE_SECONDS)
+STANDBY_IDLE_SECONDS = 600.0
 
 
 def start_heartbeat(job_id: int) -> threading.Event:
@@ -137,10 +156,89 @@ def _start_error_message(error: OSError, folder: Path) -> str:
     return start_error_message(error, read_launch(folder))
 
 
+def _lower_priority() -> None:
+    """The migration has the CPU first; following it (importing Flask and
+    SQLAlchemy, flushing the log) can wait. Matters on small machines.
+    Relative to the web process's niceness: a job started by a finishing job
+    (fleet rollouts) inherits +5 and must not add another 5 per generation."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    base = int(os.environ.get("DASHBOARD_JOB_BASE_NICENESS", current))
+    if current < base + 5:
+        os.nice(base + 5 - current)
+
+
+def _create_app():
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from webapp import create_app
+
+    return create_app()
+
+
+def _follow(job_id: int, folder: Path, proc, start_error: OSError | None, started: float,
+            app=None) -> None:
+    """Beat for ``job_id`` and follow its migration ``proc`` to its end
+    (:func:`webapp.services.job_process.execute`) in ``app`` (created here
+    when None); on any failure of this process the migration is stopped and
+    the job recorded *failed* (:func:`record_crash`)."""
+    heartbeat = start_heartbeat(job_id)
+    message = None
+    try:
+        if start_error is not None:
+            message = _start_error_message(start_error, folder)
+        app = app if app is not None else _create_app()
+        from webapp.services import job_process
+        from webapp.services.catalog import get_catalog
+
+        with app.app_context():
+            job_process.execute(job_id, get_catalog(), proc=proc, folder=folder,
+                                started=started, start_error=message)
+    except BaseException as exc:
+        if proc is not None:
+            proc.kill()  # never leave a migration running that nobody follows
+        try:
+            record_crash(job_id, exc, folder, message)
+        except Exception as again:  # the dashboard database itself is gone
+            print(f"could not record the failure of job {job_id}: {again}", file=sys.stderr)
+        raise
+    finally:
+        heartbeat.set()
+
+
+def standby(predicted_folder: Path) -> int:
+    """The ``--standby`` form (module docstring); exit 0 whatever the outcome."""
+    predicted = read_launch(predicted_folder)
+    shutil.rmtree(predicted_folder, ignore_errors=True)  # it holds the target's environment
+    agents = Standby()
+    try:
+        agents.prepare(predicted)  # before lowering our priority: the agent keeps the base one
+    except OSError:
+        pass  # the interpreter is gone: the job, if one comes, fails saying so
+    _lower_priority()
+    app = _create_app()
+    ready, _, _ = select.select([sys.stdin], [], [], STANDBY_IDLE_SECONDS)
+    line = sys.stdin.readline() if ready else ""
+    if not line.strip():
+        agents.close()
+        return 0
+    job, folder = line.split(maxsplit=1)
+    folder_path, started = Path(folder.strip()), time.time()
+    proc, start_error = None, None
+    try:
+        proc = agents.spawn(read_launch(folder_path))
+    except OSError as exc:
+        start_error = exc
+    _follow(int(job), folder_path, proc, start_error, started, app)
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """Run job ``argv[1]`` prepared in folder ``argv[2]``; exit 0 whatever the outcome."""
+    """Run job ``argv[1]`` prepared in folder ``argv[2]`` (or wait for one:
+    ``--standby FOLDER``); exit 0 whatever the outcome."""
+    if len(argv) == 3 and argv[1] == "--standby":
+        return standby(Path(argv[2]))
     if len(argv) != 3 or not argv[1].isdigit():
-        print("usage: python webapp/worker.py JOB_ID FOLDER", file=sys.stderr)
+        print("usage: python webapp/worker.py JOB_ID FOLDER | --standby FOLDER",
+              file=sys.stderr)
         return 2
     started = time.time()
     folder = Path(argv[2])
@@ -152,39 +250,8 @@ def main(argv: list[str]) -> int:
         # after the dashboard checked it at start: the job must fail saying so,
         # not die here and be found *abandoned* with an empty log
         start_error = exc
-    # The migration has the CPU first; following it (importing Flask and
-    # SQLAlchemy, flushing the log) can wait. Matters on small machines.
-    # Relative to the web process's niceness: a job started by a finishing job
-    # (fleet rollouts) inherits +5 and must not add another 5 per generation.
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    base = int(os.environ.get("DASHBOARD_JOB_BASE_NICENESS", current))
-    if current < base + 5:
-        os.nice(base + 5 - current)
-    heartbeat = start_heartbeat(int(argv[1]))
-    message = None
-    try:
-        if start_error is not None:
-            message = _start_error_message(start_error, folder)
-        sys.path.insert(0, str(PROJECT_ROOT))
-        from webapp import create_app
-        from webapp.services import job_process
-        from webapp.services.catalog import get_catalog
-
-        app = create_app()
-        with app.app_context():
-            job_process.execute(
-                int(argv[1]), get_catalog(), proc=proc, folder=folder, started=started,
-                start_error=message)
-    except BaseException as exc:
-        if proc is not None:
-            proc.kill()  # never leave a migration running that nobody follows
-        try:
-            record_crash(int(argv[1]), exc, folder, message)
-        except Exception as again:  # the dashboard database itself is gone
-            print(f"could not record the failure of job {argv[1]}: {again}", file=sys.stderr)
-        raise
-    finally:
-        heartbeat.set()
+    _lower_priority()
+    _follow(int(argv[1]), folder, proc, start_error, started)
     return 0
 
 

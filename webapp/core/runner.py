@@ -20,11 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..agent import AGENT_DIR
-from ..agent.alembic_dashboard_agent.launch import Standby, read_launch, spawn_prepared_run
+from ..agent.alembic_dashboard_agent.launch import (
+    Standby,
+    launch_key,
+    read_launch,
+    spawn_prepared_run,
+)
 from .targets import Target, scrub_secrets
 
 # re-exported: the one way to start a prepared run (at once, or through a standby)
-__all__ = ["Standby", "read_launch", "spawn_prepared_run"]
+__all__ = ["Standby", "launch_key", "read_launch", "spawn_prepared_run"]
 
 DEFAULT_TIMEOUT = 60.0  # seconds
 
@@ -293,6 +298,15 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
     _write_private_json(folder / "request.json", _helper_request(target, url, {
         "op": "run", "command": command, "revision": revision, "lock_name": lock_name,
         **(extra or {})}))
+    write_launch(target, url, folder)
+
+
+def write_launch(target: Target, url: str | None, folder: Path) -> None:
+    """``folder/launch.json`` (0600) for a run on ``target`` whose database is
+    at ``url``: ``{"argv": [python, agent, folder/request.json,
+    folder/result.json], "cwd", "env"}`` (``env`` from
+    :func:`target_environment`). Alone, it tells a standby job process what
+    to start ahead of its job (:func:`webapp.agent.alembic_dashboard_agent.launch.launch_key`)."""
     _write_private_json(folder / "launch.json", {
         "argv": [target.python or sys.executable, str(AGENT_DIR), str(folder / "request.json"),
                  str(folder / "result.json")],

@@ -277,6 +277,22 @@ def launch_worker(job: Job, target: Target, url: str) -> None:
     launchers.current().launch(job, target, url)
 
 
+def expect_job(catalog: Catalog, plan: Plan) -> None:
+    """``plan`` was just shown to someone who may confirm it: when its
+    target runs jobs directly (not protected) and it has steps, the
+    launcher gets ready for a job there (a local launcher starts a warm
+    standby process; :meth:`webapp.services.launchers.Launcher.prepare`).
+    Best effort: a target whose URL cannot be given now just starts cold."""
+    target = catalog.get(plan.target)
+    if target is None or target.policy.is_protected or not plan.steps:
+        return
+    try:
+        url = catalog.database_url(target)
+    except TargetUrlMissing:
+        return  # the job itself will say so
+    launchers.current().prepare(target, url)
+
+
 def cancel_queued(job_id: int, user: User, actor: audit.Actor) -> Job:
     """Cancel a job still waiting in the queue (no worker has taken it): it
     ends *abandoned* and frees its target. A worker that takes it later sees

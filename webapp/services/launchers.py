@@ -22,6 +22,7 @@ otherwise), unless ``JOB_LAUNCHER`` (``"local"``, ``"celery"`` or
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +36,13 @@ from flask import Flask, current_app
 from sqlalchemy import delete
 
 from ..config import ConfigurationError
-from ..core.runner import read_launch, spawn_prepared_run, write_run_request
+from ..core.runner import (
+    launch_key,
+    read_launch,
+    spawn_prepared_run,
+    write_launch,
+    write_run_request,
+)
 from ..core.targets import Target
 from ..extensions import db
 from ..models import Job, TargetGuard
@@ -45,6 +52,9 @@ from .refusals import Reason, Refused
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = "alembic_dashboard.launcher"
 CHOICES = ("local", "celery", "inprocess")
+# a standby is handed jobs this long after its start, then replaced (it exits
+# by itself after worker.STANDBY_IDLE_SECONDS, 600 s: a minute of margin)
+STANDBY_USE_SECONDS = 540.0
 
 
 class Launcher(Protocol):
@@ -56,6 +66,10 @@ class Launcher(Protocol):
 
         :raises Refused: nothing was started (the job is dropped first).
         """
+
+    def prepare(self, target: Target, url: str | None) -> None:
+        """Get ready for a job on ``target`` soon (a plan was just shown):
+        a launcher that can start one ahead does; the others do nothing."""
 
 
 def drop_unstarted(job: Job) -> None:
@@ -96,24 +110,103 @@ class LocalProcessLauncher:
     session, so it outlives the web request and the gunicorn worker that
     started it. The job row records at once which process runs it (host,
     pid, start time): the reaper's proof of life that needs no heartbeat.
-    Its output goes to the instance's ``jobs.log``."""
+    Its output goes to the instance's ``jobs.log``.
+
+    Warm standbys: after each launch, and when a plan is shown
+    (:meth:`prepare`), up to ``standbys`` job processes wait ahead of their
+    jobs (``worker.py --standby``, each with the target's agent past its
+    start-up), one per target interpreter / directory / environment; a job
+    whose launch matches one is handed to it, so its migration starts at
+    once. A standby is tied to this process by its stdin: it exits when this
+    process ends, when it is pushed out by a newer one, or after
+    ``worker.STANDBY_IDLE_SECONDS`` unused.
+
+    :param standbys: how many standbys this process keeps at most (0: none,
+        every job starts cold).
+    """
 
     name = "local"
 
-    def launch(self, job: Job, target: Target, url: str) -> None:
-        """See :meth:`Launcher.launch`; never refuses."""
-        folder = _prepare(job, target, url)
+    def __init__(self, standbys: int = 2) -> None:
+        self.standbys = standbys
+        self._waiting: dict[str, tuple[subprocess.Popen, float]] = {}  # oldest first
+        self._lock = threading.Lock()
+
+    def _start(self, args: list[str], stdin) -> subprocess.Popen:
         log_path = Path(current_app.instance_path) / "jobs.log"
         with open(log_path, "a", encoding="utf-8",
                   opener=lambda p, f: os.open(p, f, 0o600)) as log:  # private, like instance/
-            proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "webapp" / "worker.py"),
-                                     str(job.id), str(folder)],
-                                    cwd=PROJECT_ROOT, env=worker_environment(),
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "webapp" / "worker.py"),
+                                     *args], cwd=PROJECT_ROOT, env=worker_environment(),
+                                    stdin=stdin, stdout=log, stderr=log,
                                     start_new_session=True)
+
+    def _hand_over(self, job_id: int, folder: Path) -> subprocess.Popen | None:
+        """The waiting standby for ``folder``'s launch, told to run job
+        ``job_id``; None when there is none (or it is about to expire)."""
+        with self._lock:
+            proc, since = self._waiting.pop(launch_key(read_launch(folder)), (None, 0.0))
+        if proc is None:
+            return None
+        if proc.poll() is not None or time.monotonic() - since > STANDBY_USE_SECONDS:
+            _dismiss(proc)
+            return None
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{job_id} {folder}\n".encode())
+            proc.stdin.close()
+        except OSError:  # it died between poll() and the write
+            proc.kill()
+            return None
+        return proc
+
+    def launch(self, job: Job, target: Target, url: str) -> None:
+        """See :meth:`Launcher.launch`; never refuses. Then a standby is
+        prepared for the next job like it (:meth:`prepare`)."""
+        folder = _prepare(job, target, url)
+        proc = self._hand_over(job.id, folder) or self._start(
+            [str(job.id), str(folder)], subprocess.DEVNULL)
         job.worker_pid, job.worker_host = proc.pid, socket.gethostname()[:255]
         job.worker_start = liveness.process_start_token(proc.pid)
         db.session.commit()
+        self.prepare(target, url)
+
+    def prepare(self, target: Target, url: str | None) -> None:
+        """Have a standby wait for a job on ``target`` (database at ``url``),
+        unless one already does or :attr:`standbys` is 0; the oldest
+        standby makes room when there are as many as allowed."""
+        if self.standbys <= 0:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="alembic-standby-"))
+        write_launch(target, url, folder)
+        key = launch_key(read_launch(folder))
+        with self._lock:
+            proc, since = self._waiting.get(key, (None, 0.0))
+            if proc is not None and proc.poll() is None and \
+                    time.monotonic() - since < STANDBY_USE_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+                return
+            self._waiting.pop(key, None)
+            while len(self._waiting) >= self.standbys:
+                _dismiss(self._waiting.pop(next(iter(self._waiting)))[0])
+            self._waiting[key] = (self._start(["--standby", str(folder)], subprocess.PIPE),
+                                  time.monotonic())
+
+    def close(self) -> None:
+        """Dismiss every waiting standby (they exit; nothing else changes)."""
+        with self._lock:
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for proc, _ in waiting:
+            _dismiss(proc)
+
+
+def _dismiss(proc: subprocess.Popen) -> None:
+    """Tell an unused standby to go (its stdin closes: it exits on its own)."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
 
 
 class CeleryLauncher:
@@ -141,6 +234,9 @@ class CeleryLauncher:
             drop_unstarted(job)
             raise Refused(Reason.UNREACHABLE, f"The job queue cannot be reached: "
                           f"{type(exc).__name__}: {exc}") from None
+
+    def prepare(self, target: Target, url: str | None) -> None:
+        """Nothing: the queue's workers keep their own standby agents."""
 
     def send_advance(self, rollout_id: int, rollout_queue: str | None) -> None:
         """Queue "advance rollout ``rollout_id``" on ``rollout_queue``: a job's
@@ -176,6 +272,9 @@ class InProcessLauncher:
                                   name=f"job-{job.id}", daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def prepare(self, target: Target, url: str | None) -> None:
+        """Nothing: a thread starts at once."""
 
     @staticmethod
     def _run(app: Flask, job_id: int, folder: Path) -> None:
@@ -221,7 +320,9 @@ def choose(config: dict) -> Launcher:
         if not broker:
             raise ConfigurationError("JOB_LAUNCHER celery needs DASHBOARD_BROKER_URL")
         return CeleryLauncher(broker)
-    return InProcessLauncher() if choice == "inprocess" else LocalProcessLauncher()
+    if choice == "inprocess":
+        return InProcessLauncher()
+    return LocalProcessLauncher(standbys=config.get("JOB_STANDBYS", 2))
 
 
 def init_app(app: Flask) -> None:

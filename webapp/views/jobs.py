@@ -45,6 +45,8 @@ def plan(name: str):
     from ..services import rehearsals
 
     running = jobs.running_job(name)
+    if running is None or not running.is_active:
+        jobs.expect_job(get_catalog(), plan)  # a warm process for the confirmation
     return render_template("jobs/plan.html", target=req.target, plan=plan,
                            sections=sql_sections_html(plan.sql, plan.findings),
                            pygments_css=PYGMENTS_CSS,

@@ -49,6 +49,13 @@ def spawn_prepared_run(folder) -> subprocess.Popen:
     return _popen(launch, launch["argv"], subprocess.DEVNULL)
 
 
+def launch_key(launch: dict) -> str:
+    """What makes two prepared runs (:func:`read_launch`) startable by the
+    same standby process: interpreter, agent, working directory and the
+    complete environment."""
+    return json.dumps([launch["argv"][:2], launch["cwd"], launch["env"]], sort_keys=True)
+
+
 class Standby:
     """Agent processes started ahead of their jobs, for a long-lived worker
     (a Celery worker): one per interpreter + agent + working directory +
@@ -61,15 +68,11 @@ class Standby:
     def __init__(self) -> None:
         self._waiting: dict[str, subprocess.Popen] = {}
 
-    @staticmethod
-    def _key(launch: dict) -> str:
-        return json.dumps([launch["argv"][:2], launch["cwd"], launch["env"]], sort_keys=True)
-
     def spawn(self, launch: dict) -> subprocess.Popen:
         """Like :func:`spawn_prepared_run` for ``launch`` (:func:`read_launch`),
         through a waiting standby when one matches (a standby that died
         meanwhile is replaced by a new process)."""
-        proc = self._waiting.pop(self._key(launch), None)
+        proc = self._waiting.pop(launch_key(launch), None)
         if proc is not None and proc.poll() is None:
             try:
                 assert proc.stdin is not None
@@ -83,7 +86,7 @@ class Standby:
     def prepare(self, launch: dict) -> None:
         """Start a standby for the next run like ``launch`` (call after a run
         ended, so it never competes with a migration for the CPU)."""
-        key = self._key(launch)
+        key = launch_key(launch)
         old = self._waiting.get(key)
         if old is not None and old.poll() is None:
             return
