@@ -82,7 +82,9 @@ def _bad_body(detail: str):
 def targets():
     """``[{"name", "tier", "current", "heads", "pending", "reachable"}]`` for every target.
 
-    Extra fields: ``label``, ``error`` (why unreachable; no password). Only
+    Extra fields: ``label``, ``error`` (why unreachable; no password),
+    ``no_revisions`` (why nothing is pending when the script directory has
+    no revision: "no revisions found in <locations>...", else null). Only
     the targets on which the caller has at least the viewer role.
     """
     from flask_login import current_user
@@ -102,6 +104,7 @@ def targets():
             "pending": len(status.pending),
             "reachable": status.reachable,
             "error": status.problem,
+            "no_revisions": status.no_revisions,
         })
     return jsonify(result)
 
