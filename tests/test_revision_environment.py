@@ -167,3 +167,75 @@ def test_zero_revisions_under_revision_environment_names_env_py(make_app, tmp_pa
     page = text_of(client.get("/targets/orch").get_data(as_text=True))
     assert f"no revisions found in {(root / RUNTIME).resolve()}" in page
     assert "revision_environment" in page
+
+
+OFFLINE_REFUSED = ('if context.is_offline_mode():\n'
+                   '    raise RuntimeError("this env.py runs online only")\n')
+
+
+def test_env_py_that_fails_offline_still_counts_what_it_chose(make_app, tmp_path,
+                                                              monkeypatch):
+    root = tmp_path / "project"
+    revs = [Rev(r.revision, r.down, create_date=r.create_date, subdir=RUNTIME)
+            for r in linear(2)]
+    ini = make_env(root, revs, ini_extra="revision_environment = true",
+                   env_extra=ENV_CHOICES["config"] + "\n" + OFFLINE_REFUSED)
+    app, url = app_for(make_app, tmp_path, monkeypatch, ini)
+    headers = token_headers(app, "olga", "operator")
+    client = app.test_client()
+    listed = client.get("/api/v1/targets", headers=headers).json[0]
+    assert listed["heads"] == ["r001"] and listed["pending"] == 2, listed
+    assert listed["no_revisions"] is None
+    response = client.post("/api/v1/targets/orch/jobs", headers=headers,
+                           json={"command": "upgrade", "revision": "heads"})
+    assert response.status_code == 202, response.json
+    job = wait_job(client, response.json["job"], headers)
+    assert job["status"] == "succeeded", job
+    assert version_table(url) == {"r001"}
+
+
+def test_env_py_that_fails_before_choosing_is_named_in_the_reason(make_app, tmp_path,
+                                                                  monkeypatch):
+    root = tmp_path / "project"
+    revs = [Rev(r.revision, r.down, create_date=r.create_date, subdir=RUNTIME)
+            for r in linear(2)]
+    ini = make_env(root, revs, ini_extra="revision_environment = true",
+                   env_extra=OFFLINE_REFUSED + ENV_CHOICES["config"])
+    app, _ = app_for(make_app, tmp_path, monkeypatch, ini)
+    headers = token_headers(app, "vic", "viewer")
+    listed = app.test_client().get("/api/v1/targets", headers=headers).json[0]
+    reason = listed["no_revisions"]
+    assert reason.startswith(f"no revisions found in {root / 'versions'}"), listed
+    assert "revision_environment = true" in reason
+    assert "RuntimeError: this env.py runs online only" in reason
+
+
+def test_a_flask_migrate_app_whose_env_py_chooses_the_locations(make_app, tmp_path):
+    from support.targetenv import shopapp_project, target_venv
+
+    project = shopapp_project(tmp_path)
+    migrations = project / "migrations"
+    (migrations / "versions").rename(migrations / RUNTIME)
+    (migrations / "versions").mkdir()
+    ini = migrations / "alembic.ini"
+    ini.write_text(ini.read_text().replace("# revision_environment = false",
+                                           "revision_environment = true"))
+    env_py = migrations / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "config = context.config\n",
+        "config = context.config\nimport os\n" + ENV_CHOICES["script"] + "\n", 1))
+    expected = sorted(p.name.split("_")[0] for p in (migrations / RUNTIME).glob("*.py"))
+    url = sqlite_url(tmp_path / "shop.db")
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {"shopapp": {
+        "tier": "staging", "flask_app": "shopapp:create_app", "cwd": str(project),
+        "python": str(target_venv()), "env": {"SHOPAPP_DATABASE_URL": url}}}))
+    headers = token_headers(app, "op", "operator")
+    client = app.test_client()
+    history = client.get("/api/v1/targets/shopapp/history", headers=headers).json
+    assert sorted(r["revision"] for r in history) == expected, history
+    response = client.post("/api/v1/targets/shopapp/jobs", headers=headers,
+                           json={"command": "upgrade", "revision": "heads"})
+    assert response.status_code == 202, response.json
+    job = wait_job(client, response.json["job"], headers)
+    assert job["status"] == "succeeded", job["log"]
+    assert version_table(url) == {history[0]["revision"]}
