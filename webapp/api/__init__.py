@@ -86,7 +86,9 @@ def targets():
     ``branches``: one ``{"label", "head", "heads", "current", "pending"}`` per
     branch label (``head`` null when the branch has several heads,
     ``current`` the newest applied revisions of the branch, ``pending`` what
-    ``upgrade <label>@head`` would apply; both null when unknown). Only
+    ``upgrade <label>@head`` would apply; both null when unknown),
+    ``no_revisions`` (why nothing is pending when the script directory has
+    no revision: "no revisions found in <locations>...", else null). Only
     the targets on which the caller has at least the viewer role.
     """
     from flask_login import current_user
@@ -107,6 +109,7 @@ def targets():
             "reachable": status.reachable,
             "error": status.problem,
             "branches": [branch.as_json() for branch in status.branches],
+            "no_revisions": status.no_revisions,
         })
     return jsonify(result)
 

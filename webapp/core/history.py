@@ -109,6 +109,29 @@ class History:
     revision_map: RevisionMap
     fingerprint: tuple = field(repr=False, default=())
     _pending_memo: dict = field(repr=False, default_factory=dict)
+    #: True when the ini sets ``revision_environment``: the version locations
+    #: are those env.py chose at run time (asked in the target's process).
+    revision_environment: bool = False
+    #: Why env.py could not tell its locations (then the ini's stand), or None.
+    locations_note: str | None = None
+
+    def no_revisions_reason(self) -> str | None:
+        """Why there is nothing to show or apply when the script directory has
+        no revision at all ("no revisions found in <locations>", with how the
+        locations were found); None when it has revisions."""
+        if self.revisions:
+            return None
+        locations = ", ".join(str(p) for p in self.version_locations) or str(
+            self.script_location)
+        reason = f"no revisions found in {locations}"
+        if self.revision_environment:
+            reason += (" (the version locations env.py chose at run time: the ini sets "
+                       "revision_environment = true)")
+        if self.locations_note:
+            reason += f"; {self.locations_note}"
+        return reason + (". Check script_location and version_locations in the ini "
+                         "(or what env.py sets): Alembic finds no revision there either, so "
+                         "there is nothing to upgrade to")
 
     def get(self, revision: str) -> RevisionInfo | None:
         """Return the revision with exactly this id, or None."""
@@ -229,15 +252,76 @@ class History:
         return result
 
 
+@dataclass(frozen=True)
+class ScriptPaths:
+    """Where a target's revisions are: ``script_location``, the absolute
+    ``version_locations`` and ``recursive`` (recursive_version_locations).
+    ``revision_environment`` is True when they were found by running env.py
+    in the target's process (the ini sets ``revision_environment``);
+    ``note`` then says why env.py could not tell (the ini's locations stand)."""
+
+    script_location: Path
+    version_locations: tuple[Path, ...]
+    recursive: bool
+    revision_environment: bool = False
+    note: str | None = None
+
+
 def script_directory_paths(target: Target) -> tuple[Path, tuple[Path, ...], bool]:
     """Read the script location and version locations from the target's ini.
 
     Mirrors :meth:`ScriptDirectory.from_config` without its side effect on
     ``sys.path`` (``prepend_sys_path``), which must not touch our process.
+    See :func:`script_directory_info` (this is its first three fields).
 
     :return: (script_location, version_locations, recursive_version_locations)
-    :raises HistoryError: missing ini, missing ``script_location``.
+    :raises HistoryError: missing ini, missing ``script_location``, or
+        env.py/the package cannot be run in the target's process.
     """
+    info = script_directory_info(target)
+    return info.script_location, info.version_locations, info.recursive
+
+
+def ini_of(target: Target) -> Path | None:
+    """The ini Alembic reads for ``target``: its ``alembic_ini``, or the
+    ``alembic.ini`` of a Flask-Migrate app's migrations directory (the one
+    Flask-Migrate reads); None when there is none."""
+    if target.alembic_ini is not None:
+        return target.alembic_ini
+    if target.directory is not None and (target.directory / "alembic.ini").is_file():
+        return target.directory / "alembic.ini"
+    return None
+
+
+def _revision_environment(target: Target) -> bool:
+    """True when the target's ini sets ``revision_environment`` (env.py then
+    runs for ``alembic history`` and may choose the version locations)."""
+    ini = ini_of(target)
+    if ini is None:
+        return False
+    try:
+        section = target.ini_section if target.alembic_ini is not None else "alembic"
+        return bool(Config(str(ini), ini_section=section).get_alembic_boolean_option(
+            "revision_environment"))
+    except Exception as exc:  # configparser errors come in many classes
+        raise HistoryError(f"cannot read {ini}: {exc}") from None
+
+
+def script_directory_info(target: Target) -> ScriptPaths:
+    """Where ``target``'s revisions are (see :class:`ScriptPaths`).
+
+    From the ini alone, as :meth:`ScriptDirectory.from_config` reads it,
+    unless the ini sets ``revision_environment = true`` or names a
+    ``package:path`` location: then in the target's own Python (the agent's
+    ``script_directory`` op), which for ``revision_environment`` runs env.py
+    the way ``alembic history`` does (offline, no migration) and answers
+    with the locations env.py chose at run time.
+
+    :raises HistoryError: missing ini, missing ``script_location``, script
+        directory not found, or the target's process failed.
+    """
+    if _revision_environment(target):
+        return _paths_from_target_process(target, url=_read_url(target))
     if target.alembic_ini is not None:
         try:
             config = Config(str(target.alembic_ini), ini_section=target.ini_section)
@@ -264,7 +348,23 @@ def script_directory_paths(target: Target) -> tuple[Path, tuple[Path, ...], bool
         raise HistoryError(f"script directory not found: {location}")
     script = ScriptDirectory(str(location), version_locations=version_locations,
                              recursive_version_locations=recursive)
-    return location, tuple(Path(p) for p in script._version_locations), bool(recursive)
+    return ScriptPaths(location, tuple(Path(p) for p in script._version_locations),
+                       bool(recursive))
+
+
+def _read_url(target: Target) -> str | None:
+    """The URL env.py is given when it runs to tell its locations: the read
+    one (offline mode never connects; a connection env.py opens anyway is
+    read-only), None when the targets file gives none (a Flask-Migrate app's
+    env.py asks its app)."""
+    from ..agent.alembic_dashboard_agent.readonly import read_only_url
+    from .targets import TargetUrlMissing
+
+    try:
+        url = target.readonly_database_url() or target.database_url()
+    except TargetUrlMissing:
+        return None
+    return read_only_url(url)
 
 
 def _is_package_resource(location: str) -> bool:
@@ -272,25 +372,28 @@ def _is_package_resource(location: str) -> bool:
     return not os.path.isabs(location) and ":" in location
 
 
-def _paths_from_target_process(target: Target) -> tuple[Path, tuple[Path, ...], bool]:
-    """Resolve ``package:path`` locations the way Alembic does, in the target's
-    own Python (where the package is importable): the agent's
+def _paths_from_target_process(target: Target, url: str | None = None) -> ScriptPaths:
+    """Resolve the locations the way Alembic does, in the target's own Python
+    (where the package is importable, and where env.py can run): the agent's
     ``script_directory`` operation.
 
-    :raises HistoryError: the package cannot be imported or has no such folder.
+    :param url: the database URL env.py gets (``revision_environment``).
+    :raises HistoryError: the package cannot be imported or has no such
+        folder, or the target's process failed.
     """
     from .runner import TargetProcessError, run_agent
 
     try:
-        data = run_agent(target, {"op": "script_directory"}, url=None).data
+        data = run_agent(target, {"op": "script_directory"}, url=url).data
     except TargetProcessError as exc:
         raise HistoryError(f"cannot resolve the script location of {target.name} in its "
                            f"own Python: {exc.error_type}: {exc}") from None
     location = Path(data["script_location"])
     if not location.is_dir():
         raise HistoryError(f"script directory not found: {location}")
-    return (location, tuple(Path(p) for p in data["version_locations"]),
-            bool(data["recursive"]))
+    return ScriptPaths(location, tuple(Path(p) for p in data["version_locations"]),
+                       bool(data["recursive"]), bool(data.get("revision_environment")),
+                       data.get("note"))
 
 
 def fingerprint(locations: Iterable[Path], recursive: bool) -> tuple:
@@ -807,6 +910,15 @@ def _newest_first(infos: dict[str, RevisionInfo]) -> list[RevisionInfo]:
     return ordered
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of ``path``, None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 class HistoryCache:
     """Per-process cache of :class:`History`, one entry per target.
 
@@ -829,21 +941,25 @@ class HistoryCache:
             parse_cache = ParseCache(Path(parse_cache))
         self.parse_cache = parse_cache
 
-    def _paths_for(self, target: Target) -> tuple[Path, tuple[Path, ...], bool]:
-        """:func:`script_directory_paths`, re-read only when the ini file changes
-        (it is asked on every page view)."""
-        try:
-            st = target.alembic_ini.stat() if target.alembic_ini else None
-            stamp = (st.st_mtime_ns, st.st_size) if st else None
-        except OSError:
-            stamp = None
+    def _paths_for(self, target: Target) -> ScriptPaths:
+        """:func:`script_directory_info`, re-read only when the ini file changes
+        (it is asked on every page view) — and, when env.py chose the
+        locations (``revision_environment``), when that env.py changes: it
+        is only run again then."""
+        ini = ini_of(target)
+        stamp = _stamp(ini) if ini is not None else None
         with self._lock:
             cached = self._paths.get(target.name)
         if cached is not None and stamp is not None and cached[0] == stamp:
-            return cached[1]
-        paths = script_directory_paths(target)
+            paths, env_stamp = cached[1], cached[2]
+            if not paths.revision_environment \
+                    or _stamp(paths.script_location / "env.py") == env_stamp:
+                return paths
+        paths = script_directory_info(target)
+        env_stamp = _stamp(paths.script_location / "env.py") \
+            if paths.revision_environment else None
         with self._lock:
-            self._paths[target.name] = (stamp, paths)
+            self._paths[target.name] = (stamp, paths, env_stamp)
         return paths
 
     def get(self, target: Target) -> History:
@@ -851,16 +967,20 @@ class HistoryCache:
 
         :raises HistoryError: see :func:`build_history`, :func:`script_directory_paths`.
         """
-        location, version_locations, recursive = self._paths_for(target)
-        fp = fingerprint(version_locations, recursive)
+        paths = self._paths_for(target)
+        version_locations = paths.version_locations
+        fp = fingerprint(version_locations, paths.recursive)
         with self._lock:
             cached = self._entries.get(target.name)
         if cached is not None and cached.fingerprint == fp \
-                and cached.version_locations == version_locations:
+                and cached.version_locations == version_locations \
+                and cached.locations_note == paths.note:
             return cached
         loader = self._loader_for(target) if self._loader_for else None
-        history = build_history(location, version_locations, recursive, fp, loader,
-                                self.parse_cache)
+        history = build_history(paths.script_location, version_locations, paths.recursive,
+                                fp, loader, self.parse_cache)
+        history.revision_environment = paths.revision_environment
+        history.locations_note = paths.note
         with self._lock:
             self._entries[target.name] = history
         return history

@@ -208,10 +208,18 @@ class TargetStatus:
         return len(self.heads) > 1
 
     @property
+    def no_revisions(self) -> str | None:
+        """Why nothing is pending when the script directory has no revision
+        at all (:meth:`History.no_revisions_reason`: "no revisions found in
+        <locations>"), else None. Such a target is never "up to date"."""
+        return self.history.no_revisions_reason() if self.history is not None else None
+
+    @property
     def up_to_date(self) -> bool:
-        """True when reachable and nothing is pending."""
+        """True when reachable, nothing is pending and the script directory
+        has revisions (zero revisions: :attr:`no_revisions` says why)."""
         return self.reachable and not self.pending and not self.unknown_current \
-            and not self.revision_error
+            and not self.revision_error and not self.no_revisions
 
     @property
     def problem(self) -> str | None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
 import cachetools
 from flask import current_app
 
 from ..core import demo
-from ..core.history import History, HistoryCache
+from ..core.history import History, HistoryCache, HistoryError
 from ..core.runner import app_database_url, load_identifiers, offline_sql
 from ..core.status import EngineCache, TargetStatus, all_statuses, target_status
 from ..core.targets import Target, load_targets
@@ -145,6 +145,24 @@ class Catalog:
         :raises HistoryError: unreadable script directory.
         """
         return self.histories.get(target)
+
+    def no_revisions(self, target: Target) -> str | None:
+        """Why nothing can be done on ``target`` when its script directory has
+        no revision at all ("no revisions found in <locations>...", see
+        :meth:`History.no_revisions_reason`); None when it has revisions or
+        cannot be read (that error is said elsewhere)."""
+        try:
+            return self.histories.get(target).no_revisions_reason()
+        except HistoryError:
+            return None
+
+    def nothing_to_do(self, target: Target, current: Sequence[str], what: str = "do") -> str:
+        """The refusal text of an empty plan: why (zero revisions), or where
+        the database already is ("Nothing to do: the database is already at X.")."""
+        reason = self.no_revisions(target)
+        if reason:
+            return f"Nothing to {what}: {reason}."
+        return f"Nothing to {what}: the database is already at {', '.join(current) or 'base'}."
 
     def revision_sql(self, target: Target, history: History, revision: str,
                      direction: str) -> str:

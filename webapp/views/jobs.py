@@ -51,7 +51,9 @@ def plan(name: str):
                            sections=sql_sections_html(plan.sql, plan.findings),
                            pygments_css=PYGMENTS_CSS,
                            running=running if running and running.is_active else None,
-                           rehearsal=rehearsals.latest_for(name, plan))
+                           rehearsal=rehearsals.latest_for(name, plan),
+                           no_revisions=get_catalog().no_revisions(req.target)
+                           if plan.is_empty else None)
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])

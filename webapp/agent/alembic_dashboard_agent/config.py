@@ -138,21 +138,25 @@ def load_flask_app(spec: str, *, read_only: bool = True):
 def alembic_config(request: dict, buffer: io.StringIO):
     """The Alembic Config of the target: from its alembic.ini, or — for a
     Flask-Migrate app — the one Flask-Migrate builds (like ``flask db``).
-    Offline SQL goes to ``buffer``; everything else Alembic prints to stdout."""
+    Offline SQL goes to ``buffer``; everything else Alembic prints to stdout.
+    With ``revision_environment = true`` it carries the locations env.py
+    chooses at run time (:func:`.revision_environment.honour`)."""
     from alembic.config import Config
+
+    from . import revision_environment
 
     if request.get("flask_app"):
         app = load_flask_app(request["flask_app"], read_only=not app_may_write(request))
         config = app.extensions["migrate"].migrate.get_config(request.get("directory"))
         config.output_buffer = buffer
         config.stdout = sys.stdout
-        return config
+        return revision_environment.honour(config, request)
     config = Config(request["alembic_ini"], ini_section=request.get("ini_section", "alembic"),
                     output_buffer=buffer, stdout=sys.stdout)
     if request.get("url"):
         # configparser interpolation: a literal % must be doubled
         config.set_main_option("sqlalchemy.url", request["url"].replace("%", "%%"))
-    return config
+    return revision_environment.honour(config, request)
 
 
 def patch_configure(version_table: str | None) -> None:
@@ -192,15 +196,27 @@ def script_directory(request: dict) -> dict:
     locations are, resolved by Alembic in the target's own Python — this is
     what makes ``script_location = package:path`` (package resources) work.
 
+    With ``revision_environment = true`` env.py is run first, the way
+    ``alembic history`` runs it (:mod:`.revision_environment`), and the
+    locations are those it chose.
+
     :return: ``{"script_location": path, "version_locations": [paths],
-        "recursive": bool}``, absolute paths.
+        "recursive": bool, "revision_environment": bool, "chosen_by":
+        "script"|"config"|"ini"|None, "note": str|None}``, absolute paths;
+        ``chosen_by`` says who chose (env.py altering the script directory or
+        the Config, or nobody: the ini), ``note`` why env.py could not tell.
     """
     from alembic.script import ScriptDirectory
 
+    from . import revision_environment
+
     script = ScriptDirectory.from_config(alembic_config(request, io.StringIO()))
+    chosen = revision_environment.chosen_for(request) or {}
     return {"script_location": os.path.abspath(script.dir),
             "version_locations": [os.path.abspath(p) for p in script._version_locations],
-            "recursive": bool(script.recursive_version_locations)}
+            "recursive": bool(script.recursive_version_locations),
+            "revision_environment": bool(chosen), "chosen_by": chosen.get("chosen_by"),
+            "note": chosen.get("note")}
 
 
 def identifiers(request: dict) -> dict:
