@@ -14,6 +14,7 @@ import pytest
 from support.envtools import linear, make_env, sqlite_url, write_targets_file
 from support.jobtools import token_headers, version_table, wait_job
 
+from webapp.agent import AGENT_DIR
 from webapp.config import ConfigurationError, job_standbys
 from webapp.services import launchers
 
@@ -47,7 +48,8 @@ def _standby_agent(standby_pid: int, timeout: float = 30) -> int:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"--standby" in cmdline:
+            # the agent once exec'd (a fork not yet exec'd still shows worker.py)
+            if cmdline[1:3] == [str(AGENT_DIR).encode(), b"--standby"]:
                 return child
         time.sleep(0.05)
     raise AssertionError(f"standby {standby_pid} started no agent within {timeout} s")
@@ -137,9 +139,51 @@ def test_the_standby_agent_has_only_the_targets_environment(shop):
     environ = dict(item.split(b"=", 1) for item in
                    Path(f"/proc/{agent}/environ").read_bytes().split(b"\0") if b"=" in item)
     names = {k.decode() for k in environ}
-    assert "PID_LOG" in names and "STANDBY_URL" in names
+    assert "PID_LOG" in names  # the target's [env]
+    # no database URL until its job hands one over, and none of the dashboard's
+    assert "STANDBY_URL" not in names and _url.encode() not in b"".join(environ.values())
     assert not {n for n in names if n.startswith("DASHBOARD_")}, names
     assert app.config["SECRET_KEY"].encode() not in b"".join(environ.values())
+
+
+def test_targets_of_one_project_share_a_standby(make_app, tmp_path, monkeypatch):
+    """Two targets of the same project (same interpreter, directory and
+    [env]), each with its own database: the job on the second runs in the
+    agent started ahead for the first, with the second's URL."""
+    from webapp.extensions import db
+    from webapp.models import Job
+
+    urls = {n: sqlite_url(tmp_path / f"{n}.db") for n in ("eu", "us")}
+    for name, url in urls.items():
+        monkeypatch.setenv(f"SHOP_{name.upper()}_URL", url)
+    pid_log = tmp_path / "agent-pids"
+    ini = make_env(tmp_path / "env", linear(2), env_extra=PID_LOG)
+    targets = write_targets_file(tmp_path / "targets.toml", {name: {
+        "tier": "staging", "alembic_ini": str(ini), "url_env": f"SHOP_{name.upper()}_URL",
+        "env": {"PID_LOG": str(pid_log)}} for name in urls})
+    app = make_app(targets, JOB_STANDBYS=1)
+    launcher = app.extensions[launchers.EXTENSION]
+    try:
+        with app.app_context():
+            from webapp.services.catalog import get_catalog
+
+            catalog = get_catalog()
+            launcher.prepare(catalog.get("eu"), catalog.database_url(catalog.get("eu")))
+        standby = _waiting_pid(launcher)
+        agent = _standby_agent(standby)
+        headers = token_headers(app, "pipeline", "operator")
+        client = app.test_client()
+        posted = client.post("/api/v1/targets/us/jobs", headers=headers,
+                             json={"command": "upgrade", "revision": "heads"})
+        assert posted.status_code == 202, posted.json
+        job = wait_job(client, posted.json["job"], headers)
+        assert job["status"] == "succeeded", job["log"]
+        assert version_table(urls["us"]) == {"r001"} and version_table(urls["eu"]) == set()
+        with app.app_context():
+            assert db.session.get(Job, posted.json["job"]).worker_pid == standby
+        assert pid_log.read_text().split() == [str(agent)]
+    finally:
+        launcher.close()
 
 
 def test_an_api_job_leaves_a_standby_for_the_next_one(shop):

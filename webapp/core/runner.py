@@ -304,13 +304,14 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
 def write_launch(target: Target, url: str | None, folder: Path) -> None:
     """``folder/launch.json`` (0600) for a run on ``target`` whose database is
     at ``url``: ``{"argv": [python, agent, folder/request.json,
-    folder/result.json], "cwd", "env"}`` (``env`` from
+    folder/result.json], "cwd", "env", "url_env"}`` (``env`` from
     :func:`target_environment`). Alone, it tells a standby job process what
     to start ahead of its job (:func:`webapp.agent.alembic_dashboard_agent.launch.launch_key`)."""
     _write_private_json(folder / "launch.json", {
         "argv": [target.python or sys.executable, str(AGENT_DIR), str(folder / "request.json"),
                  str(folder / "result.json")],
-        "cwd": str(target.working_directory), "env": target_environment(target, url)})
+        "cwd": str(target.working_directory), "env": target_environment(target, url),
+        "url_env": target.url_env})
 
 
 def start_run_process(target: Target, command: str, revision: str, *, url: str,

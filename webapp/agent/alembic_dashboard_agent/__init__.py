@@ -17,6 +17,7 @@ job's rehearsal on a scratch copy), :mod:`.run` (the locked online run),
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import authoring, autogen, config, dry_run, offline, run
@@ -35,10 +36,12 @@ def standby() -> list[str]:
     """``python webapp/agent --standby``: a process started before its job.
 
     Imports what every run needs (Alembic, SQLAlchemy), then waits for one
-    line on stdin — a JSON list ``[REQUEST.json, RESULT.json]`` — and
-    returns the argv to run it with. A warm worker keeps one such process
-    per interpreter/working directory/environment, so a job does not wait
-    for a Python start-up (see :class:`.launch.Standby`).
+    line on stdin — a JSON object ``{"args": [REQUEST.json, RESULT.json],
+    "env": {...}}`` — takes ``env`` as its complete environment (the one it
+    was started with lacks the database URL: one standby serves every target
+    of the same project) and returns the argv to run it with. A warm worker
+    keeps one such process per interpreter/working directory/environment,
+    so a job does not wait for a Python start-up (see :class:`.launch.Standby`).
 
     :raises SystemExit: stdin closed without a request (the standby is not needed).
     """
@@ -52,7 +55,10 @@ def standby() -> list[str]:
     line = sys.stdin.readline()
     if not line.strip():
         raise SystemExit(0)
-    request_path, result_path = json.loads(line)
+    order = json.loads(line)
+    os.environ.clear()  # exactly the run's environment, as a cold start gets it
+    os.environ.update(order["env"])
+    request_path, result_path = order["args"]
     return [sys.argv[0], request_path, result_path]
 
 

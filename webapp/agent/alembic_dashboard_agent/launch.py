@@ -21,17 +21,19 @@ def die_with_parent() -> None:
 
 
 def read_launch(folder) -> dict:
-    """``folder/launch.json``: ``{"argv", "cwd", "env"}`` of a prepared run;
-    ``env`` is the child's complete environment."""
+    """``folder/launch.json``: ``{"argv", "cwd", "env", "url_env"}`` of a
+    prepared run; ``env`` is the child's complete environment, ``url_env``
+    the name of its variable holding the database URL (or None)."""
     with open(os.path.join(folder, "launch.json"), encoding="utf-8") as f:
         return json.load(f)
 
 
-def _popen(launch: dict, argv: list[str], stdin) -> subprocess.Popen:
+def _popen(launch: dict, argv: list[str], stdin, env: dict | None = None) -> subprocess.Popen:
     # exactly the prepared environment, never merged with ours: the process
     # starting this (a job process, a Celery worker) holds the dashboard's
     # secrets and other targets' URLs, and the target's code may print them
-    return subprocess.Popen(argv, cwd=launch["cwd"], env=dict(launch["env"]),
+    return subprocess.Popen(argv, cwd=launch["cwd"], env=dict(launch["env"] if env is None
+                                                               else env),
                             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             preexec_fn=die_with_parent)
 
@@ -49,11 +51,20 @@ def spawn_prepared_run(folder) -> subprocess.Popen:
     return _popen(launch, launch["argv"], subprocess.DEVNULL)
 
 
+def standby_environment(launch: dict) -> dict[str, str]:
+    """The environment a standby for ``launch`` starts with: the run's, less
+    its database URL (the variable named by ``launch["url_env"]``), which
+    the run hands over with the rest when it takes the standby."""
+    return {k: v for k, v in launch["env"].items() if k != launch.get("url_env")}
+
+
 def launch_key(launch: dict) -> str:
     """What makes two prepared runs (:func:`read_launch`) startable by the
     same standby process: interpreter, agent, working directory and the
-    complete environment."""
-    return json.dumps([launch["argv"][:2], launch["cwd"], launch["env"]], sort_keys=True)
+    environment apart from the database URL (so the targets of one project,
+    one per database, share standbys)."""
+    return json.dumps([launch["argv"][:2], launch["cwd"], standby_environment(launch)],
+                      sort_keys=True)
 
 
 class Standby:
@@ -76,7 +87,8 @@ class Standby:
         if proc is not None and proc.poll() is None:
             try:
                 assert proc.stdin is not None
-                proc.stdin.write((json.dumps(launch["argv"][2:4]) + "\n").encode())
+                order = {"args": launch["argv"][2:4], "env": launch["env"]}
+                proc.stdin.write((json.dumps(order) + "\n").encode())
                 proc.stdin.close()
                 return proc
             except OSError:  # it died between poll() and the write
@@ -91,7 +103,7 @@ class Standby:
         if old is not None and old.poll() is None:
             return
         self._waiting[key] = _popen(launch, [*launch["argv"][:2], "--standby"],
-                                    subprocess.PIPE)
+                                    subprocess.PIPE, standby_environment(launch))
 
     def close(self) -> None:
         """Stop every waiting standby."""
