@@ -35,6 +35,7 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import Revision, RevisionError, RevisionMap
 from alembic.util import CommandError
 
+from ..agent.alembic_dashboard_agent import alembic_private
 from .targets import Target
 
 # Same rule as Alembic's ScriptDirectory: *.py files except __init__ and
@@ -162,7 +163,8 @@ class History:
             if rev is None or rev.revision in seen:
                 continue
             seen.add(rev.revision)
-            stack.extend(self.revision_map.get_revision(r) for r in rev._all_down_revisions)
+            stack.extend(self.revision_map.get_revision(r)
+                         for r in alembic_private.all_down_revisions(rev))
         return seen
 
     def downgrade_blockers(self, current: Sequence[str], revision: str) -> list[RevisionInfo]:
@@ -348,7 +350,7 @@ def script_directory_info(target: Target) -> ScriptPaths:
         raise HistoryError(f"script directory not found: {location}")
     script = ScriptDirectory(str(location), version_locations=version_locations,
                              recursive_version_locations=recursive)
-    return ScriptPaths(location, tuple(Path(p) for p in script._version_locations),
+    return ScriptPaths(location, tuple(Path(p) for p in alembic_private.version_locations(script)),
                        bool(recursive))
 
 

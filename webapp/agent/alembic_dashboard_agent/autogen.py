@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 
+from . import alembic_private
 from .config import alembic_config
 from .readonly import read_only_request, read_path
 from .type_changes import judge_type_change
@@ -157,7 +158,6 @@ def autogenerate(request: dict) -> dict:
         not created).
     :raises readonly.ReadRefused: env.py connected to another database."""
     from alembic.autogenerate import RevisionContext
-    from alembic.autogenerate import render as alembic_render
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import make_url
@@ -187,14 +187,15 @@ def autogenerate(request: dict) -> dict:
                 "sql_notes": []}
     migration_script = scripts[-1]
     template_args: dict = {}
-    alembic_render._render_python_into_templatevars(
-        revision_context._last_autogen_context, migration_script, template_args)
+    autogen_context = alembic_private.last_autogen_context(revision_context)
+    alembic_private.render_python_into_templatevars(
+        autogen_context, migration_script, template_args)
     changes = []
     for diff in migration_script.upgrade_ops.as_diffs():
         described = describe_diff(diff)
         changes.extend(described if isinstance(described, list) else [described])
     dialect = make_url(request["url"]).get_backend_name() if request.get("url") else \
-        revision_context._last_autogen_context.dialect.name
+        autogen_context.dialect.name
     sql, notes = ops_sql(migration_script.upgrade_ops, dialect)
     return {"changes": changes, "upgrade": template_args["upgrades"],
             "downgrade": template_args["downgrades"],

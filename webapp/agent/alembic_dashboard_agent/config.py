@@ -7,6 +7,7 @@ import os
 import sys
 from contextlib import contextmanager, nullcontext
 
+from . import alembic_private
 from .guards import ConnectionRefused
 
 _APP = None
@@ -212,8 +213,9 @@ def script_directory(request: dict) -> dict:
 
     script = ScriptDirectory.from_config(alembic_config(request, io.StringIO()))
     chosen = revision_environment.chosen_for(request) or {}
+    locations = alembic_private.version_locations(script)
     return {"script_location": os.path.abspath(script.dir),
-            "version_locations": [os.path.abspath(p) for p in script._version_locations],
+            "version_locations": [os.path.abspath(p) for p in locations],
             "recursive": bool(script.recursive_version_locations),
             "revision_environment": bool(chosen), "chosen_by": chosen.get("chosen_by"),
             "note": chosen.get("note")}

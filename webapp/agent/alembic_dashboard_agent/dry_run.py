@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-from . import rehearsal
+from . import alembic_private, rehearsal
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads, engine, read_current, sqlite_path
 from .mysql_scratch import (
@@ -50,9 +50,11 @@ def _write_version_rows(scratch_url: str, version_table: str, current: list[str]
     try:
         with scratch.begin() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": version_table})
-            context._ensure_version_table()
+            alembic_private.ensure_version_table(context)
+            table = alembic_private.version_table(context)
             for revision in current:
-                context.impl._exec(context._version.insert().values(version_num=revision))
+                alembic_private.impl_exec(
+                    context, table.insert().values(version_num=revision))
     finally:
         scratch.dispose()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 
-from . import rehearsal, unrendered
+from . import alembic_private, rehearsal, unrendered
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads, sqlite_path
 from .protocol import mark_phase
@@ -133,14 +133,14 @@ def offline_sql(request: dict) -> dict:
         raise LookupError(f"no such revision: {request['revision']}")
     if request["direction"] == "upgrade":
         step = MigrationStep.upgrade_from_script(script.revision_map, revision)
-        starting = list(revision._versioned_down_revisions) or None
+        starting = list(alembic_private.versioned_down_revisions(revision)) or None
         destination = revision.revision
-        prepare = list(revision._versioned_down_revisions) + list(
-            revision._resolved_dependencies)
+        prepare = list(alembic_private.versioned_down_revisions(revision)) + list(
+            alembic_private.resolved_dependencies(revision))
     else:
         step = MigrationStep.downgrade_from_script(script.revision_map, revision)
         starting = [revision.revision]
-        destination = ",".join(revision._versioned_down_revisions) or "base"
+        destination = ",".join(alembic_private.versioned_down_revisions(revision)) or "base"
         prepare = [revision.revision]
 
     def steps(heads, context):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import io
 import os
 
+from . import alembic_private
+
 # (alembic_ini, ini_section, flask_app, directory) -> what env.py chose (see resolve)
 _CHOSEN: dict[tuple, dict] = {}
 
@@ -49,8 +51,9 @@ def _locations(script) -> dict:
 
     fresh = ScriptDirectory(script.dir, version_locations=script.version_locations or None,
                             recursive_version_locations=script.recursive_version_locations)
+    locations = alembic_private.version_locations(fresh)
     return {"script_location": os.path.abspath(fresh.dir),
-            "version_locations": [os.path.abspath(p) for p in fresh._version_locations],
+            "version_locations": [os.path.abspath(p) for p in locations],
             "recursive": bool(fresh.recursive_version_locations)}
 
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import hashlib
 
+from . import alembic_private
+
 
 def steps_for(script, command_name: str, revision: str, heads) -> list:
     """The migration steps Alembic's own command would run from ``heads``
-    (the same private helpers as ``alembic.command``).
+    (the same private helpers as ``alembic.command``, via :mod:`.alembic_private`).
 
     :raises ValueError: ``command_name`` is not upgrade, downgrade or stamp.
     """
     heads = tuple(heads)
     if command_name == "upgrade":
-        return script._upgrade_revs(revision, heads)
+        return alembic_private.upgrade_revs(script, revision, heads)
     if command_name == "downgrade":
-        return script._downgrade_revs(revision, heads)
+        return alembic_private.downgrade_revs(script, revision, heads)
     if command_name == "stamp":
-        return script._stamp_revs(revision, heads)
+        return alembic_private.stamp_revs(script, revision, heads)
     raise ValueError(f"unsupported command {command_name!r}")
 
 
@@ -40,7 +42,7 @@ def describe(step) -> dict:
         script_rev = step.revision
         return {"revision": script_rev.revision,
                 "direction": "upgrade" if step.is_upgrade else "downgrade",
-                "down_revisions": list(script_rev._versioned_down_revisions),
+                "down_revisions": list(alembic_private.versioned_down_revisions(script_rev)),
                 "message": script_rev.doc, "path": str(script_rev.path),
                 "sha256": file_sha256(script_rev.path)}
     return {"revision": step_id(step), "direction": "stamp",
