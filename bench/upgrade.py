@@ -83,6 +83,8 @@ from support.envtools import linear, make_env, write_targets_file  # noqa: E402
 
 REVISIONS = 300
 MYSQL_SERVER = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+PG_SERVER = os.environ.get("BENCH_PG_URL",
+                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PASSWORD = "violet horse battery staple"  # passes the password policy (no username in it)
 POLL = 0.05  # seconds between GET /api/v1/jobs/<id> (--poll)
 POST_GOAL = 0.050  # seconds: the POST of a job answers within this (issue 12)
@@ -165,6 +167,25 @@ class MariaDBBackend(Backend):
         with self.engine.connect() as conn:
             for name in self.created:
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        self.created.clear()
+        self.engine.dispose()
+
+
+class PostgreSQLBackend(MariaDBBackend):
+    name, label = "postgresql", "PostgreSQL"
+
+    def new_url(self, label: str) -> str:
+        name = f"{self.prefix}_{label.replace('-', '_')}"
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return sa.engine.make_url(self.server_url).set(database=name).render_as_string(
+            hide_password=False)
+
+    def cleanup(self) -> None:
+        with self.engine.connect() as conn:
+            for name in self.created:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         self.created.clear()
         self.engine.dispose()
 
@@ -744,7 +765,11 @@ def main() -> int:
                         help="comma-separated: local (a process per job), celery (a warm "
                              "Celery worker through Redis); default both")
     parser.add_argument("--backends", default="sqlite,mysql",
-                        help="comma-separated: sqlite, mysql (default both)")
+                        help="comma-separated: sqlite, mysql, postgresql (default "
+                             "sqlite,mysql)")
+    parser.add_argument("--env-import-seconds", type=float, default=0.0,
+                        help="env.py imports a module that takes this long to import, "
+                             "like a real project's models (default 0)")
     parser.add_argument("--no-breakdown", action="store_true",
                         help="skip the breakdown of the dashboard's extra time")
     parser.add_argument("--profile", action="store_true",
@@ -760,9 +785,15 @@ def main() -> int:
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in load0)} "
           f"({os.cpu_count()} CPUs)")
     env_dir = tmp / "env"
-    make_env(env_dir, linear(REVISIONS))
+    slow = args.env_import_seconds
+    make_env(env_dir, linear(REVISIONS), env_extra=(
+        f"sys.path.insert(0, {str(env_dir)!r})\nimport bench_models  # noqa: F401"
+        if slow else ""))
+    if slow:  # a project's models: imported once per process, like any module
+        (env_dir / "bench_models.py").write_text(f"import time\ntime.sleep({slow})\n")
     ini = env_dir / "alembic.ini"
-    print(f"environment: {REVISIONS} revisions (linear, one create_table each) in {env_dir}")
+    print(f"environment: {REVISIONS} revisions (linear, one create_table each) in {env_dir}"
+          + (f"; env.py imports a module that takes {slow:g} s" if slow else ""))
     status = 0
     backends: list[Backend] = []
     try:
@@ -775,6 +806,13 @@ def main() -> int:
                     backend = MariaDBBackend(MYSQL_SERVER)
                 except Exception as exc:
                     print(f"\nMariaDB: skipped, server unavailable ({type(exc).__name__}: "
+                          f"{exc})")
+                    continue
+            elif name in ("postgresql", "pg"):
+                try:
+                    backend = PostgreSQLBackend(PG_SERVER)
+                except Exception as exc:
+                    print(f"\nPostgreSQL: skipped, server unavailable ({type(exc).__name__}: "
                           f"{exc})")
                     continue
             else:

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from ..core.history import HistoryError
 from ..core.runner import Standby, read_launch, write_run_request
@@ -308,15 +308,23 @@ def record_applied_checksums(job: Job, steps: list[dict], in_database: set[str])
     """
     from ..models import AppliedRevision
 
-    for step in steps:
-        revision = step["revision"]
-        if step["direction"] == "upgrade" and step.get("sha256") and revision in in_database:
-            row = db.session.get(AppliedRevision, (job.target, revision))
-            if row is None:
-                row = AppliedRevision(target=job.target, revision=revision)
-                db.session.add(row)
-            row.sha256, row.path, row.job_id = step["sha256"], step["path"], job.id
-            row.applied_at = utcnow()
-        elif step["direction"] == "downgrade" and revision not in in_database:
-            db.session.execute(delete(AppliedRevision).where(
-                AppliedRevision.target == job.target, AppliedRevision.revision == revision))
+    upgraded = {step["revision"]: step for step in steps
+                if step["direction"] == "upgrade" and step.get("sha256")
+                and step["revision"] in in_database}
+    # one query for the rows already there (a job may apply hundreds of revisions)
+    known = {row.revision: row for row in db.session.scalars(select(AppliedRevision).where(
+        AppliedRevision.target == job.target,
+        AppliedRevision.revision.in_(list(upgraded))))} if upgraded else {}
+    now = utcnow()
+    for revision, step in upgraded.items():
+        row = known.get(revision)
+        if row is None:
+            row = AppliedRevision(target=job.target, revision=revision)
+            db.session.add(row)
+        row.sha256, row.path, row.job_id, row.applied_at = step["sha256"], step["path"], \
+            job.id, now
+    removed = [step["revision"] for step in steps
+               if step["direction"] == "downgrade" and step["revision"] not in in_database]
+    if removed:
+        db.session.execute(delete(AppliedRevision).where(
+            AppliedRevision.target == job.target, AppliedRevision.revision.in_(removed)))
