@@ -6,7 +6,7 @@ environment, and a standby goes away with its launcher."""
 
 from __future__ import annotations
 
-import os
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +85,14 @@ def shop(make_app, tmp_path, monkeypatch):
     launcher.close()
 
 
+def _wait_for_standby(launcher, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while not launcher._waiting:
+        assert time.monotonic() < deadline, f"no standby within {timeout} s"
+        time.sleep(0.05)
+    return _waiting_pid(launcher)
+
+
 def _waiting_pid(launcher) -> int:
     (proc, _), = launcher._waiting.values()
     return proc.pid
@@ -121,8 +129,8 @@ def test_a_job_shown_as_a_plan_runs_in_the_process_started_for_it(shop):
     with app.app_context():
         assert db.session.get(Job, job_id).worker_pid == standby
     assert pid_log.read_text().split() == [str(agent)]
-    # the next job like it has a standby of its own waiting already
-    assert _waiting_pid(launcher) != standby
+    # once this job's process has ended, the next job like it gets a standby
+    assert _wait_for_standby(launcher) != standby
 
 
 def test_the_standby_agent_has_only_the_targets_environment(shop):
@@ -198,9 +206,9 @@ def test_an_api_job_leaves_a_standby_for_the_next_one(shop):
     first = client.post("/api/v1/targets/shop/jobs", headers=headers,
                         json={"command": "upgrade", "revision": "r001"})
     assert first.status_code == 202, first.json
-    standby = _waiting_pid(launcher)
-    agent = _standby_agent(standby)
     assert wait_job(client, first.json["job"], headers)["status"] == "succeeded"
+    standby = _wait_for_standby(launcher)  # started once the first job's process ended
+    agent = _standby_agent(standby)
     second = client.post("/api/v1/targets/shop/jobs", headers=headers,
                          json={"command": "upgrade", "revision": "heads"})
     assert second.status_code == 202, second.json
@@ -238,8 +246,8 @@ def test_no_standby_when_turned_off(make_app, tmp_path, monkeypatch):
                          json={"command": "upgrade", "revision": "heads"})
     assert wait_job(client, posted.json["job"], headers)["status"] == "succeeded"
     assert app.extensions[launchers.EXTENSION]._waiting == {}
-    assert not [c for c in _children(os.getpid())
-                if b"--standby" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    names = {thread.name for thread in threading.enumerate()}
+    assert f"standby-after-job-{posted.json['job']}" not in names
 
 
 def test_job_standbys_setting():

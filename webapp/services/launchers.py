@@ -161,15 +161,29 @@ class LocalProcessLauncher:
         return proc
 
     def launch(self, job: Job, target: Target, url: str) -> None:
-        """See :meth:`Launcher.launch`; never refuses. Then a standby is
-        prepared for the next job like it (:meth:`prepare`)."""
+        """See :meth:`Launcher.launch`; never refuses. When the job's process
+        ends, a standby is prepared for the next job like it
+        (:meth:`prepare`): not before, so that its start-up never takes CPU
+        from the migration."""
         folder = _prepare(job, target, url)
         proc = self._hand_over(job.id, folder) or self._start(
             [str(job.id), str(folder)], subprocess.DEVNULL)
         job.worker_pid, job.worker_host = proc.pid, socket.gethostname()[:255]
         job.worker_start = liveness.process_start_token(proc.pid)
         db.session.commit()
-        self.prepare(target, url)
+        if self.standbys > 0:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            threading.Thread(target=self._prepare_after, args=(app, proc, target, url),
+                             name=f"standby-after-job-{job.id}", daemon=True).start()
+
+    def _prepare_after(self, app: Flask, proc: subprocess.Popen, target: Target,
+                       url: str) -> None:
+        proc.wait()  # also reaps it
+        with app.app_context():
+            try:
+                self.prepare(target, url)
+            except OSError as exc:  # the instance folder is gone: the next job starts cold
+                app.logger.warning("no standby after a job on %s: %s", target.name, exc)
 
     def prepare(self, target: Target, url: str | None) -> None:
         """Have a standby wait for a job on ``target`` (database at ``url``),
