@@ -149,9 +149,10 @@ def make_app(instance_path, migrated_dashboard_db):
         db_file = instance_path / "dashboard.db"
         db_url = f"sqlite:///{db_file}"
         fresh = not db_file.exists()
-        # no warm standby job processes (each costs a start-up a test rarely
-        # uses): tests/test_job_standby.py turns them on
+        # no warm standby job processes nor agents (each costs a start-up a
+        # test rarely uses): tests/test_job_standby.py turns them on
         overrides = {"TESTING": True, "SECRET_KEY": "test-secret", "JOB_STANDBYS": 0,
+                     "AGENT_STANDBYS": 0,
                      "SQLALCHEMY_DATABASE_URI": db_url,
                      "TARGETS_FILE": str(targets_file) if targets_file else None, **config}
         app = create_app(overrides)

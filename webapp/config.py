@@ -171,16 +171,17 @@ def session_settings(environ: Mapping[str, str]) -> dict:
             "REMEMBER_COOKIE_DURATION": timedelta(hours=hours)}
 
 
-def job_standbys(environ: Mapping[str, str]) -> int:
+def job_standbys(environ: Mapping[str, str], name: str = "DASHBOARD_JOB_STANDBYS") -> int:
     """``DASHBOARD_JOB_STANDBYS``: how many warm job processes each web
-    process keeps for local jobs (default 2, 0 to start every job cold).
+    process keeps for local jobs; ``DASHBOARD_AGENT_STANDBYS`` (``name``):
+    how many warm agents it keeps for read operations (plans, offline SQL,
+    drift). Default 2, 0 to start every one cold.
 
     :raises ConfigurationError: not a whole number from 0 to 8.
     """
-    raw = environ.get("DASHBOARD_JOB_STANDBYS", "").strip() or "2"
+    raw = environ.get(name, "").strip() or "2"
     if not raw.isdigit() or int(raw) > 8:
-        raise ConfigurationError(
-            f"DASHBOARD_JOB_STANDBYS must be a whole number from 0 to 8, got {raw!r}")
+        raise ConfigurationError(f"{name} must be a whole number from 0 to 8, got {raw!r}")
     return int(raw)
 
 
@@ -242,6 +243,8 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         # local jobs: job processes each web process keeps waiting, warm, ahead
         # of their jobs (webapp.services.launchers.LocalProcessLauncher); 0: none
         "JOB_STANDBYS": job_standbys(environ),
+        # warm agents each process keeps for read operations (webapp.core.runner)
+        "AGENT_STANDBYS": job_standbys(environ, "DASHBOARD_AGENT_STANDBYS"),
         **session_settings(environ),
         **oidc_settings(environ),
     }

@@ -171,7 +171,8 @@ def _create_app():
     sys.path.insert(0, str(PROJECT_ROOT))
     from webapp import create_app
 
-    return create_app()
+    # a job process lives for one job: warm agents for later reads would be wasted
+    return create_app({"AGENT_STANDBYS": 0})
 
 
 def _follow(job_id: int, folder: Path, proc, start_error: OSError | None, started: float,

@@ -31,6 +31,21 @@ from .targets import Target, scrub_secrets
 # re-exported: the one way to start a prepared run (at once, or through a standby)
 __all__ = ["Standby", "launch_key", "read_launch", "spawn_prepared_run"]
 
+# Warm agents for this process's read operations (plans, offline SQL, drift,
+# previews): run_agent hands its run to a waiting one when it matches, then
+# has the next one started in the background. None until create_app sets a
+# limit (configure_agent_standbys, DASHBOARD_AGENT_STANDBYS).
+AGENT_STANDBYS = Standby(limit=0)
+
+
+def configure_agent_standbys(limit: int) -> None:
+    """Keep at most ``limit`` warm agents for this process's read
+    operations (0: every operation starts its agent cold); standbys over
+    the new limit are stopped."""
+    AGENT_STANDBYS.limit = limit
+    if limit == 0:
+        AGENT_STANDBYS.close()
+
 DEFAULT_TIMEOUT = 60.0  # seconds
 
 
@@ -227,20 +242,24 @@ def run_agent(target: Target, request: dict, *, url: str | None,
         request_path = Path(tmp, "request.json")
         result_path = Path(tmp, "result.json")
         _write_private_json(request_path, _helper_request(target, url, request))
+        launch = {"argv": [python, str(AGENT_DIR), str(request_path), str(result_path)],
+                  "cwd": str(target.working_directory), "env": env, "url_env": target.url_env}
         try:
-            proc = subprocess.run(
-                [python, str(AGENT_DIR), str(request_path), str(result_path)],
-                cwd=target.working_directory, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
-                check=False)
+            proc = AGENT_STANDBYS.spawn(launch)
         except FileNotFoundError:
             raise TargetProcessError(f"interpreter not found: {python}",
                                      "FileNotFoundError") from None
-        except subprocess.TimeoutExpired as exc:
-            output = scrub_secrets((exc.stdout or b"").decode("utf-8", "replace"), url)
+        try:
+            stdout, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, _ = proc.communicate()
+            output = scrub_secrets((stdout or b"").decode("utf-8", "replace"), url)
             raise TargetProcessError(f"timed out after {timeout:g} s", "TimeoutError",
                                      output=output) from None
-        output = scrub_secrets(proc.stdout.decode("utf-8", "replace"), url)
+        finally:
+            AGENT_STANDBYS.prepare_soon(launch)  # the next read like it starts warm
+        output = scrub_secrets(stdout.decode("utf-8", "replace"), url)
         try:
             result = json.loads(result_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

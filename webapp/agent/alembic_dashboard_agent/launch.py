@@ -68,28 +68,44 @@ def launch_key(launch: dict) -> str:
 
 
 class Standby:
-    """Agent processes started ahead of their jobs, for a long-lived worker
-    (a Celery worker): one per interpreter + agent + working directory +
-    environment, already past Python's start-up and Alembic's imports, so a
-    job's migration starts at once (``python webapp/agent --standby``).
+    """Agent processes started ahead of their runs: one per interpreter +
+    agent + working directory + environment (less the database URL),
+    already past Python's start-up and Alembic's imports, so a run starts at
+    once (``python webapp/agent --standby``). A Celery worker keeps one for
+    its next job; a web process keeps a few for read operations (plans,
+    offline SQL, drift: :data:`webapp.core.runner.AGENT_STANDBYS`).
 
-    Used from one thread. A standby dies with the process that started it.
+    Thread-safe. A standby dies with the process that started it.
+
+    :param limit: most standbys kept waiting (the oldest makes room); None
+        for no limit, 0 for none at all (:meth:`prepare` does nothing).
     """
 
-    def __init__(self) -> None:
-        self._waiting: dict[str, subprocess.Popen] = {}
+    def __init__(self, limit: int | None = None) -> None:
+        import threading
+
+        self.limit = limit
+        self._waiting: dict[str, subprocess.Popen] = {}  # oldest first
+        self._lock = threading.Lock()
+        self._orders = None  # prepare_soon's queue, once its thread runs
 
     def spawn(self, launch: dict) -> subprocess.Popen:
         """Like :func:`spawn_prepared_run` for ``launch`` (:func:`read_launch`),
         through a waiting standby when one matches (a standby that died
-        meanwhile is replaced by a new process)."""
-        proc = self._waiting.pop(launch_key(launch), None)
+        meanwhile is replaced by a new process).
+
+        :raises OSError: no standby matches and the process cannot start
+            (interpreter or working directory missing).
+        """
+        with self._lock:
+            proc = self._waiting.pop(launch_key(launch), None)
         if proc is not None and proc.poll() is None:
             try:
                 assert proc.stdin is not None
                 order = {"args": launch["argv"][2:4], "env": launch["env"]}
                 proc.stdin.write((json.dumps(order) + "\n").encode())
                 proc.stdin.close()
+                proc.stdin = None  # like a process started without one (communicate())
                 return proc
             except OSError:  # it died between poll() and the write
                 proc.kill()
@@ -97,18 +113,62 @@ class Standby:
 
     def prepare(self, launch: dict) -> None:
         """Start a standby for the next run like ``launch`` (call after a run
-        ended, so it never competes with a migration for the CPU)."""
-        key = launch_key(launch)
-        old = self._waiting.get(key)
-        if old is not None and old.poll() is None:
+        ended, so it never competes with a migration for the CPU). A
+        standby that cannot start (the interpreter is gone) is not kept."""
+        if self.limit == 0:
             return
-        self._waiting[key] = _popen(launch, [*launch["argv"][:2], "--standby"],
-                                    subprocess.PIPE, standby_environment(launch))
+        key = launch_key(launch)
+        with self._lock:
+            old = self._waiting.get(key)
+            if old is not None and old.poll() is None:
+                return
+            self._waiting.pop(key, None)
+            while self.limit is not None and len(self._waiting) >= self.limit:
+                _dismiss(self._waiting.pop(next(iter(self._waiting))))
+            try:
+                self._waiting[key] = _popen(launch, [*launch["argv"][:2], "--standby"],
+                                            subprocess.PIPE, standby_environment(launch))
+            except OSError:
+                pass  # the run itself will say why it cannot start
+
+    def prepare_soon(self, launch: dict) -> None:
+        """:meth:`prepare` in this object's starter thread (the caller goes on
+        at once). One long-lived thread starts them all: a child's
+        ``PR_SET_PDEATHSIG`` fires when the *thread* that started it ends,
+        so a thread per standby would kill each standby at once."""
+        if self.limit == 0:
+            return
+        import queue
+        import threading
+
+        with self._lock:
+            if self._orders is None:
+                self._orders = queue.SimpleQueue()
+                threading.Thread(target=self._starter, name="agent-standbys",
+                                 daemon=True).start()
+        self._orders.put(launch)
+
+    def _starter(self) -> None:
+        while True:
+            launch = self._orders.get()
+            try:
+                self.prepare(launch)
+            except Exception:  # noqa: BLE001 - a standby is an optimisation: the run starts cold
+                pass
 
     def close(self) -> None:
         """Stop every waiting standby."""
-        for proc in self._waiting.values():
-            if proc.stdin is not None:
-                proc.stdin.close()
+        with self._lock:
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for proc in waiting:
+            _dismiss(proc)
             proc.wait(timeout=10)
-        self._waiting.clear()
+
+
+def _dismiss(proc: subprocess.Popen) -> None:
+    """Tell an unused standby to go: its stdin closes, it exits on its own."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
