@@ -215,3 +215,29 @@ def test_a_file_with_computed_identifiers_is_not_parsed_again(tmp_path):
     second = run_child(targets, instance)
     assert second["parsed"] == []
     assert second["revisions"] == first["revisions"]
+
+
+def test_the_code_stamp_covers_every_module_that_decides_what_an_entry_holds(tmp_path,
+                                                                              monkeypatch):
+    """The cache folder is named by the source of the parser and of the entry
+    format (not of the module that merely uses them): editing either must
+    leave every old entry unread."""
+    import inspect
+
+    from webapp.core import parse_cache, revision_source
+
+    stamped = {p.resolve() for p in parse_cache._STAMPED_SOURCES}
+    for code in (revision_source.parse_revision_source, revision_source.source_has_downgrade,
+                 revision_source.RevisionInfo, parse_cache.read_revision_file,
+                 parse_cache.ParseCache):
+        assert Path(inspect.getsourcefile(code)).resolve() in stamped, code
+    copies = []
+    for source in parse_cache._STAMPED_SOURCES:
+        copies.append(tmp_path / source.name)
+        shutil.copyfile(source, copies[-1])
+    monkeypatch.setattr(parse_cache, "_STAMPED_SOURCES", tuple(copies))
+    stamps = {parse_cache._parser_stamp()}
+    for copy in copies:  # an edit to any of them gives a new folder
+        copy.write_text(copy.read_text() + "# edited\n")
+        stamps.add(parse_cache._parser_stamp())
+    assert len(stamps) == 1 + len(copies)
