@@ -5,54 +5,43 @@ configured in the TOML file named by ``DASHBOARD_TARGETS`` (format fixed:
 README "Targets file"). The database URL never appears in that file: each target names
 the environment variable (``url_env``) that holds it.
 
-This module is Flask-free; it only reads files and the environment.
+This module is Flask-free; it only reads files and the environment. The secrets
+(:func:`redact_url`, :func:`scrub_secrets`...) live in :mod:`webapp.core.redaction`
+and are re-exported here.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import shutil
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sqlalchemy.engine import URL, make_url
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-from ..agent.alembic_dashboard_agent.appspec import AppSpecError, parse_app_spec
-from .permissions import GRANT_LISTS, Grants, parse_grants
+from .permissions import GRANT_LISTS, Grants
+from .redaction import (  # noqa: F401  (re-exported: the secrets used to live here)
+    MIN_SECRET_LENGTH,
+    configured_secrets,
+    redact_url,
+    register_secrets,
+    scrub_secrets,
+)
+from .targets_schema import (  # noqa: F401  (TAG_RE, _interpreter re-exported)
+    POLICY_FLAGS,
+    TAG_RE,
+    TARGET_NAME_RE,
+    TIERS,
+    TargetEntry,
+    TierPolicyEntry,
+    _interpreter,
+)
 
-TIERS = ("development", "staging", "production")
-TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-_TARGET_KEYS = {
-    "label",
-    "tier",
-    "alembic_ini",
-    "ini_section",
-    "url_env",
-    "readonly_url_env",
-    "rehearsal_url_env",
-    "version_table",
-    "python",
-    "cwd",
-    "flask_app",
-    "directory",
-    "env",
-    "policy",
-    "webhook_url",
-    "queue",
-    "tags",
-}
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_POLICY_DEFAULTS: dict[str, int | bool] = {
-    "approvals_required": 0,
-    "allow_downgrade": True,
-    "allow_revision_authoring": False,
-    "run_on_approval": True,
-}
+# every key of a [targets.<name>] table; any other is refused
+_TARGET_KEYS = set(TargetEntry.model_fields)
 
 
 class TargetsFileError(Exception):
@@ -189,155 +178,6 @@ class TargetUrlMissing(Exception):
     """The environment variable that should hold a target's URL is unset."""
 
 
-def redact_url(url: str | URL) -> str:
-    """Return ``url`` as text with any password replaced by ``***``.
-
-    Unparseable input is returned as ``"<unparseable URL>"`` rather than
-    risking a leak.
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
-
-
-def _encoded_pattern(secret: str) -> str:
-    """A regex matching ``secret`` written with any mix of its characters
-    as themselves or percent-escaped (``%40``, ``%4a``/``%4A``, UTF-8
-    bytes), in upper or lower case (a logger may have changed the case of the
-    whole line, escapes included), and spaces as ``+`` (form encoding).
-    Compile it with :data:`re.IGNORECASE`."""
-    parts = []
-    for char in secret:
-        options, literals = [], []
-        for variant in dict.fromkeys((char, char.lower(), char.upper())):
-            # A literal that IGNORECASE already matches would be a second way to
-            # match the same text: a failing search then backtracks through
-            # 2**letters combinations (11 s for a 90-character escaped password).
-            if not any(re.fullmatch(known, variant, re.IGNORECASE) for known in literals):
-                literals.append(re.escape(variant))
-                options.append(re.escape(variant))
-            options.append("".join(f"%{byte:02x}" for byte in variant.encode("utf-8")))
-        if char == " ":
-            options.append(r"\+")
-        parts.append("(?:" + "|".join(dict.fromkeys(options)) + ")")
-    return "".join(parts)
-
-
-# Secrets every scrub removes besides the URL it is given: the dashboard's own
-# (session key, first admin's password, database/broker passwords, OIDC client
-# secret) and every target's URLs, registered once by create_app
-# (:func:`register_secrets`). A set per process: its apps share it.
-_KNOWN_SECRETS: set[str] = set()
-MIN_SECRET_LENGTH = 6  # shorter registered values would scrub ordinary words
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _url_secrets(value: str) -> set[str]:
-    """The password of ``value`` when it is a URL with one: decoded by
-    SQLAlchemy and as written between ``user:`` and ``@``; else empty."""
-    try:
-        password = make_url(value).password
-    except Exception:
-        password = None
-    found = {str(password)} if password else set()
-    match = re.match(r"^[^:/]+://[^:@/]*:([^@/]*)@", value)
-    if match:
-        found.add(match.group(1))
-    return found
-
-
-def _secrets_of(value: str) -> set[str]:
-    """What of ``value`` is secret: a URL's password (none for a URL without
-    one: the rest of a URL is no secret), or any other value whole."""
-    if _URL_RE.match(value):
-        return _url_secrets(value)
-    return {value}
-
-
-def register_secrets(values: Iterable[str | None]) -> None:
-    """Add ``values`` to the secrets :func:`scrub_secrets` always removes.
-
-    A URL counts by its password; any other value counts whole. Empty values
-    and secrets shorter than :data:`MIN_SECRET_LENGTH` are ignored.
-
-    :param values: secrets, URLs or None, e.g. from :func:`configured_secrets`.
-    """
-    for value in values:
-        if value:
-            _KNOWN_SECRETS.update(secret for secret in _secrets_of(value)
-                                  if len(secret) >= MIN_SECRET_LENGTH)
-    _compiled.cache_clear()
-
-
-def configured_secrets(settings: Mapping, environ: Mapping[str, str],
-                       targets: Iterable[Target]) -> list[str]:
-    """Every secret a dashboard configured with ``settings`` knows.
-
-    :param settings: the app's settings (``SECRET_KEY``, ``SQLALCHEMY_DATABASE_URI``,
-        ``BROKER_URL``, ``RATELIMIT_STORAGE_URI``, ``OIDC_CLIENT_SECRET``).
-    :param environ: the process environment (``DASHBOARD_ADMIN_PASSWORD`` and
-        the ``DASHBOARD_*`` secrets, the targets' URL variables).
-    :param targets: the configured targets: their URLs (``url_env``,
-        ``readonly_url_env``, ``rehearsal_url_env``) and the URLs with a
-        password in their ``[env]`` tables.
-    :return: values for :func:`register_secrets` (may hold None).
-    """
-    found: list[str | None] = [settings.get(key) for key in (
-        "SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "BROKER_URL", "RATELIMIT_STORAGE_URI",
-        "OIDC_CLIENT_SECRET")]
-    found += [environ.get(name) for name in (
-        "DASHBOARD_SECRET_KEY", "DASHBOARD_ADMIN_PASSWORD", "DASHBOARD_DATABASE_URL",
-        "DASHBOARD_BROKER_URL", "DASHBOARD_RATELIMIT_STORAGE_URL",
-        "DASHBOARD_OIDC_CLIENT_SECRET")]
-    for target in targets:
-        for name in (target.url_env, target.readonly_url_env, target.rehearsal_url_env):
-            if name:
-                found.append(environ.get(name) or target.url_defaults.get(name))
-        found += [value for value in target.env.values() if _url_secrets(value)]
-    return [value for value in found if isinstance(value, str)]
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(secrets_: frozenset[str]) -> re.Pattern | None:
-    """One pattern for all ``secrets_`` (longest first), or None when empty."""
-    usable = sorted((s for s in secrets_ if len(s) >= 3), key=len, reverse=True)
-    if not usable:
-        return None
-    return re.compile("|".join(_encoded_pattern(s) for s in usable), re.IGNORECASE)
-
-
-def scrub_secrets(text: str, url: str | None,
-                  extra_secrets: Iterable[str | None] = ()) -> str:
-    """Remove ``url``'s password and every secret the dashboard knows from
-    ``text`` (error messages, logs, agent output).
-
-    Removed: the password of ``url``; ``extra_secrets`` (URLs count by their
-    password); and the secrets registered with :func:`register_secrets`
-    (the dashboard's own, every target's URLs). Every spelling is replaced
-    by ``***``: as configured, decoded, percent-escaped in any case or mix
-    (``%40``/``%4A``/``%4a``), lower- or upper-cased, as SQLAlchemy renders
-    it; ``url`` itself written out becomes its redacted form.
-
-    :param text: any text that may quote a URL, a password or a key.
-    :param url: the URL of the operation, or None.
-    :param extra_secrets: more secrets for this call only (None/empty ignored).
-    :return: text safe to show, log or audit.
-    """
-    if not text:
-        return text
-    if url:
-        text = text.replace(url, redact_url(url))
-    secrets_ = set(_KNOWN_SECRETS)
-    if url:
-        secrets_ |= _url_secrets(url)
-    for value in extra_secrets:
-        if value:
-            secrets_ |= _secrets_of(value)
-    pattern = _compiled(frozenset(secrets_))
-    return pattern.sub("***", text) if pattern is not None else text
-
-
 def _line_of(text: str, name: str, key: str | None) -> int | None:
     """Best-effort line number of ``[targets.name]``, or of ``key`` inside it.
 
@@ -425,46 +265,60 @@ def _tier_grants(path: Path, raw: object) -> dict[str, Grants]:
             raise TargetsFileError(path, "only a [tiers.<tier>.policy] table is allowed",
                                    key=f"tiers.{tier}")
         policy = table.get("policy", {})
-        unknown = set(policy) - set(GRANT_LISTS)
-        if unknown:
-            raise TargetsFileError(path, f"unknown tier policy key (known: "
-                                   f"{', '.join(GRANT_LISTS)})",
-                                   key=f"tiers.{tier}.policy.{sorted(unknown)[0]}")
-        grants, bad, problem = parse_grants(policy)
-        if bad is not None:
-            raise TargetsFileError(path, problem or "invalid", key=f"tiers.{tier}.policy.{bad}")
-        result[tier] = grants
+        try:
+            entry = TierPolicyEntry.model_validate(policy)
+        except ValidationError as exc:
+            unknown = sorted(str(e["loc"][0]) for e in exc.errors()
+                             if e["type"] == "extra_forbidden")
+            key, why = (f"policy.{unknown[0]}", f"unknown tier policy key (known: "
+                        f"{', '.join(GRANT_LISTS)})") if unknown \
+                else _first_problem(exc, {"policy": policy}, "policy")
+            raise TargetsFileError(path, why, key=f"tiers.{tier}.{key}") from None
+        result[tier] = Grants(**{name: getattr(entry, name) for name in GRANT_LISTS})
     return result
 
 
-def _interpreter(value: str, base: Path) -> tuple[str | None, str | None]:
-    """The absolute path of a target's ``python`` and the problem with it.
-
-    A value with a ``/`` is a path, relative to the targets file's folder like
-    every other path (``~`` expanded); a bare name (``python3``) is looked up
-    on the dashboard's ``PATH``. The path is made absolute but symlinks are
-    kept: a virtualenv's ``bin/python`` is a symlink whose location is what
-    makes it that venv's interpreter.
-
-    :return: ``(path, None)``, or ``(None, problem)`` when the file does not
-        exist or is not executable.
-    """
-    if "/" not in value:
-        found = shutil.which(value)
-        if found is None:
-            return None, f"interpreter not found on PATH: {value}"
-        return os.path.abspath(found), None
-    path = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
-    if not os.path.isfile(path):
-        return None, f"interpreter not found: {path}"
-    if not os.access(path, os.X_OK):
-        return None, f"interpreter is not executable: {path}"
-    return path, None
+def _error_rank(error: ErrorDetails, raw: Mapping[str, object]) -> tuple:
+    """Where ``error`` comes in the order the keys are checked: a target's
+    unknown keys first (by name), then its keys in the order of
+    :class:`TargetEntry`'s fields; in a policy table its grant lists first
+    (viewers, operators, approvers, admins), then its keys in file order."""
+    loc = [str(part) for part in error["loc"]]
+    if len(loc) == 1 and error["type"] == "extra_forbidden":
+        return (0, loc[0])
+    fields = list(TargetEntry.model_fields)
+    where = fields.index(loc[0]) if loc[0] in fields else len(fields)
+    if len(loc) < 2:
+        return (1, where, -1, -1)
+    table = raw.get(loc[0])
+    keys = list(table) if isinstance(table, dict) else []
+    if loc[1] in GRANT_LISTS:
+        return (1, where, 0, GRANT_LISTS.index(loc[1]))
+    return (1, where, 1, keys.index(loc[1]) if loc[1] in keys else len(keys))
 
 
-# Complexity 31, over the limit of 15: it becomes a pydantic schema next (issue 18, item 2).
-def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,  # noqa: C901
+def _first_problem(exc: ValidationError, raw: Mapping[str, object], prefix: str = ""
+                   ) -> tuple[str, str]:
+    """The first problem of ``exc`` (see :func:`_error_rank`) as ``(key, problem)``:
+    the dotted key under the validated table and the wording of
+    :class:`TargetsFileError`. ``prefix`` is prepended to every location
+    (``"policy"`` for a tier's policy table, validated alone)."""
+    errors = [{**e, "loc": (prefix, *e["loc"]) if prefix else e["loc"]} for e in exc.errors()]
+    error = min(errors, key=lambda e: _error_rank(e, raw))  # type: ignore[arg-type]
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        if len(error["loc"]) == 1:
+            return key, f"unknown key (known keys: {', '.join(sorted(_TARGET_KEYS))})"
+        return key, f"unknown policy key (known: {', '.join([*POLICY_FLAGS, *GRANT_LISTS])})"
+    return key, error["msg"]
+
+
+def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
                   url_defaults: Mapping[str, str]) -> Target:
+    """One ``[targets.<name>]`` table → :class:`Target` (rules: :class:`TargetEntry`).
+
+    :raises TargetsFileError: the first problem, with its key and line.
+    """
     def fail(problem: str, key: str | None = None) -> TargetsFileError:
         full = f"targets.{name}" + (f".{key}" if key else "")
         return TargetsFileError(path, problem, key=full,
@@ -474,112 +328,31 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,  # 
         raise fail("target names may use letters, digits, '.', '_' and '-' (1-64 characters)")
     if not isinstance(raw, dict):
         raise fail("must be a table")
-    unknown = set(raw) - _TARGET_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise fail(f"unknown key (known keys: {', '.join(sorted(_TARGET_KEYS))})", key)
-
-    def get_str(key: str, default: str | None = None, required: bool = False) -> str | None:
-        value = raw.get(key, default)
-        if value is None:
-            if required:
-                raise fail("is required", key)
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise fail("must be a non-empty string", key)
-        return value
-
-    tier = get_str("tier", required=True)
-    if tier not in TIERS:
-        raise fail(f"must be one of {', '.join(TIERS)} (got {tier!r})", "tier")
-    flask_app = get_str("flask_app")
-    if flask_app is not None:
-        try:  # Flask's rule (flask --app), read without running anything
-            parse_app_spec(flask_app)
-        except AppSpecError as exc:
-            raise fail(str(exc), "flask_app") from None
-    alembic_ini_s = get_str("alembic_ini", required=flask_app is None)
-    alembic_ini = (base / alembic_ini_s).resolve() if alembic_ini_s else None
-    if alembic_ini is not None and not alembic_ini.is_file():
-        raise fail(f"file not found: {alembic_ini}", "alembic_ini")
-    cwd_s = get_str("cwd")
-    cwd = (base / cwd_s).resolve() if cwd_s else None
-    if cwd is not None and not cwd.is_dir():
-        raise fail(f"directory not found: {cwd}", "cwd")
-    python_s = get_str("python")
-    python, problem = _interpreter(python_s, base) if python_s else (None, None)
-    if problem:
-        raise fail(problem, "python")
-    directory_s = get_str("directory")
-    directory = None
-    if flask_app is not None and alembic_ini is None:
-        directory = ((cwd or base) / (directory_s or "migrations")).resolve()
-    url_env = get_str("url_env", required=flask_app is None)
-    if url_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", url_env):
-        raise fail("must be an environment variable name (letters, digits, _)", "url_env")
-    extra_urls = {}
-    for key in ("readonly_url_env", "rehearsal_url_env"):
-        extra_urls[key] = get_str(key)
-        if extra_urls[key] is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                                        extra_urls[key]):
-            raise fail("must be an environment variable name (letters, digits, _)", key)
-    version_table = get_str("version_table", "alembic_version")
-    assert version_table is not None
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$", version_table):
-        raise fail("must be a plain table name", "version_table")
-    env = raw.get("env", {})
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
-        raise fail("must be a table of string values", "env")
-    policy_raw = raw.get("policy", {})
-    if not isinstance(policy_raw, dict):
-        raise fail("must be a table", "policy")
-    policy_values: dict[str, int | bool] = dict(_POLICY_DEFAULTS)
-    grants, bad, problem = parse_grants(policy_raw)
-    if bad is not None:
-        raise fail(problem or "invalid", f"policy.{bad}")
-    for key, value in policy_raw.items():
-        if key in GRANT_LISTS:
-            continue
-        if key not in _POLICY_DEFAULTS:
-            raise fail(f"unknown policy key (known: "
-                       f"{', '.join([*_POLICY_DEFAULTS, *GRANT_LISTS])})", f"policy.{key}")
-        expected = type(_POLICY_DEFAULTS[key])
-        if type(value) is not expected:
-            raise fail(f"must be {'an integer' if expected is int else 'true or false'}",
-                       f"policy.{key}")
-        if key == "approvals_required" and not 0 <= value <= 10:
-            raise fail("must be between 0 and 10", f"policy.{key}")
-        policy_values[key] = value
-    webhook_url = get_str("webhook_url")
-    if webhook_url is not None and not re.match(r"^https?://[^\s]+$", webhook_url):
-        raise fail("must be an http:// or https:// URL", "webhook_url")
-    queue = get_str("queue")
-    if queue is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", queue):
-        raise fail("must be a queue name (letters, digits, '.', '_', '-'; 1-64)", "queue")
-    tags = raw.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) and TAG_RE.match(t)
-                                             for t in tags):
-        raise fail("must be a list of tags (letters, digits, '.', '_', '-'; 1-64 each)",
-                   "tags")
+    try:
+        entry = TargetEntry.model_validate(raw, context={"base": base})
+    except ValidationError as exc:
+        key, problem = _first_problem(exc, raw)
+        raise fail(problem, key) from None
+    policy = entry.policy
     return Target(
         name=name,
-        webhook_url=webhook_url,
-        queue=queue,
-        tags=tuple(dict.fromkeys(tags)),
-        label=get_str("label", name) or name,
-        tier=tier,
-        alembic_ini=alembic_ini,
-        ini_section=get_str("ini_section", "alembic") or "alembic",
-        url_env=url_env,
-        **extra_urls,
-        version_table=version_table,
-        python=python,
-        cwd=cwd,
-        flask_app=flask_app,
-        directory=directory,
-        env=dict(env),
-        policy=Policy(**policy_values, grants=grants),  # type: ignore[arg-type]
+        label=entry.label or name,
+        tier=entry.tier or "",
+        alembic_ini=entry.alembic_ini,
+        ini_section=entry.ini_section or "alembic",
+        url_env=entry.url_env,
+        readonly_url_env=entry.readonly_url_env,
+        rehearsal_url_env=entry.rehearsal_url_env,
+        version_table=entry.version_table or "alembic_version",
+        python=entry.python,
+        cwd=entry.cwd,
+        flask_app=entry.flask_app,
+        directory=entry.migrations_directory(base),
+        env=dict(entry.env),
+        policy=Policy(**{flag: getattr(policy, flag) for flag in POLICY_FLAGS},
+                      grants=Grants(**{n: getattr(policy, n) for n in GRANT_LISTS})),
+        tags=entry.tags,
+        webhook_url=entry.webhook_url,
+        queue=entry.queue,
         url_defaults=dict(url_defaults),
     )
