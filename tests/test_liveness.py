@@ -207,8 +207,15 @@ def test_job_process_that_cannot_start_the_app_fails_the_job_not_abandons_it(
         make_app, tmp_path, monkeypatch):
     """The targets file is edited into an invalid one while the dashboard runs:
     the next job's process cannot create the app. The job says so (failed,
-    with the reason), its guard is freed, and the migration was stopped."""
-    ini = sleepy_env(tmp_path / "env", 2)
+    with the reason), its guard is freed, and the migration was stopped:
+    r001 takes 60 s while the marker file exists, so it can only be missing
+    from the version table if the job process stopped it (not a race with a
+    2 s sleep, which a loaded machine lost)."""
+    slow = tmp_path / "slow"
+    slow.touch()
+    ini = make_env(tmp_path / "env", [Rev("r000", None), Rev(
+        "r001", "r000", downgrade="pass",
+        upgrade=f"import os, time; time.sleep(60 if os.path.exists({str(slow)!r}) else 0)")])
     url = sqlite_url(tmp_path / "t.db")
     monkeypatch.setenv("T_URL", url)
     targets = write_targets_file(tmp_path / "targets.toml", {"t": {
@@ -229,6 +236,7 @@ def test_job_process_that_cannot_start_the_app_fails_the_job_not_abandons_it(
     assert "[dashboard] The job process failed" in job["log"]
     assert version_table(url) <= {"r000"}  # r001 never completed
     targets.write_text(targets.read_text().replace('tier = "prod"', 'tier = "staging"'))
+    slow.unlink()
     again = client.post("/api/v1/targets/t/jobs", json={"command": "upgrade",
                                                          "revision": "heads"}, headers=headers)
     assert again.status_code == 202, again.json  # the guard was freed
