@@ -87,3 +87,20 @@ def test_no_standby_when_turned_off(target):
     runner.offline_sql(shop, "r000", "upgrade", url=url)
     time.sleep(0.5)
     assert runner.AGENT_STANDBYS._waiting == {}
+
+
+def test_a_forked_child_does_not_share_its_parents_standbys(target):
+    """A Celery prefork child (or any fork) starts with no standby: the
+    parent's, and their pipes, stay the parent's."""
+    import os
+
+    shop, url, _log = target
+    runner.offline_sql(shop, "r000", "upgrade", url=url)
+    parents = _waiting()
+    child = os.fork()
+    if child == 0:  # the child: its own (empty) set of standbys
+        runner.AGENT_STANDBYS._own()
+        os._exit(0 if runner.AGENT_STANDBYS._waiting == {} else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _waiting() is parents and parents.poll() is None

@@ -85,9 +85,21 @@ class Standby:
         import threading
 
         self.limit = limit
+        self._forget(threading)
+
+    def _forget(self, threading) -> None:
+        """Start empty (also in a forked child: the standbys, their pipes and
+        the starter thread belong to the parent, never to two processes)."""
+        self._pid = os.getpid()
         self._waiting: dict[str, subprocess.Popen] = {}  # oldest first
         self._lock = threading.Lock()
         self._orders = None  # prepare_soon's queue, once its thread runs
+
+    def _own(self) -> None:
+        if self._pid != os.getpid():
+            import threading
+
+            self._forget(threading)
 
     def spawn(self, launch: dict) -> subprocess.Popen:
         """Like :func:`spawn_prepared_run` for ``launch`` (:func:`read_launch`),
@@ -97,6 +109,7 @@ class Standby:
         :raises OSError: no standby matches and the process cannot start
             (interpreter or working directory missing).
         """
+        self._own()
         with self._lock:
             proc = self._waiting.pop(launch_key(launch), None)
         if proc is not None and proc.poll() is None:
@@ -117,6 +130,7 @@ class Standby:
         standby that cannot start (the interpreter is gone) is not kept."""
         if self.limit == 0:
             return
+        self._own()
         key = launch_key(launch)
         with self._lock:
             old = self._waiting.get(key)
@@ -141,6 +155,7 @@ class Standby:
         import queue
         import threading
 
+        self._own()
         with self._lock:
             if self._orders is None:
                 self._orders = queue.SimpleQueue()
@@ -158,6 +173,7 @@ class Standby:
 
     def close(self) -> None:
         """Stop every waiting standby."""
+        self._own()
         with self._lock:
             waiting, self._waiting = list(self._waiting.values()), {}
         for proc in waiting:
