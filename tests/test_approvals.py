@@ -182,6 +182,41 @@ def test_database_moved_after_approval_refuses_run(make_app, tmp_path, monkeypat
     assert "Back to review" in ui.get(f"/requests/{request_id}").get_data(as_text=True)
 
 
+def test_a_plan_stored_in_the_old_shape_still_loads(make_app, tmp_path, monkeypatch):
+    """Requests stored before the rename keep their plan as ``current``/``heads_after``:
+    the request page, the API and the approval still read them."""
+    from webapp.core.runner import run_command
+    from webapp.extensions import db
+    from webapp.models import ApprovalRequest
+
+    app, url, _ = protected_app(make_app, tmp_path, monkeypatch)
+    op = token_headers(app, "olga", "operator")
+    ap = token_headers(app, "anna", "approver")
+    run_command(app.extensions["alembic_dashboard"].get("prod"), "upgrade", "r000", url=url)
+    client = app.test_client()
+    request_id = api_request(client, op).json["request"]
+    with app.app_context():
+        found = db.session.get(ApprovalRequest, request_id)
+        stored = json.loads(found.plan)
+        assert stored["current_before"] == ["r000"] and stored["current_after"] == ["r002"]
+        assert "current" not in stored and "heads_after" not in stored
+        stored["current"], stored["heads_after"] = (stored.pop("current_before"),
+                                                    stored.pop("current_after"))
+        found.plan = json.dumps(stored)
+        db.session.commit()
+    listed = client.get("/api/v1/requests", headers=ap).json[0]
+    assert listed["from"] == ["r000"] and listed["to"] == ["r002"]
+    add_user(app, "anna2", "approver")
+    login(client, "anna2")
+    page = client.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert "r000 → r002" in page
+    approved = client.post(f"/api/v1/requests/{request_id}/approve", headers=ap, json={})
+    assert approved.status_code == 200 and approved.json["status"] == "executed"
+    job = wait_job(client, approved.json["job"], ap)
+    assert job["status"] == "succeeded" and job["from"] == ["r000"] and job["to"] == ["r002"]
+    assert version_table(url) == {"r002"}
+
+
 def test_expiry_and_withdraw(make_app, tmp_path, monkeypatch):
     app, url, _ = protected_app(make_app, tmp_path, monkeypatch, REQUEST_TTL_HOURS=0.5 / 3600)
     op = token_headers(app, "olga", "operator")

@@ -261,7 +261,7 @@ def test_queue_worker_refuses_a_job_whose_user_was_disabled(make_app, tmp_path, 
     with app.app_context():
         job = Job(target="q", command="upgrade", revision="head",
                   user_id=accounts.get_user("olga").id, plan_hash="x" * 64,
-                  status=JobStatus.QUEUED, from_revisions="", planned_revisions="r000 r001",
+                  status=JobStatus.QUEUED, current_before="", planned_revisions="r000 r001",
                   dialect="sqlite", heartbeat_at=utcnow())
         db.session.add(job)
         db.session.commit()

@@ -316,7 +316,7 @@ def test_api_quick_plan_has_the_same_steps_as_the_full_plan(demo_app, revision):
     assert quick is not None
     assert [(s.revision, s.sha256) for s in quick.steps] == \
         [(s.revision, s.sha256) for s in full.steps]
-    assert quick.current == full.current
+    assert quick.current_before == full.current_before
     with demo_app.app_context():  # relative steps and other commands take the full plan
         for other in (jobs.JobRequest(req.target, "upgrade", "+1"),
                       jobs.JobRequest(req.target, "downgrade", "-1"),

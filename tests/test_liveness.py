@@ -196,7 +196,7 @@ def test_finished_job_never_changes_state(sleepy_app):
         db.session.add(job)
         db.session.commit()
         status = job_process._finish(job.id, {"ok": True, "applied": ["r000"],
-                                              "after": ["r000"]}, "late output\n", url)
+                                              "current_after": ["r000"]}, "late output\n", url)
         db.session.commit()
         db.session.refresh(job)
         assert status == job.status == "abandoned"

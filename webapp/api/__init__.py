@@ -175,8 +175,8 @@ def job_json(job) -> dict:
 
     return {
         "id": job.id, "target": job.target, "command": job.command, "revision": job.revision,
-        "status": job.status, "from": Job.split(job.from_revisions),
-        "to": Job.split(job.to_revisions) if job.to_revisions is not None else None,
+        "status": job.status, "from": Job.split(job.current_before),
+        "to": Job.split(job.current_after) if job.current_after is not None else None,
         "log": job.log, "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
         "created_at": iso(job.created_at), "applied": Job.split(job.applied_revisions),
         "failed_revision": job.failed_revision, "error": job.error,
@@ -279,7 +279,7 @@ def request_json(found) -> dict:
         "revision": found.revision, "status": found.status,
         "requester": found.requester.username if found.requester else None,
         "reason": found.reason, "plan_hash": found.plan_hash,
-        "from": plan.current, "to": plan.heads_after,
+        "from": plan.current_before, "to": plan.current_after,
         "steps": [{"revision": s.revision, "direction": s.direction, "sha256": s.sha256}
                   for s in plan.steps],
         "warnings": plan.warnings,

@@ -74,7 +74,9 @@ class PlanStep:
 class Plan:
     """What a job will do, computed from the database's current state.
 
-    ``current``/``heads_after`` are revision ids (empty = base); ``sql`` is
+    ``current_before``/``current_after`` are the database's current revisions
+    before/after the job (revision ids, empty = base; the script directory's
+    heads are only ever called ``heads``); ``sql`` is
     the offline SQL of all steps in the target's dialect; ``rehearsal`` is
     True when the SQL was captured on a scratch copy (SQLite batch mode, or
     revisions that inspect the database).
@@ -92,8 +94,8 @@ class Plan:
     target: str
     command: str
     revision: str
-    current: list[str]
-    heads_after: list[str]
+    current_before: list[str]
+    current_after: list[str]
     steps: list[PlanStep]
     sql: str
     dialect: str
@@ -114,7 +116,7 @@ class Plan:
         """SHA-256 over everything the user confirms (hex)."""
         payload = json.dumps({
             "target": self.target, "command": self.command, "revision": self.revision,
-            "current": sorted(self.current),
+            "current": sorted(self.current_before),  # key kept: stored hashes stay valid
             "steps": [[s.revision, s.direction, s.sha256] for s in self.steps],
             "sql": self._sql_for_hash(),
         }, sort_keys=True)
@@ -231,7 +233,7 @@ def compute_plan(target: Target, command: str, revision: str, *, url: str,
             raise PlanError(str(exc)) from None
         raise
     plan = Plan(target=target.name, command=command, revision=revision,
-                current=data["current"], heads_after=data["heads_after"],
+                current_before=data["current_before"], current_after=data["current_after"],
                 steps=[PlanStep(**s) for s in data["steps"]], sql=data["sql"],
                 dialect=make_url(url).get_backend_name(), rehearsal=data["rehearsal"],
                 unrendered=data.get("unrendered") or [],

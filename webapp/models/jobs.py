@@ -32,7 +32,9 @@ JOB_ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 class Job(db.Model):
     """One run of an Alembic command against a target.
 
-    ``from_revisions``/``to_revisions``/``applied_revisions`` are
+    ``current_before``/``current_after`` are the database's current
+    revisions before/after the run (columns ``from_revisions``/``to_revisions``;
+    ``current_after`` is None until known); they and ``applied_revisions`` are
     space-separated revision ids (empty = base); ``log`` is everything the
     command printed (Alembic's output, env.py's logging, the traceback).
     ``plan_hash`` pins the job to the plan the user confirmed.
@@ -47,8 +49,9 @@ class Job(db.Model):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     plan_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
-    from_revisions: Mapped[str] = mapped_column(String(1000), default="")
-    to_revisions: Mapped[str | None] = mapped_column(String(1000))
+    # the columns keep their first names (no dashboard-database migration)
+    current_before: Mapped[str] = mapped_column("from_revisions", String(1000), default="")
+    current_after: Mapped[str | None] = mapped_column("to_revisions", String(1000))
     planned_revisions: Mapped[str] = mapped_column(Text, default="")
     applied_revisions: Mapped[str] = mapped_column(Text, default="")
     failed_revision: Mapped[str | None] = mapped_column(String(64))

@@ -52,10 +52,18 @@ def plan_to_json(plan: Plan) -> str:
     return json.dumps({**asdict(plan), "hash": plan.hash})
 
 
+# keys of plans stored before the before/after vocabulary was unified
+_OLD_PLAN_KEYS = {"current": "current_before", "heads_after": "current_after"}
+
+
 def plan_from_json(text: str) -> Plan:
-    """The plan stored with a request."""
+    """The plan stored with a request (:func:`plan_to_json`'s text). A plan
+    stored by an older version (``current``/``heads_after``) loads too."""
     data = json.loads(text)
     data.pop("hash", None)
+    for old, new in _OLD_PLAN_KEYS.items():
+        if old in data:
+            data.setdefault(new, data.pop(old))
     data["steps"] = [PlanStep(**s) for s in data["steps"]]
     return Plan(**data)
 

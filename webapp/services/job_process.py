@@ -63,7 +63,7 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
         _check_user(job, target)  # a queued job may wait long: its user may have changed
         write_run_request(target, job.command, job.revision, url=catalog.database_url(target),
                           lock_name=target.name, folder=folder,
-                          extra={"expect_current": Job.split(job.from_revisions)})
+                          extra={"expect_current": Job.split(job.current_before)})
         launch = read_launch(folder)
         proc = STANDBY.spawn(launch)
     except Exception as exc:  # this worker cannot run it: the job fails, never hangs
@@ -179,15 +179,15 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen | None, fol
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     status = _finish(job.id, outcome, "".join(lines), url)
-    if outcome.get("applied_steps") and outcome.get("after") is not None and target:
+    if outcome.get("applied_steps") and outcome.get("current_after") is not None and target:
         try:
-            in_database = catalog.history(target).applied(outcome["after"])
+            in_database = catalog.history(target).applied(outcome["current_after"])
         except HistoryError:
             in_database = set()
         record_applied_checksums(job, outcome["applied_steps"], in_database)
-    after = outcome.get("after")
+    current_after = outcome.get("current_after")
     audit.record(actor, "job.end", status, target=job.target, job_id=job.id, commit=False,
-                 to=" ".join(after) if after is not None else None,
+                 to=" ".join(current_after) if current_after is not None else None,
                  failed_revision=outcome.get("failed_revision"))
     db.session.commit()  # the outcome, the checksums and the audit event together
     db.session.refresh(job)
@@ -195,10 +195,10 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen | None, fol
 
     notify.send("job.finished", job.target, job=job.id, status=job.status,
                 command=job.command, revision=job.revision,
-                to=Job.split(job.to_revisions), failed_revision=job.failed_revision,
+                to=Job.split(job.current_after), failed_revision=job.failed_revision,
                 text=f"Job {job.id} `alembic {job.command} {job.revision}` on {job.target}: "
-                     f"{job.status}" + (f" (now at {job.to_revisions or 'base'})"
-                                        if job.to_revisions is not None else ""))
+                     f"{job.status}" + (f" (now at {job.current_after or 'base'})"
+                                        if job.current_after is not None else ""))
     events.job_finished.send(job, catalog=catalog)  # e.g. a rollout's next steps start
     notify.wait_all()
 
@@ -267,14 +267,14 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
         running = what_was_running(log, dialect)
         message = f"{message}. {running}" if running else message
     message = _with_warnings(message, outcome.get("warnings") or [], url)
-    after = outcome.get("after")
+    current_after = outcome.get("current_after")
     values = dict(status=status, finished_at=utcnow(), heartbeat_at=utcnow(),
                   log=scrub_secrets(log, url), error=message,
                   applied_revisions=" ".join(outcome.get("applied", [])),
                   failed_revision=outcome.get("failed_revision"),
-                  to_revisions=" ".join(after) if after is not None else None)
-    if outcome.get("before") is not None:
-        values["from_revisions"] = " ".join(outcome["before"])
+                  current_after=" ".join(current_after) if current_after is not None else None)
+    if outcome.get("current_before") is not None:
+        values["current_before"] = " ".join(outcome["current_before"])
     done = db.session.execute(update(Job).where(
         Job.id == job_id, Job.status.in_(JOB_ACTIVE)).values(**values)).rowcount
     if not done:

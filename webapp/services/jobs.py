@@ -163,7 +163,7 @@ def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
                               down_revisions=list(info.down_revisions), message=info.message,
                               path=str(info.path), sha256=file_sha256(str(info.path))))
     return Plan(target=target.name, command="upgrade", revision=request.revision,
-                current=list(current), heads_after=[], steps=steps,
+                current_before=list(current), current_after=[], steps=steps,
                 sql="-- offline SQL not rendered for API jobs (GET /targets/<name>/pending.sql)",
                 dialect=make_url(url).get_backend_name())
 
@@ -222,7 +222,7 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     for _attempt in range(2):
         job = Job(target=target.name, command=request.command, revision=request.revision,
                   user_id=user.id, plan_hash=plan.hash, status=JobStatus.QUEUED,
-                  from_revisions=" ".join(plan.current),
+                  current_before=" ".join(plan.current_before),
                   planned_revisions=" ".join(s.revision for s in plan.steps),
                   dialect=plan.dialect, heartbeat_at=utcnow())
         db.session.add(job)
@@ -254,11 +254,11 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     except Refused:
         drop_unstarted(job)
         raise
-    if sorted(now_current) != sorted(plan.current):
+    if sorted(now_current) != sorted(plan.current_before):
         drop_unstarted(job)
         raise Refused(Reason.PLAN_CHANGED, "The plan changed since it was computed: the "
                       f"database is now at {', '.join(now_current) or 'base'}, not "
-                      f"{', '.join(plan.current) or 'base'}. Review the plan again.")
+                      f"{', '.join(plan.current_before) or 'base'}. Review the plan again.")
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
                  steps=[s.revision for s in plan.steps], request=approved_request)
@@ -365,6 +365,6 @@ def failure_report(job: Job) -> str | None:
                          "before retrying or downgrading.")
     elif applied:
         lines.append("The failed transaction was rolled back.")
-    if job.to_revisions is not None:
-        lines.append(f"The database is now at: {job.to_revisions or 'base'}.")
+    if job.current_after is not None:
+        lines.append(f"The database is now at: {job.current_after or 'base'}.")
     return " ".join(lines) or None

@@ -56,7 +56,7 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
     plan = jobs.plan_job(catalog, request)
     if plan.is_empty:
         raise Refused(Reason.NOTHING_TO_DO,
-                      catalog.nothing_to_do(target, plan.current, "rehearse"))
+                      catalog.nothing_to_do(target, plan.current_before, "rehearse"))
     if plan_hash and plan_hash != plan.hash:
         raise Refused(Reason.PLAN_CHANGED, "The plan changed since you saw it (the database "
                       "or the revision files moved). Look at the new plan first.")

@@ -57,7 +57,7 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
     if plan is None:
         plan = jobs.plan_job(catalog, request)
     if plan.is_empty:
-        raise Refused(Reason.NOTHING_TO_DO, catalog.nothing_to_do(target, plan.current))
+        raise Refused(Reason.NOTHING_TO_DO, catalog.nothing_to_do(target, plan.current_before))
     if target.policy.is_protected:
         return Submission(request=approvals.create_request(
             catalog, user, request, plan, reason, actor, confirmed_hash=confirmed_hash))

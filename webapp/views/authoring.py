@@ -147,5 +147,5 @@ def pending_sql(name: str):
     catalog = get_catalog()
     # a refusal (no audit row: a download is a read) answers with the error page
     plan = jobs.plan_job(catalog, jobs.JobRequest(target, "upgrade", "heads"))
-    start = ",".join(plan.current) or None
+    start = ",".join(plan.current_before) or None
     return _download(target, start, "heads", plan.sql)

@@ -40,7 +40,7 @@ def _offline(config, script, fn, **kwargs) -> None:
 @read_path()
 def plan(request: dict) -> dict:
     """Op ``plan`` (``command``, ``revision``): the plan from the database's
-    current state — ``{"current", "steps", "heads_after", "sql", "rehearsal",
+    current state — ``{"current_before", "steps", "current_after", "sql", "rehearsal",
     "unrendered", "rehearsal_error"}``.
 
     ``unrendered`` lists the revisions whose offline SQL could not be rendered
@@ -92,8 +92,8 @@ def plan(request: dict) -> dict:
         entry["captured"] = rehearsed
         if not rehearsed:
             entry["source"] = unrendered.read_source(entry["path"])
-    return {"current": current, "steps": [describe(s) for s in steps],
-            "heads_after": heads_after[-1], "sql": sql, "rehearsal": rehearsed,
+    return {"current_before": current, "steps": [describe(s) for s in steps],
+            "current_after": heads_after[-1], "sql": sql, "rehearsal": rehearsed,
             "unrendered": found, "rehearsal_error": rehearsal_error}
 
 

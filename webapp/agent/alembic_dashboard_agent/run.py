@@ -52,7 +52,9 @@ def run(request: dict) -> dict:
     run ``alembic command revision`` online while holding the target lock.
 
     Always returns a result (``ok`` False on failure) with what is known:
-    ``before``/``after`` heads (``before`` read before the target's code is
+    ``current_before``/``current_after``, the database's current revisions
+    (``current_after_error`` when they could not be read at the end;
+    ``current_before`` is read before the target's code is
     loaded, so what a Flask-Migrate app's ``create_app()`` migrates on its
     own counts; it is also named in ``warnings``), ``planned`` step ids, ``applied`` ids and
     ``applied_steps``, ``failed_revision`` — only for a revision whose
@@ -82,7 +84,7 @@ def run(request: dict) -> dict:
     result: dict = {"applied": [], "applied_steps": applied_steps}
     try:
         before = current_heads(url, version_table)
-        result["before"] = before
+        result["current_before"] = before
         expected = request.get("expect_current")
         if expected is not None and sorted(expected) != sorted(before):
             raise PlanChanged(f"the database is at {', '.join(before) or 'base'}, but the "
@@ -134,10 +136,10 @@ def run(request: dict) -> dict:
     finally:
         result["applied"] = [s["revision"] for s in applied_steps]
         try:
-            result["after"] = current_heads(url, version_table)
+            result["current_after"] = current_heads(url, version_table)
         except Exception as exc:  # database gone: say so, keep the rest
-            result["after_error"] = str(exc)
+            result["current_after_error"] = str(exc)
         lock.release()
-    print(f"[dashboard] database now at: {', '.join(result.get('after') or []) or 'base'}",
+    print(f"[dashboard] database now at: {', '.join(result.get('current_after') or []) or 'base'}",
           flush=True)
     return result
