@@ -38,7 +38,8 @@ def live_server(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("e2e")
     instance = tmp / "instance"
     instance.mkdir()
-    proc, base, _env = start_gunicorn(instance, tmp / "gunicorn.log", secret="e2e-test-secret")
+    proc, base, _env = start_gunicorn(instance, tmp / "gunicorn.log", secret="e2e-test-secret",
+                                      standbys=True)  # the product as it ships
     try:
         yield base
     finally:

@@ -60,9 +60,13 @@ def free_port() -> int:
 
 def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None = None,
                    workers: int = 2, secret: str = "gunicorn-test-secret",
-                   port: int | None = None):
+                   port: int | None = None, standbys: bool = False):
     """Run `flask init` (schema, demo databases, admin with PASSWORD), then real
     gunicorn on ``port`` (default: a free one). Return (process, base URL, environment).
+
+    :param standbys: keep the default warm standbys (job processes and
+        agents); off unless asked for, as a test seldom uses what they save
+        and each costs a process start-up.
 
     :raises RuntimeError: gunicorn exited or did not listen within 30 s (its log).
     """
@@ -71,7 +75,10 @@ def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None =
                                                             "DASHBOARD_ENV")}
     env.update({"DASHBOARD_INSTANCE_PATH": str(instance_path), "DASHBOARD_SECRET_KEY": secret,
                 "DASHBOARD_ADMIN_PASSWORD": PASSWORD, "PORT": str(port),
-                "WEB_CONCURRENCY": str(workers), **(extra_env or {})})
+                "WEB_CONCURRENCY": str(workers),
+                **({} if standbys else {"DASHBOARD_JOB_STANDBYS": "0",
+                                        "DASHBOARD_AGENT_STANDBYS": "0"}),
+                **(extra_env or {})})
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
                    env=env, check=True, capture_output=True)
     with open(log_path, "w") as log:
