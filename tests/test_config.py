@@ -109,7 +109,9 @@ def test_pages_answer_while_another_process_is_committing_to_the_dashboard_db(
             response = client.get(page)
             assert response.status_code == 200, (page, response.status_code)
         assert client.get("/api/v1/targets", headers=headers).status_code == 200
-        assert time.monotonic() - started < 2
+        # pages read past the held write lock: never its 30 s wait (10 s leaves
+        # room for a loaded machine)
+        assert time.monotonic() - started < 10
     finally:
         writer.execute("ROLLBACK")
         writer.close()

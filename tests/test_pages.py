@@ -195,17 +195,31 @@ def test_unreachable_card_is_fast_and_does_not_slow_the_others(make_app, tmp_pat
     add_user(app, "vic", "viewer")
     client = app.test_client()
     login(client, "vic")
-    started = time.monotonic()
+    silent.setblocking(False)
+
+    def connections_tried() -> int:
+        """Connections the pages opened to the silent host since last asked."""
+        tried = 0
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except BlockingIOError:
+                return tried
+            conn.close()
+            tried += 1
+
     assert client.get("/").status_code == 200
-    assert time.monotonic() - started < 1  # the page itself waits for no database
+    assert connections_tried() == 0  # the page itself opens no database connection
     started = time.monotonic()
     card = text(client.get("/targets/down/card"))
     elapsed = time.monotonic() - started
-    assert elapsed < 3, elapsed  # a host that does not answer: unreachable within 3 s
+    assert connections_tried() >= 1  # the card asked the silent host ...
+    # ... and gave up after the 2 s connect timeout, not the driver's default
+    # (none: it would wait for good); 10 s leaves room for a loaded machine
+    assert elapsed < 10, elapsed
     assert "unreachable" in card and "connection timeout expired" in card
     assert "ConnectionTimeout" in card  # the driver's error class (an OperationalError)
     assert "pw-sEcReT-1" not in card
-    started = time.monotonic()
     up = text(client.get("/targets/up/card"))
-    assert time.monotonic() - started < 1 and "unreachable" not in up
+    assert "unreachable" not in up and connections_tried() == 0
     silent.close()

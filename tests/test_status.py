@@ -89,7 +89,7 @@ def test_unreachable_database_is_reported_fast_without_password(url, monkeypatch
     elapsed = time.monotonic() - started
     engines.dispose()
     assert not status.reachable
-    assert elapsed < 3
+    assert elapsed < 10  # no long driver timeout (room for a loaded machine)
     assert status.error_class == "OperationalError"
     assert "hunter2secret" not in status.error
     assert status.history is not None  # history still shown
