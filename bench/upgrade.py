@@ -145,6 +145,8 @@ class SQLiteBackend(Backend):
 
 class MariaDBBackend(Backend):
     name, label = "mysql", "MariaDB"
+    quote = "`"  # identifier quote of the dialect
+    drop_suffix = ""
 
     def __init__(self, server_url: str) -> None:
         self.server_url = server_url
@@ -158,7 +160,7 @@ class MariaDBBackend(Backend):
     def new_url(self, label: str) -> str:
         name = f"{self.prefix}_{label.replace('-', '_')}"
         with self.engine.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+            conn.execute(sa.text(f"CREATE DATABASE {self.quote}{name}{self.quote}"))
         self.created.append(name)
         return sa.engine.make_url(self.server_url).set(database=name).render_as_string(
             hide_password=False)
@@ -166,28 +168,16 @@ class MariaDBBackend(Backend):
     def cleanup(self) -> None:
         with self.engine.connect() as conn:
             for name in self.created:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {self.quote}{name}{self.quote}"
+                                     f"{self.drop_suffix}"))
         self.created.clear()
         self.engine.dispose()
 
 
 class PostgreSQLBackend(MariaDBBackend):
     name, label = "postgresql", "PostgreSQL"
-
-    def new_url(self, label: str) -> str:
-        name = f"{self.prefix}_{label.replace('-', '_')}"
-        with self.engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        self.created.append(name)
-        return sa.engine.make_url(self.server_url).set(database=name).render_as_string(
-            hide_password=False)
-
-    def cleanup(self) -> None:
-        with self.engine.connect() as conn:
-            for name in self.created:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        self.created.clear()
-        self.engine.dispose()
+    quote = '"'
+    drop_suffix = " WITH (FORCE)"
 
 
 def check_database(url: str) -> None:

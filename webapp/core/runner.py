@@ -22,6 +22,7 @@ from pathlib import Path
 from ..agent import AGENT_DIR
 from ..agent.alembic_dashboard_agent.launch import (
     Standby,
+    dismiss,
     launch_key,
     read_launch,
     spawn_prepared_run,
@@ -29,7 +30,7 @@ from ..agent.alembic_dashboard_agent.launch import (
 from .targets import Target, scrub_secrets
 
 # re-exported: the one way to start a prepared run (at once, or through a standby)
-__all__ = ["Standby", "launch_key", "read_launch", "spawn_prepared_run"]
+__all__ = ["Standby", "dismiss", "launch_key", "read_launch", "spawn_prepared_run"]
 
 # Warm agents for this process's read operations (plans, offline SQL, drift,
 # previews): run_agent hands its run to a waiting one when it matches, then
@@ -237,13 +238,10 @@ def run_agent(target: Target, request: dict, *, url: str | None,
     :raises TargetProcessError: the process failed, timed out or could not start.
     """
     python = target.python or sys.executable
-    env = target_environment(target, url)
     with tempfile.TemporaryDirectory(prefix="alembic-dashboard-") as tmp:
-        request_path = Path(tmp, "request.json")
         result_path = Path(tmp, "result.json")
-        _write_private_json(request_path, _helper_request(target, url, request))
-        launch = {"argv": [python, str(AGENT_DIR), str(request_path), str(result_path)],
-                  "cwd": str(target.working_directory), "env": env, "url_env": target.url_env}
+        _write_private_json(Path(tmp, "request.json"), _helper_request(target, url, request))
+        launch = launch_spec(target, url, Path(tmp))
         try:
             proc = AGENT_STANDBYS.spawn(launch)
         except FileNotFoundError:
@@ -317,20 +315,27 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
     _write_private_json(folder / "request.json", _helper_request(target, url, {
         "op": "run", "command": command, "revision": revision, "lock_name": lock_name,
         **(extra or {})}))
-    write_launch(target, url, folder)
+    write_launch(launch_spec(target, url, folder), folder)
 
 
-def write_launch(target: Target, url: str | None, folder: Path) -> None:
-    """``folder/launch.json`` (0600) for a run on ``target`` whose database is
-    at ``url``: ``{"argv": [python, agent, folder/request.json,
+def launch_spec(target: Target, url: str | None, folder: Path) -> dict:
+    """How a run on ``target`` (database at ``url``) prepared in ``folder``
+    is started: ``{"argv": [python, agent, folder/request.json,
     folder/result.json], "cwd", "env", "url_env"}`` (``env`` from
-    :func:`target_environment`). Alone, it tells a standby job process what
-    to start ahead of its job (:func:`webapp.agent.alembic_dashboard_agent.launch.launch_key`)."""
-    _write_private_json(folder / "launch.json", {
-        "argv": [target.python or sys.executable, str(AGENT_DIR), str(folder / "request.json"),
-                 str(folder / "result.json")],
-        "cwd": str(target.working_directory), "env": target_environment(target, url),
-        "url_env": target.url_env})
+    :func:`target_environment`); its
+    :func:`~webapp.agent.alembic_dashboard_agent.launch.launch_key` says
+    which standby can start it."""
+    return {"argv": [target.python or sys.executable, str(AGENT_DIR),
+                     str(folder / "request.json"), str(folder / "result.json")],
+            "cwd": str(target.working_directory), "env": target_environment(target, url),
+            "url_env": target.url_env}
+
+
+def write_launch(launch: dict, folder: Path) -> None:
+    """``folder/launch.json`` (0600, it may hold the URL): ``launch`` from
+    :func:`launch_spec`, for :func:`read_launch` in a process that imports
+    nothing else (a job process, a standby job process)."""
+    _write_private_json(folder / "launch.json", launch)
 
 
 def start_run_process(target: Target, command: str, revision: str, *, url: str,

@@ -37,7 +37,9 @@ from sqlalchemy import delete
 
 from ..config import ConfigurationError
 from ..core.runner import (
+    dismiss,
     launch_key,
+    launch_spec,
     read_launch,
     spawn_prepared_run,
     write_launch,
@@ -112,7 +114,7 @@ class LocalProcessLauncher:
     pid, start time): the reaper's proof of life that needs no heartbeat.
     Its output goes to the instance's ``jobs.log``.
 
-    Warm standbys: after each launch, and when a plan is shown
+    Warm standbys: when a job's process has ended, and when a plan is shown
     (:meth:`prepare`), up to ``standbys`` job processes wait ahead of their
     jobs (``worker.py --standby``, each with the target's agent past its
     start-up), one per target interpreter / directory / environment; a job
@@ -149,7 +151,7 @@ class LocalProcessLauncher:
         if proc is None:
             return None
         if proc.poll() is not None or time.monotonic() - since > STANDBY_USE_SECONDS:
-            _dismiss(proc)
+            dismiss(proc)
             return None
         try:
             assert proc.stdin is not None
@@ -192,17 +194,18 @@ class LocalProcessLauncher:
         if self.standbys <= 0:
             return
         folder = Path(tempfile.mkdtemp(prefix="alembic-standby-"))
-        write_launch(target, url, folder)
-        key = launch_key(read_launch(folder))
+        launch = launch_spec(target, url, folder)
+        key = launch_key(launch)
         with self._lock:
             proc, since = self._waiting.get(key, (None, 0.0))
             if proc is not None and proc.poll() is None and \
                     time.monotonic() - since < STANDBY_USE_SECONDS:
                 shutil.rmtree(folder, ignore_errors=True)
                 return
+            write_launch(launch, folder)
             self._waiting.pop(key, None)
             while len(self._waiting) >= self.standbys:
-                _dismiss(self._waiting.pop(next(iter(self._waiting)))[0])
+                dismiss(self._waiting.pop(next(iter(self._waiting)))[0])
             self._waiting[key] = (self._start(["--standby", str(folder)], subprocess.PIPE),
                                   time.monotonic())
 
@@ -211,16 +214,7 @@ class LocalProcessLauncher:
         with self._lock:
             waiting, self._waiting = list(self._waiting.values()), {}
         for proc, _ in waiting:
-            _dismiss(proc)
-
-
-def _dismiss(proc: subprocess.Popen) -> None:
-    """Tell an unused standby to go (its stdin closes: it exits on its own)."""
-    try:
-        if proc.stdin is not None:
-            proc.stdin.close()
-    except OSError:
-        pass
+            dismiss(proc)
 
 
 class CeleryLauncher:

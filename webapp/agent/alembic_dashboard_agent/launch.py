@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 
 
 def die_with_parent() -> None:
@@ -82,12 +83,10 @@ class Standby:
     """
 
     def __init__(self, limit: int | None = None) -> None:
-        import threading
-
         self.limit = limit
-        self._forget(threading)
+        self._forget()
 
-    def _forget(self, threading) -> None:
+    def _forget(self) -> None:
         """Start empty (also in a forked child: the standbys, their pipes and
         the starter thread belong to the parent, never to two processes)."""
         self._pid = os.getpid()
@@ -97,9 +96,7 @@ class Standby:
 
     def _own(self) -> None:
         if self._pid != os.getpid():
-            import threading
-
-            self._forget(threading)
+            self._forget()
 
     def spawn(self, launch: dict) -> subprocess.Popen:
         """Like :func:`spawn_prepared_run` for ``launch`` (:func:`read_launch`),
@@ -138,7 +135,7 @@ class Standby:
                 return
             self._waiting.pop(key, None)
             while self.limit is not None and len(self._waiting) >= self.limit:
-                _dismiss(self._waiting.pop(next(iter(self._waiting))))
+                dismiss(self._waiting.pop(next(iter(self._waiting))))
             try:
                 self._waiting[key] = _popen(launch, [*launch["argv"][:2], "--standby"],
                                             subprocess.PIPE, standby_environment(launch))
@@ -153,7 +150,6 @@ class Standby:
         if self.limit == 0:
             return
         import queue
-        import threading
 
         self._own()
         with self._lock:
@@ -177,11 +173,11 @@ class Standby:
         with self._lock:
             waiting, self._waiting = list(self._waiting.values()), {}
         for proc in waiting:
-            _dismiss(proc)
+            dismiss(proc)
             proc.wait(timeout=10)
 
 
-def _dismiss(proc: subprocess.Popen) -> None:
+def dismiss(proc: subprocess.Popen) -> None:
     """Tell an unused standby to go: its stdin closes, it exits on its own."""
     try:
         if proc.stdin is not None:
