@@ -132,14 +132,21 @@ def migrated_dashboard_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def make_app(instance_path, migrated_dashboard_db):
+def make_app(instance_path, migrated_dashboard_db, request):
     """Factory: ``make_app(targets_file=None, **config)`` → app with migrated DB.
 
     Without ``targets_file`` the bundled demo is used (SQLite in the
     temporary instance folder; prepared with :func:`prepare_demo`). The
     default SQLite dashboard database starts as a copy of
     :func:`migrated_dashboard_db`; any other is migrated with ``upgrade head``.
+
+    Jobs run on the in-process launcher (a thread of the test's process
+    follows the migration's own process), unless the test is marked
+    ``job_process`` (its subject is the job's process: killed, paused,
+    its environment, its standbys) or sets ``JOB_LAUNCHER`` / ``BROKER_URL``.
+    The job threads still running are waited for at teardown.
     """
+    in_process = request.node.get_closest_marker("job_process") is None
     from webapp import create_app
     from webapp.cli import upgrade_dashboard_db
 
@@ -155,6 +162,8 @@ def make_app(instance_path, migrated_dashboard_db):
                      "AGENT_STANDBYS": 0,
                      "SQLALCHEMY_DATABASE_URI": db_url,
                      "TARGETS_FILE": str(targets_file) if targets_file else None, **config}
+        if in_process and "JOB_LAUNCHER" not in config and not config.get("BROKER_URL"):
+            overrides["JOB_LAUNCHER"] = "inprocess"
         app = create_app(overrides)
         if fresh and app.config["SQLALCHEMY_DATABASE_URI"] == db_url:
             shutil.copyfile(migrated_dashboard_db, db_file)  # keeps the file's 0600
@@ -168,6 +177,8 @@ def make_app(instance_path, migrated_dashboard_db):
         launcher = app.extensions.get("alembic_dashboard.launcher")
         if hasattr(launcher, "close"):
             launcher.close()
+        if hasattr(launcher, "join"):
+            launcher.join(60)
         app.extensions["alembic_dashboard"].engines.dispose()
         with app.app_context():
             from webapp.extensions import db

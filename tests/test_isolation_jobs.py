@@ -21,6 +21,7 @@ import os
 import signal
 import time
 
+import pytest
 import sqlalchemy as sa
 from support.common import csrf_from, login
 from support.envtools import Rev, linear, make_env, sqlite_url, write_targets_file
@@ -183,6 +184,7 @@ def slow_second_revision(make_app, tmp_path, monkeypatch):
     return app, client, headers, url, job_id, pid
 
 
+@pytest.mark.job_process
 def test_killed_job_names_the_revision_that_was_running(make_app, tmp_path, monkeypatch):
     """The job's process is SIGKILLed during r001: the reaper finds it gone,
     and the abandoned job names r001 and warns of partly applied DDL."""
@@ -201,6 +203,7 @@ def test_killed_job_names_the_revision_that_was_running(make_app, tmp_path, monk
     assert "r001" in page and "may be partly applied" in page
 
 
+@pytest.mark.job_process
 def test_killed_migration_process_names_the_revision_that_was_running(make_app, tmp_path,
                                                                        monkeypatch):
     """The migration process (the job process's child) is SIGKILLed during

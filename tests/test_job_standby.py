@@ -18,6 +18,9 @@ from webapp.agent import AGENT_DIR
 from webapp.config import ConfigurationError, job_standbys
 from webapp.services import launchers
 
+# the subject is the job's own process (see make_app in conftest.py)
+pytestmark = pytest.mark.job_process
+
 # env.py appends the pid of the process running it online (a job's agent) to
 # this file (plans run it offline, in agents of their own)
 PID_LOG = ('if not context.is_offline_mode():\n'

@@ -12,6 +12,9 @@ from support.jobtools import token_headers, version_table, wait_job
 from webapp.config import ConfigurationError
 from webapp.services import launchers
 
+# the subject is the job's own process (see make_app in conftest.py)
+pytestmark = pytest.mark.job_process
+
 
 def _targets(tmp_path, monkeypatch):
     url = sqlite_url(tmp_path / "shop.db")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from support.common import add_user, login
@@ -18,6 +19,10 @@ from support.jobtools import token_headers, version_table, wait_job
 
 from webapp.agent.alembic_dashboard_agent.locks import TargetLock
 from webapp.core.target_locks import migration_lock_held
+from webapp.services import liveness
+
+# the subject is the job's own process (see make_app in conftest.py)
+pytestmark = pytest.mark.job_process
 
 SLEEPY = "import time; time.sleep({seconds})"
 
@@ -52,7 +57,13 @@ def poll_statuses(client, job_id: int, headers: dict, timeout: float) -> list[st
 @pytest.fixture
 def sleepy_app(make_app, tmp_path, monkeypatch):
     """App with target "slow" (SQLite): upgrade heads takes ~40 s."""
-    ini = sleepy_env(tmp_path / "env", 40)
+    return sleepy(make_app, tmp_path, monkeypatch, 40)
+
+
+def sleepy(make_app, tmp_path, monkeypatch, seconds: float):
+    """``(app, client logged in as an admin, url)``: target "slow" (SQLite)
+    whose upgrade heads takes ``seconds``."""
+    ini = sleepy_env(tmp_path / "env", seconds)
     url = sqlite_url(tmp_path / "slow.db")
     monkeypatch.setenv("SLOW_URL", url)
     app = make_app(write_targets_file(tmp_path / "targets.toml", {"slow": {
@@ -64,11 +75,13 @@ def sleepy_app(make_app, tmp_path, monkeypatch):
 
 
 @pytest.mark.alone
-def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(sleepy_app):
-    """Both cores busy for the whole job (~60 s) and the job's process paused
-    (SIGSTOP) for 20 s — longer than the heartbeat timeout — mid-run: the
-    job is never declared abandoned and ends succeeded."""
-    app, client, url = sleepy_app
+def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(make_app, tmp_path,
+                                                                monkeypatch):
+    """Both cores busy for the whole job (~20 s) and the job's process paused
+    (SIGSTOP) for 8 s — twice the heartbeat timeout, cut to 4 s here — mid-run:
+    the job is never declared abandoned and ends succeeded."""
+    monkeypatch.setattr(liveness, "HEARTBEAT_TIMEOUT", timedelta(seconds=4))
+    app, client, url = sleepy(make_app, tmp_path, monkeypatch, 16)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                for _ in range(os.cpu_count() or 2)]
     try:
@@ -82,11 +95,11 @@ def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(sleepy_app):
         # The pause ends on its own clock, as a real one would, not after our
         # polls: a poll may have to wait for a dashboard-database lock the
         # paused process holds (a writer paused in its transaction).
-        resume = threading.Timer(20, os.kill, (pid, signal.SIGCONT))
+        resume = threading.Timer(8, os.kill, (pid, signal.SIGCONT))
         os.kill(pid, signal.SIGSTOP)
         resume.start()
         try:
-            paused = poll_statuses_for(client, job_id, headers, 20)
+            paused = poll_statuses_for(client, job_id, headers, 8)
         finally:
             resume.join()
         seen = paused + poll_statuses(client, job_id, headers, 90)

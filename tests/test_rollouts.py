@@ -43,11 +43,25 @@ def test_thirty_tenants_in_waves_never_more_than_n_at_once(make_app, tmp_path, m
                for w in (1, 2, 3)}
     for wave in (1, 2):
         assert max(f for _, f in by_wave[wave]) <= min(s for s, _ in by_wave[wave + 1])
-    # jobs started by finishing jobs, generation after generation, run their
-    # migration at most 5 nicer than this process (no +5 per generation)
-    niceness = {int(n) for s in steps for n in re.findall(
-        r"niceness (\d+)", client.get(f"/api/v1/jobs/{s['job']}", headers=headers).json["log"])}
-    assert len(niceness) >= 1 and max(niceness) <= os.nice(0) + 5, niceness
+
+
+@pytest.mark.job_process
+def test_jobs_started_by_finishing_jobs_keep_one_niceness(make_app, tmp_path, monkeypatch):
+    """Three waves of one tenant: each wave's job process is started by the
+    previous one's end, generation after generation; every migration runs
+    at most 5 nicer than this process (no +5 per generation)."""
+    names = TENANTS[:3]
+    app = make_app(fleet(tmp_path, monkeypatch, names))
+    client = app.test_client()
+    headers = token_headers(app, "olga", "operator")
+    posted = client.post("/api/v1/rollouts", headers=headers, json={
+        "command": "upgrade", "revision": "head", "targets": names, "batch_size": 1})
+    assert posted.status_code == 202, posted.json
+    done = wait_rollout(client, posted.json["id"], headers)
+    assert done["status"] == "succeeded", done
+    niceness = [int(n) for s in done["steps"] for n in re.findall(
+        r"niceness (\d+)", client.get(f"/api/v1/jobs/{s['job']}", headers=headers).json["log"])]
+    assert len(niceness) == 3 and max(niceness) <= os.nice(0) + 5, niceness
 
 
 def test_tag_selection_and_stop_on_first_failure(make_app, tmp_path, monkeypatch):
@@ -280,6 +294,7 @@ def test_concurrent_advancers_never_start_a_step_twice(make_app, tmp_path, monke
     assert most_at_once(job_intervals(app, [s["job"] for s in done["steps"]])) <= 3
 
 
+@pytest.mark.job_process
 def test_a_view_never_starts_a_step(make_app, tmp_path, monkeypatch):
     """The job of wave 1 is killed: the reaper (run by the views) finds it
     abandoned and its step failed, but no GET — page, fragment or API —
