@@ -156,10 +156,11 @@ def make_app(instance_path, migrated_dashboard_db, request):
         db_file = instance_path / "dashboard.db"
         db_url = f"sqlite:///{db_file}"
         fresh = not db_file.exists()
-        # no warm standby job processes nor agents (each costs a start-up a
-        # test rarely uses): tests/test_job_standby.py turns them on
+        # no warm standby job processes (each costs a start-up a test rarely
+        # uses: tests/test_job_standby.py turns them on); agents are forked
+        # from this test process's fork server (the shipped default), which
+        # lives on from test to test
         overrides = {"TESTING": True, "SECRET_KEY": "test-secret", "JOB_STANDBYS": 0,
-                     "AGENT_STANDBYS": 0,
                      "SQLALCHEMY_DATABASE_URI": db_url,
                      "TARGETS_FILE": str(targets_file) if targets_file else None, **config}
         if in_process and "JOB_LAUNCHER" not in config and not config.get("BROKER_URL"):

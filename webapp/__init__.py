@@ -87,9 +87,9 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     from .services.catalog import Catalog
 
     launchers.init_app(app)  # how jobs run: decided here, once (BROKER_URL, JOB_LAUNCHER)
-    from .core.runner import configure_agent_standbys
+    from .core.runner import configure_agent_forkservers
 
-    configure_agent_standbys(app.config["AGENT_STANDBYS"])  # warm agents for reads
+    configure_agent_forkservers(app.config["AGENT_STANDBYS"])  # warm agents for reads
     rollout_advance.subscribe()  # job and request ends (services.events) reach rollouts
     housekeeping.init_app(app)  # reads trigger it at most every 2 s (or: flask housekeeping)
 

@@ -59,10 +59,10 @@ def init() -> None:
     import os
 
     from .core.demo import prepare_demo_databases
-    from .core.runner import configure_agent_standbys
+    from .core.runner import configure_agent_forkservers
     from .services.catalog import get_catalog
 
-    configure_agent_standbys(0)  # a command ends soon: a warm agent would be wasted
+    configure_agent_forkservers(0)  # a command ends soon: a warm agent would be wasted
     password = os.environ.get("DASHBOARD_ADMIN_PASSWORD") or ""
     if password:
         try:

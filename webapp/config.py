@@ -174,8 +174,9 @@ def session_settings(environ: Mapping[str, str]) -> dict:
 def job_standbys(environ: Mapping[str, str], name: str = "DASHBOARD_JOB_STANDBYS") -> int:
     """``DASHBOARD_JOB_STANDBYS``: how many warm job processes each web
     process keeps for local jobs; ``DASHBOARD_AGENT_STANDBYS`` (``name``):
-    how many warm agents it keeps for read operations (plans, offline SQL,
-    drift). Default 2, 0 to start every one cold.
+    how many agent fork servers it keeps for read operations (plans, offline
+    SQL, drift; one per target interpreter). Default 2, 0 to start every one
+    cold.
 
     :raises ConfigurationError: not a whole number from 0 to 8.
     """
@@ -243,7 +244,7 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         # local jobs: job processes each web process keeps waiting, warm, ahead
         # of their jobs (webapp.services.launchers.LocalProcessLauncher); 0: none
         "JOB_STANDBYS": job_standbys(environ),
-        # warm agents each process keeps for read operations (webapp.core.runner)
+        # agent fork servers each process keeps for read operations (webapp.core.runner)
         "AGENT_STANDBYS": job_standbys(environ, "DASHBOARD_AGENT_STANDBYS"),
         **session_settings(environ),
         **oidc_settings(environ),

@@ -64,9 +64,11 @@ def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None =
     """Run `flask init` (schema, demo databases, admin with PASSWORD), then real
     gunicorn on ``port`` (default: a free one). Return (process, base URL, environment).
 
-    :param standbys: keep the default warm standbys (job processes and
-        agents); off unless asked for, as a test seldom uses what they save
-        and each costs a process start-up.
+    :param standbys: keep the default warm standby job processes; off
+        unless asked for, as a test seldom uses what they save and each
+        costs a process start-up. (The agent fork servers stay on: a server
+        starts only when a read needs it, and then saves every later read
+        its start-up.)
 
     :raises RuntimeError: gunicorn exited or did not listen within 30 s (its log).
     """
@@ -76,8 +78,7 @@ def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None =
     env.update({"DASHBOARD_INSTANCE_PATH": str(instance_path), "DASHBOARD_SECRET_KEY": secret,
                 "DASHBOARD_ADMIN_PASSWORD": PASSWORD, "PORT": str(port),
                 "WEB_CONCURRENCY": str(workers),
-                **({} if standbys else {"DASHBOARD_JOB_STANDBYS": "0",
-                                        "DASHBOARD_AGENT_STANDBYS": "0"}),
+                **({} if standbys else {"DASHBOARD_JOB_STANDBYS": "0"}),
                 **(extra_env or {})})
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
                    env=env, check=True, capture_output=True)

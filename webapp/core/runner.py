@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..agent import AGENT_DIR
+from ..agent.alembic_dashboard_agent.fork_client import ForkServers
 from ..agent.alembic_dashboard_agent.launch import (
     Standby,
     dismiss,
@@ -33,19 +34,21 @@ from .targets import Target, scrub_secrets
 __all__ = ["Standby", "dismiss", "launch_key", "read_launch", "spawn_prepared_run"]
 
 # Warm agents for this process's read operations (plans, offline SQL, drift,
-# previews): run_agent hands its run to a waiting one when it matches, then
-# has the next one started in the background. None until create_app sets a
-# limit (configure_agent_standbys, DASHBOARD_AGENT_STANDBYS).
-AGENT_STANDBYS = Standby(limit=0)
+# previews): each read's agent is forked from a fork server that has Python
+# and Alembic started already (one per interpreter and start-up settings).
+# No server until create_app sets a limit (configure_agent_forkservers,
+# DASHBOARD_AGENT_STANDBYS).
+AGENT_FORKSERVERS = ForkServers(limit=0)
 
 
-def configure_agent_standbys(limit: int) -> None:
-    """Keep at most ``limit`` warm agents for this process's read
-    operations (0: every operation starts its agent cold); standbys over
+def configure_agent_forkservers(limit: int) -> None:
+    """Keep at most ``limit`` agent fork servers for this process's read
+    operations (0: every operation starts its agent cold); servers over
     the new limit are stopped."""
-    AGENT_STANDBYS.limit = limit
+    AGENT_FORKSERVERS.limit = limit
     if limit == 0:
-        AGENT_STANDBYS.close()
+        AGENT_FORKSERVERS.close()
+
 
 DEFAULT_TIMEOUT = 60.0  # seconds
 
@@ -243,7 +246,7 @@ def run_agent(target: Target, request: dict, *, url: str | None,
         _write_private_json(Path(tmp, "request.json"), _helper_request(target, url, request))
         launch = launch_spec(target, url, Path(tmp))
         try:
-            proc = AGENT_STANDBYS.spawn(launch)
+            proc = AGENT_FORKSERVERS.spawn(launch)
         except FileNotFoundError:
             raise TargetProcessError(f"interpreter not found: {python}",
                                      "FileNotFoundError") from None
@@ -255,8 +258,6 @@ def run_agent(target: Target, request: dict, *, url: str | None,
             output = scrub_secrets((stdout or b"").decode("utf-8", "replace"), url)
             raise TargetProcessError(f"timed out after {timeout:g} s", "TimeoutError",
                                      output=output) from None
-        finally:
-            AGENT_STANDBYS.prepare_soon(launch)  # the next read like it starts warm
         output = scrub_secrets(stdout.decode("utf-8", "replace"), url)
         try:
             result = json.loads(result_path.read_text(encoding="utf-8"))

@@ -37,11 +37,11 @@ from sqlalchemy import delete
 
 from ..config import ConfigurationError
 from ..core.runner import (
+    AGENT_FORKSERVERS,
     dismiss,
     launch_key,
     launch_spec,
     read_launch,
-    spawn_prepared_run,
     write_launch,
     write_run_request,
 )
@@ -292,8 +292,8 @@ class InProcessLauncher:
         started = time.time()
         with app.app_context():
             proc, start_error = None, None
-            try:
-                proc = spawn_prepared_run(folder)
+            try:  # forked from this process's agent fork server, when it has one
+                proc = AGENT_FORKSERVERS.spawn(read_launch(folder))
             except OSError as exc:  # the target's interpreter or directory is gone
                 start_error = job_process.start_error_message(exc, read_launch(folder))
             try:

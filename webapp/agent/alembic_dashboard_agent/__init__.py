@@ -64,12 +64,17 @@ def standby() -> list[str]:
 
 def main(argv: list[str]) -> int:
     """``argv``: [program, REQUEST.json, RESULT.json] (or [program,
-    "--standby"]: see :func:`standby`). Exit status 0 when the result is ok,
+    "--standby"]: see :func:`standby`; or [program, "--forkserver", FD]: see
+    :func:`.forkserver.serve`). Exit status 0 when the result is ok,
     1 otherwise; the result file is always written."""
     import traceback
 
     if argv[1:] == ["--standby"]:
         argv = standby()
+    elif argv[1:2] == ["--forkserver"]:
+        from . import forkserver
+
+        argv = forkserver.serve(int(argv[2]))  # returns in each forked child
     request_path, result_path = argv[1], argv[2]
     try:
         request = read_request(request_path)

@@ -72,9 +72,9 @@ class Standby:
     """Agent processes started ahead of their runs: one per interpreter +
     agent + working directory + environment (less the database URL),
     already past Python's start-up and Alembic's imports, so a run starts at
-    once (``python webapp/agent --standby``). A Celery worker keeps one for
-    its next job; a web process keeps a few for read operations (plans,
-    offline SQL, drift: :data:`webapp.core.runner.AGENT_STANDBYS`).
+    once (``python webapp/agent --standby``). A Celery worker and a
+    standby job process keep one for their next job (read operations use
+    fork servers instead: :mod:`.forkserver`).
 
     Thread-safe. A standby dies with the process that started it.
 
@@ -87,12 +87,11 @@ class Standby:
         self._forget()
 
     def _forget(self) -> None:
-        """Start empty (also in a forked child: the standbys, their pipes and
-        the starter thread belong to the parent, never to two processes)."""
+        """Start empty (also in a forked child: the standbys and their pipes
+        belong to the parent, never to two processes)."""
         self._pid = os.getpid()
         self._waiting: dict[str, subprocess.Popen] = {}  # oldest first
         self._lock = threading.Lock()
-        self._orders = None  # prepare_soon's queue, once its thread runs
 
     def _own(self) -> None:
         if self._pid != os.getpid():
@@ -141,31 +140,6 @@ class Standby:
                                             subprocess.PIPE, standby_environment(launch))
             except OSError:
                 pass  # the run itself will say why it cannot start
-
-    def prepare_soon(self, launch: dict) -> None:
-        """:meth:`prepare` in this object's starter thread (the caller goes on
-        at once). One long-lived thread starts them all: a child's
-        ``PR_SET_PDEATHSIG`` fires when the *thread* that started it ends,
-        so a thread per standby would kill each standby at once."""
-        if self.limit == 0:
-            return
-        import queue
-
-        self._own()
-        with self._lock:
-            if self._orders is None:
-                self._orders = queue.SimpleQueue()
-                threading.Thread(target=self._starter, name="agent-standbys",
-                                 daemon=True).start()
-        self._orders.put(launch)
-
-    def _starter(self) -> None:
-        while True:
-            launch = self._orders.get()
-            try:
-                self.prepare(launch)
-            except Exception:  # noqa: BLE001 - a standby is an optimisation: the run starts cold
-                pass
 
     def close(self) -> None:
         """Stop every waiting standby."""
