@@ -29,9 +29,10 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/lint-imports
 
 # The suite runs on TEST_WORKERS pytest-xdist workers (tests that wait on
-# processes leave a core idle, so one more worker than cores); tests marked
-# `alone` (they busy every core on purpose) run afterwards, by themselves.
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# processes, servers or a browser leave a core idle, so two more workers
+# than cores); tests marked `alone` (they busy every core on purpose) run
+# afterwards, by themselves.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

@@ -7,8 +7,8 @@ Run from the project root::
 What it does: prepares a fresh instance like ``make run`` (``flask --app wsgi
 init`` in a temporary ``DASHBOARD_INSTANCE_PATH``: the dashboard database,
 the demo's SQLite databases, an admin), then for ``DASHBOARD_AGENT_STANDBYS``
-0 (every read starts its agent cold) and 2 (the default: a warm agent waits
-for the next read) creates the app in this process, logs in through the real
+0 (every read starts its agent cold) and 2 (the default: each read's agent
+is forked from a warm fork server) creates the app in this process, logs in through the real
 /login form and times, with Flask's test client (server time, no network):
 
 - ``GET /targets/demo-staging/plan?command=upgrade&revision=heads`` — the plan
@@ -17,9 +17,8 @@ for the next read) creates the app in this process, logs in through the real
 - ``GET /targets/demo-staging/revisions/<head>/sql`` — one revision's offline SQL;
 - ``GET /targets/demo-staging/pending.sql`` — the SQL download of what is pending.
 
-Each page is requested once untimed, then ``--n`` times with a 0.5 s pause
-(the next warm agent starts in the background meanwhile, as between two
-clicks), each time with the catalog's caches of plans and SQL emptied first
+Each page is requested once untimed (it starts the fork server), then
+``--n`` times with a 0.5 s pause (as between two clicks), each time with the catalog's caches of plans and SQL emptied first
 (what a new revision or a job does), so every timed request runs the agent;
 prints the median and p90 per page and the goal "plan page under 300 ms"
 (issue 18). Exit status 0 whatever the figures.
@@ -101,9 +100,9 @@ def time_pages(env: dict, standbys: int, n: int) -> dict[str, list[float]]:
             answer = client.get(path, headers={"HX-Request": "true"})
             times[label].append(time.perf_counter() - t0)
             assert answer.status_code == 200, (path, answer.status_code)
-    from webapp.core.runner import configure_agent_standbys
+    from webapp.core.runner import configure_agent_forkservers
 
-    configure_agent_standbys(0)
+    configure_agent_forkservers(0)
     return times
 
 

@@ -26,11 +26,14 @@ from support.common import (  # noqa: E402  (after the sys.path lines above)
 )
 
 # Tests that must share one pytest-xdist worker (make test runs the suite on
-# several), by path prefix: every browser test (one Chromium and one live
-# gunicorn for all, in file order, as in a serial run), and the MariaDB
-# rehearsal tests (rehearsals create and drop temporary server accounts, and
-# tests compare the server's account list before and after).
+# several), by path prefix, first match wins: the screens tests (their own
+# gunicorn, a Chromium of their worker), every other browser test (one
+# Chromium and one live gunicorn for all, in file order, as in a serial
+# run), and the MariaDB rehearsal tests (rehearsals create and drop
+# temporary server accounts, and tests compare the server's account list
+# before and after).
 XDIST_GROUPS = {
+    "tests/e2e/test_screens.py": "browser-screens",
     "tests/e2e/": "browser",
     "tests/test_isolation_rehearsal_mysql.py": "mariadb-accounts",
     "tests/test_isolation_rehearsal_variants.py": "mariadb-accounts",

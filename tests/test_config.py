@@ -115,3 +115,43 @@ def test_pages_answer_while_another_process_is_committing_to_the_dashboard_db(
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("DASHBOARD_TRUSTED_PROXIES", "two", "DASHBOARD_TRUSTED_PROXIES must be a whole number of "
+                                         "at least 0, got 'two'"),
+    ("DASHBOARD_MAX_CONTENT_LENGTH", "0", "DASHBOARD_MAX_CONTENT_LENGTH must be a whole number "
+                                          "of at least 1, got '0'"),
+    ("DASHBOARD_MAX_CONTENT_LENGTH", "1MB", "DASHBOARD_MAX_CONTENT_LENGTH must be a whole "
+                                            "number of at least 1, got '1MB'"),
+    ("DASHBOARD_REQUEST_TTL_HOURS", "-2", "DASHBOARD_REQUEST_TTL_HOURS must be a number above "
+                                          "0, got '-2'"),
+    ("DASHBOARD_ENV", "staging", "DASHBOARD_ENV must be development or production, "
+                                 "got 'staging'"),
+])
+def test_every_number_setting_is_checked_with_a_clear_message(instance_path, monkeypatch,
+                                                              variable, value, message):
+    """The settings schema (pydantic, webapp/settings_schema.py) checks every
+    variable; these three were read with a bare int()/float() before, so a
+    typo stopped the app with a ValueError traceback instead of this line."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as refused:
+        create_app()
+    assert str(refused.value) == message
+
+
+def test_settings_defaults_and_empty_values(tmp_path):
+    from webapp.config import settings_from_environment
+
+    defaults = settings_from_environment({}, tmp_path)
+    assert (defaults["TRUSTED_PROXIES"], defaults["MAX_CONTENT_LENGTH"],
+            defaults["REQUEST_TTL_HOURS"]) == (0, 1024 * 1024, 24.0)
+    # empty means unset (the default), except that an empty COOKIE_SECURE is off
+    blank = settings_from_environment({"DASHBOARD_TRUSTED_PROXIES": " ", "DASHBOARD_ENV": "",
+                                       "DASHBOARD_COOKIE_SECURE": ""}, tmp_path)
+    assert blank["TRUSTED_PROXIES"] == 0 and blank["DASHBOARD_ENV"] == "development"
+    assert blank["SESSION_COOKIE_SECURE"] is False
+    production = settings_from_environment({"DASHBOARD_ENV": "production",
+                                            "DASHBOARD_SECRET_KEY": "k" * 40,
+                                            "DASHBOARD_TRUSTED_PROXIES": "1"}, tmp_path)
+    assert production["SESSION_COOKIE_SECURE"] is True and production["TRUSTED_PROXIES"] == 1

@@ -19,17 +19,24 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+# re-exported: the settings' schema lives in webapp.settings_schema
+from .settings_schema import (
+    ROLE_NAMES,
+    SESSION_IDLE_MINUTES,
+    SESSION_MAX_HOURS,
+    ConfigurationError,
+    EnvironmentSettings,
+    parse_role_map,
+    whole_number,
+)
+
+__all__ = ["ROLE_NAMES", "SESSION_IDLE_MINUTES", "SESSION_MAX_HOURS", "ConfigurationError",
+           "EnvironmentSettings", "parse_role_map", "secret_key", "oidc_settings",
+           "session_settings", "job_standbys", "engine_options", "settings_from_environment"]
+
 # Flask-Limiter's counts in the dashboard database when no Redis is configured
 # (the storage is webapp.ratelimit.DashboardDatabaseStorage)
 DATABASE_RATELIMIT_STORAGE = "dashboard-db://"
-
-
-class ConfigurationError(Exception):
-    """The dashboard cannot start with this configuration (message says why)."""
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def secret_key(environ: Mapping[str, str], instance_path: Path, production: bool) -> str:
@@ -68,32 +75,6 @@ def secret_key(environ: Mapping[str, str], instance_path: Path, production: bool
     return key
 
 
-ROLE_NAMES = ("none", "viewer", "operator", "approver", "admin")
-
-
-def parse_role_map(text: str) -> dict[str, str]:
-    """``"dba=approver,devs=operator"`` → ``{"dba": "approver", "devs": "operator"}``
-    (claim value → role; whitespace around items is ignored).
-
-    :raises ConfigurationError: an item without ``=`` or an unknown role.
-    """
-    result = {}
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        value, sep, role = item.rpartition("=")
-        value, role = value.strip(), role.strip()
-        if not sep or not value:
-            raise ConfigurationError(f"DASHBOARD_OIDC_ROLE_MAP: {item!r} is not VALUE=ROLE "
-                                     "(e.g. dba=approver,devs=operator)")
-        if role not in ROLE_NAMES:
-            raise ConfigurationError(f"DASHBOARD_OIDC_ROLE_MAP: {role!r} is not a role "
-                                     f"({', '.join(ROLE_NAMES)})")
-        result[value] = role
-    return result
-
-
 def oidc_settings(environ: Mapping[str, str]) -> dict:
     """Single sign-on settings: ``OIDC_ISSUER`` (None = off), ``OIDC_CLIENT_ID``,
     ``OIDC_CLIENT_SECRET``, ``OIDC_SCOPES``, ``OIDC_ROLES_CLAIM``,
@@ -102,58 +83,18 @@ def oidc_settings(environ: Mapping[str, str]) -> dict:
 
     :raises ConfigurationError: issuer without client id/secret (or the
         reverse), a bad role map or default role, local login off without
-        single sign-on.
+        single sign-on (:class:`EnvironmentSettings`).
     """
-    issuer = environ.get("DASHBOARD_OIDC_ISSUER", "").strip().rstrip("/") or None
-    client_id = environ.get("DASHBOARD_OIDC_CLIENT_ID", "").strip() or None
-    secret = environ.get("DASHBOARD_OIDC_CLIENT_SECRET", "").strip() or None
-    if (issuer is None) != (client_id is None) or (issuer is None) != (secret is None):
-        raise ConfigurationError("single sign-on needs all of DASHBOARD_OIDC_ISSUER, "
-                                 "DASHBOARD_OIDC_CLIENT_ID and DASHBOARD_OIDC_CLIENT_SECRET")
-    default_role = environ.get("DASHBOARD_OIDC_DEFAULT_ROLE", "none").strip() or "none"
-    if default_role not in ROLE_NAMES:
-        raise ConfigurationError(f"DASHBOARD_OIDC_DEFAULT_ROLE must be one of "
-                                 f"{', '.join(ROLE_NAMES)}, got {default_role!r}")
-    local = environ.get("DASHBOARD_LOCAL_LOGIN", "on").strip().lower()
-    if local not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
-        raise ConfigurationError(f"DASHBOARD_LOCAL_LOGIN must be on or off, got {local!r}")
-    local_login = local in ("on", "true", "1", "yes")
-    if not local_login and issuer is None:
-        raise ConfigurationError("DASHBOARD_LOCAL_LOGIN=off needs single sign-on "
-                                 "(DASHBOARD_OIDC_ISSUER...): nobody could log in")
-    return {
-        "OIDC_ISSUER": issuer,
-        "OIDC_CLIENT_ID": client_id,
-        "OIDC_CLIENT_SECRET": secret,
-        "OIDC_SCOPES": environ.get("DASHBOARD_OIDC_SCOPES", "").strip()
-        or "openid profile email",
-        "OIDC_ROLES_CLAIM": environ.get("DASHBOARD_OIDC_ROLES_CLAIM", "").strip() or "groups",
-        "OIDC_ROLE_MAP": parse_role_map(environ.get("DASHBOARD_OIDC_ROLE_MAP", "")),
-        "OIDC_DEFAULT_ROLE": default_role,
-        "OIDC_NAME": environ.get("DASHBOARD_OIDC_NAME", "").strip() or "single sign-on",
-        "LOCAL_LOGIN": local_login,
-    }
+    return _oidc(EnvironmentSettings.from_environ(environ))
 
 
-SESSION_IDLE_MINUTES = 60  # default: a session unused this long ends
-SESSION_MAX_HOURS = 12  # default: a session ends this long after its login, used or not
-
-
-def positive_number(environ: Mapping[str, str], name: str, default: float) -> float:
-    """The number in ``environ[name]`` (``default`` when unset or empty).
-
-    :raises ConfigurationError: not a number, or not above 0.
-    """
-    text = (environ.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise ConfigurationError(f"{name} must be a number above 0, got {text!r}")
-    return value
+def _oidc(settings: EnvironmentSettings) -> dict:
+    return {"OIDC_ISSUER": settings.oidc_issuer, "OIDC_CLIENT_ID": settings.oidc_client_id,
+            "OIDC_CLIENT_SECRET": settings.oidc_client_secret,
+            "OIDC_SCOPES": settings.oidc_scopes, "OIDC_ROLES_CLAIM": settings.oidc_roles_claim,
+            "OIDC_ROLE_MAP": dict(settings.oidc_role_map),
+            "OIDC_DEFAULT_ROLE": settings.oidc_default_role, "OIDC_NAME": settings.oidc_name,
+            "LOCAL_LOGIN": settings.local_login}
 
 
 def session_settings(environ: Mapping[str, str]) -> dict:
@@ -162,11 +103,14 @@ def session_settings(environ: Mapping[str, str]) -> dict:
     its login), enforced by :mod:`webapp.auth_setup`; the signed cookie and
     Flask-Login's remember cookie expire at the absolute limit too.
 
-    :raises ConfigurationError: see :func:`positive_number`.
+    :raises ConfigurationError: not a number, or not above 0.
     """
-    idle = positive_number(environ, "DASHBOARD_SESSION_IDLE_MINUTES", SESSION_IDLE_MINUTES)
-    hours = positive_number(environ, "DASHBOARD_SESSION_MAX_HOURS", SESSION_MAX_HOURS)
-    return {"SESSION_IDLE_MINUTES": idle, "SESSION_MAX_HOURS": hours,
+    return _session(EnvironmentSettings.from_environ(environ))
+
+
+def _session(settings: EnvironmentSettings) -> dict:
+    hours = settings.session_max_hours
+    return {"SESSION_IDLE_MINUTES": settings.session_idle_minutes, "SESSION_MAX_HOURS": hours,
             "PERMANENT_SESSION_LIFETIME": timedelta(hours=hours),
             "REMEMBER_COOKIE_DURATION": timedelta(hours=hours)}
 
@@ -180,10 +124,7 @@ def job_standbys(environ: Mapping[str, str], name: str = "DASHBOARD_JOB_STANDBYS
 
     :raises ConfigurationError: not a whole number from 0 to 8.
     """
-    raw = environ.get(name, "").strip() or "2"
-    if not raw.isdigit() or int(raw) > 8:
-        raise ConfigurationError(f"{name} must be a whole number from 0 to 8, got {raw!r}")
-    return int(raw)
+    return whole_number(name, environ.get(name, "").strip() or "2")
 
 
 def engine_options(database_url: str) -> dict:
@@ -196,33 +137,31 @@ def engine_options(database_url: str) -> dict:
 
 
 def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
-    """Build the Flask config mapping from environment variables.
+    """Build the Flask config mapping from environment variables
+    (validated by :class:`EnvironmentSettings`).
 
-    :raises ConfigurationError: see :func:`secret_key`, or a bad ``DASHBOARD_ENV``.
+    :raises ConfigurationError: the first wrong variable (see
+        :class:`EnvironmentSettings`), or see :func:`secret_key`.
     """
-    env = environ.get("DASHBOARD_ENV", "development").strip() or "development"
-    if env not in ("development", "production"):
-        raise ConfigurationError(f"DASHBOARD_ENV must be development or production, got {env!r}")
-    production = env == "production"
-    database_url = environ.get("DASHBOARD_DATABASE_URL") or \
-        f"sqlite:///{instance_path / 'dashboard.db'}"
-    broker = environ.get("DASHBOARD_BROKER_URL") or ""
-    ratelimit_storage = environ.get("DASHBOARD_RATELIMIT_STORAGE_URL") or (
+    settings = EnvironmentSettings.from_environ(environ)
+    production = settings.env == "production"
+    database_url = settings.database_url or f"sqlite:///{instance_path / 'dashboard.db'}"
+    broker = settings.broker_url or ""
+    ratelimit_storage = settings.ratelimit_storage_url or (
         broker if broker.startswith(("redis://", "rediss://")) else DATABASE_RATELIMIT_STORAGE)
-    cookie_secure = _truthy(environ.get("DASHBOARD_COOKIE_SECURE")) if \
-        "DASHBOARD_COOKIE_SECURE" in environ else production
+    cookie_secure = production if settings.cookie_secure is None else settings.cookie_secure
     return {
-        "DASHBOARD_ENV": env,
+        "DASHBOARD_ENV": settings.env,
         "SECRET_KEY": secret_key(environ, instance_path, production),
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url),
-        "TARGETS_FILE": environ.get("DASHBOARD_TARGETS") or None,
+        "TARGETS_FILE": settings.targets,
         # Celery broker (redis://...): jobs go to workers beside the databases;
         # unset, each job runs in a local process
-        "BROKER_URL": environ.get("DASHBOARD_BROKER_URL") or None,
+        "BROKER_URL": settings.broker_url,
         # with a broker: the queue whose worker advances fleet rollouts (plans the
         # next steps, so it must reach every target's database, like the web host)
-        "ROLLOUT_QUEUE": environ.get("DASHBOARD_ROLLOUT_QUEUE") or None,
+        "ROLLOUT_QUEUE": settings.rollout_queue,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": cookie_secure,
@@ -230,22 +169,22 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": cookie_secure,
         "WTF_CSRF_TIME_LIMIT": None,  # token lives as long as the session
-        "WEBHOOK_URL": environ.get("DASHBOARD_WEBHOOK_URL") or None,
-        "REQUEST_TTL_HOURS": float(environ.get("DASHBOARD_REQUEST_TTL_HOURS", "24") or 24),
-        "TRUSTED_PROXIES": int(environ.get("DASHBOARD_TRUSTED_PROXIES", "0") or 0),
+        "WEBHOOK_URL": settings.webhook_url,
+        "REQUEST_TTL_HOURS": settings.request_ttl_hours,
+        "TRUSTED_PROXIES": settings.trusted_proxies,
         # Flask-Limiter (webapp/ratelimit.py): in Redis when there is one, else in
         # the dashboard database; either way shared by every worker and host
         "RATELIMIT_STORAGE_URI": ratelimit_storage,
-        "RATELIMIT_KEY_PREFIX": environ.get("DASHBOARD_RATELIMIT_PREFIX") or "alembic-dashboard",
+        "RATELIMIT_KEY_PREFIX": settings.ratelimit_prefix,
         "RATELIMIT_HEADERS_ENABLED": True,
-        "LOGIN_RATE_LIMIT": environ.get("DASHBOARD_LOGIN_RATE_LIMIT") or "30 per minute",
+        "LOGIN_RATE_LIMIT": settings.login_rate_limit,
         # request bodies (forms, JSON) above this answer 413
-        "MAX_CONTENT_LENGTH": int(environ.get("DASHBOARD_MAX_CONTENT_LENGTH") or 1024 * 1024),
+        "MAX_CONTENT_LENGTH": settings.max_content_length,
         # local jobs: job processes each web process keeps waiting, warm, ahead
         # of their jobs (webapp.services.launchers.LocalProcessLauncher); 0: none
-        "JOB_STANDBYS": job_standbys(environ),
+        "JOB_STANDBYS": settings.job_standbys,
         # agent fork servers each process keeps for read operations (webapp.core.runner)
-        "AGENT_STANDBYS": job_standbys(environ, "DASHBOARD_AGENT_STANDBYS"),
-        **session_settings(environ),
-        **oidc_settings(environ),
+        "AGENT_STANDBYS": settings.agent_standbys,
+        **_session(settings),
+        **_oidc(settings),
     }

@@ -45,13 +45,14 @@ def wait_rollout(client, rollout_id: int, headers: dict, timeout: float = 240,
     """Poll ``GET /api/v1/rollouts/<id>`` (which records ended steps) until
     ``until(json)``; ``timeout`` (s) only guards against a hang: the 30-tenant
     rollout takes about 25 s on a quiet machine and twice that on a slow one."""
-    deadline = time.monotonic() + timeout
+    deadline, pause = time.monotonic() + timeout, 0.02
     while True:
         data = client.get(f"/api/v1/rollouts/{rollout_id}", headers=headers).json
         if until(data):
             return data
         assert time.monotonic() < deadline, data
-        time.sleep(0.3)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.3)
 
 
 def job_intervals(app, job_ids) -> list[tuple[float, float]]:
