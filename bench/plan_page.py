@@ -18,8 +18,9 @@ is forked from a warm fork server) creates the app in this process, logs in thro
 - ``GET /targets/demo-staging/pending.sql`` — the SQL download of what is pending.
 
 Each page is requested once untimed (it starts the fork server), then
-``--n`` times with a 0.5 s pause (as between two clicks), each time with the catalog's caches of plans and SQL emptied first
-(what a new revision or a job does), so every timed request runs the agent;
+``--n`` times with a 0.5 s pause (as between two clicks), each time with
+the catalog's caches of plans and SQL emptied first (what a new revision or
+a job does), so every timed request runs the agent;
 prints the median and p90 per page and the goal "plan page under 300 ms"
 (issue 18). Exit status 0 whatever the figures.
 """
