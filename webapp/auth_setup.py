@@ -76,6 +76,33 @@ def _touch(now: float, idle_minutes: float) -> None:
         session[SEEN_AT] = now
 
 
+def _template_helpers() -> dict:
+    """Template helpers: ``can(target, role)``, ``can_any(role)`` and
+    ``inbox_count()`` (see each one's docstring)."""
+    def can(target, role: str) -> bool:
+        """Template helper: the logged-in user's role on ``target`` is
+        ``role`` or above (buttons follow it; the server checks again)."""
+        from .core.permissions import Role
+
+        return current_user.is_authenticated and \
+            accounts.role_on(current_user, target) >= Role.parse(role)
+    def can_any(role: str) -> bool:
+        """Template helper: ``role`` or above on at least one target."""
+        from .services.catalog import get_catalog
+
+        return any(can(t, role) for t in get_catalog().targets.values())
+    def inbox_count() -> int:
+        """Template helper: how many requests await the logged-in user's
+        decision (:func:`webapp.services.inbox.awaiting`)."""
+        from .services import inbox
+        from .services.catalog import get_catalog
+
+        if not current_user.is_authenticated:
+            return 0
+        return len(inbox.awaiting(get_catalog(), current_user))
+    return {"can": can, "can_any": can_any, "inbox_count": inbox_count}
+
+
 def init_app(app: Flask) -> None:
     """Register the user loaders and the login-required rule on ``app``."""
     login_manager.session_protection = "strong"
@@ -120,21 +147,7 @@ def init_app(app: Flask) -> None:
             return response
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
-    @app.context_processor
-    def role_helpers():
-        def can(target, role: str) -> bool:
-            """Template helper: the logged-in user's role on ``target`` is
-            ``role`` or above (buttons follow it; the server checks again)."""
-            from .core.permissions import Role
-
-            return current_user.is_authenticated and \
-                accounts.role_on(current_user, target) >= Role.parse(role)
-        def can_any(role: str) -> bool:
-            """Template helper: ``role`` or above on at least one target."""
-            from .services.catalog import get_catalog
-
-            return any(can(t, role) for t in get_catalog().targets.values())
-        return {"can": can, "can_any": can_any}
+    app.context_processor(_template_helpers)
 
     @app.before_request
     def require_login():

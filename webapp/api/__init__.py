@@ -296,13 +296,20 @@ def request_json(found) -> dict:
 
 @bp.route("/requests")
 def requests_list():
-    """Open (and approved, not yet run) requests, newest first; ``?all=1`` for all."""
+    """Open (and approved, not yet run) requests, newest first; ``?all=1`` for
+    all; ``?awaiting=me`` for the open ones waiting for the caller's decision
+    (:func:`webapp.services.inbox.awaiting`)."""
     from flask import request
     from flask_login import current_user
 
-    from ..services import accounts, approvals
+    from ..services import accounts, approvals, inbox
 
     catalog = get_catalog()
+    awaiting = request.args.get("awaiting")
+    if awaiting is not None:
+        if awaiting != "me":
+            raise Refused(Reason.BAD_INPUT, "awaiting must be me")
+        return jsonify([request_json(r) for r in inbox.awaiting(catalog, current_user)])
     visible = [t.name for t in accounts.visible_targets(current_user, catalog.targets.values())]
     rows = approvals.list_requests(open_only=request.args.get("all") != "1", targets=visible)
     return jsonify([request_json(r) for r in rows])

@@ -191,7 +191,8 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
 
     :param decision: "approve" or "reject".
     :return: the request and, when it started, the job.
-    :raises Refused: 400 comment over :data:`MAX_COMMENT` characters, 403 role /
+    :raises Refused: 400 comment over :data:`MAX_COMMENT` characters or a
+        rejection without one (the requester must learn why), 403 role /
         self-approval, 404 unknown, 409 not open,
         already decided, or plan changed since approval (request back to review).
     """
@@ -200,6 +201,9 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
         raise Refused(Reason.BAD_INPUT, f"A comment has at most {MAX_COMMENT} characters.")
     if decision not in ("approve", "reject"):
         raise Refused(Reason.BAD_INPUT, "decision must be approve or reject")
+    if decision == "reject" and not comment:
+        raise Refused(Reason.BAD_INPUT, "Give a reason to reject: the requester sees it and "
+                      "needs to know what to change.")
     request, granted_by = _open_for_decision(catalog, _current_request(request_id), user)
     actor = actor.granted(granted_by)
     if any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask_login import current_user
 
-from ..services import accounts, jobs
+from ..services import accounts, inbox, jobs
 from ..services.catalog import get_catalog
 from .common import get_target_or_404
 
@@ -26,7 +26,7 @@ def index():
     return render_template("main/index.html",
                            targets=accounts.visible_targets(current_user,
                                                             catalog.targets.values()),
-                           catalog=catalog)
+                           catalog=catalog, awaiting=inbox.awaiting(catalog, current_user))
 
 
 @bp.route("/targets/<name>/card")
@@ -38,5 +38,7 @@ def card(name: str):
     last = jobs.recent_jobs(target.name, limit=1)
     last_job = last[0] if last else None
     running = last_job if last_job is not None and last_job.is_active else None
+    waiting = [r for r in inbox.awaiting(get_catalog(), current_user) if r.target == target.name]
     return render_template("main/_card.html", target=target, status=status,
-                           last_job=last_job, running=running), 200, {"Vary": "HX-Request"}
+                           last_job=last_job, running=running,
+                           awaiting=waiting), 200, {"Vary": "HX-Request"}

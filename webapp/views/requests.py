@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..models import REQUEST_PENDING, RequestStatus
-from ..services import accounts, approvals, submission
+from ..models import REQUEST_PENDING
+from ..services import accounts, approvals, inbox, submission
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
 from .common import (
@@ -95,11 +95,8 @@ def show(request_id: int):
         rehearsal=rehearsals.latest_for(found.target, found.plan_hash),
         approved=len({a.approver_id for a in approvals.approvals_for_current_plan(found)}),
         sections=sql_sections_html(plan.sql, plan.findings), pygments_css=PYGMENTS_CSS,
-        can_decide=(found.status == RequestStatus.OPEN
-                    and bool(approvals.can_decide_grants(get_catalog(), found, current_user))
-                    and found.requester_id != current_user.id
-                    and not any(a.approver_id == current_user.id and not a.void
-                                and a.plan_hash == found.plan_hash for a in found.approvals)),
+        can_decide=inbox.may_decide(get_catalog(), found, current_user),
+        approvers=inbox.eligible_approvers(get_catalog(), found),
         is_requester=found.requester_id == current_user.id)
 
 

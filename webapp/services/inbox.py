@@ -1,0 +1,54 @@
+"""An approver's inbox: the approval requests waiting for one user's
+decision, and who may decide a request (read-only; nothing here writes)."""
+
+from __future__ import annotations
+
+from ..extensions import db
+from ..models import ApprovalRequest, RequestStatus, User, utcnow
+from . import accounts
+from .approvals import can_decide_grants
+from .catalog import Catalog
+
+# most requests an inbox looks at (newest first)
+INBOX_LIMIT = 200
+
+
+def has_decided(request: ApprovalRequest, user: User) -> bool:
+    """True when ``user`` approved or rejected ``request``'s current plan
+    already (a decision on an earlier plan was voided and does not count)."""
+    return any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
+               for a in request.approvals)
+
+
+def may_decide(catalog: Catalog, request: ApprovalRequest, user: User) -> bool:
+    """True when ``request`` waits for ``user``: it is open and not expired,
+    ``user`` may approve on its target (approver role there), did not
+    request it, and has not decided on its current plan yet."""
+    return (request.status == RequestStatus.OPEN and request.expires_at > utcnow()
+            and request.requester_id != user.id
+            and catalog.get(request.target) is not None
+            and bool(can_decide_grants(catalog, request, user))
+            and not has_decided(request, user))
+
+
+def awaiting(catalog: Catalog, user: User) -> list[ApprovalRequest]:
+    """The requests waiting for ``user``'s decision (:func:`may_decide`),
+    newest first; from the dashboard database, at most :data:`INBOX_LIMIT`
+    open requests looked at."""
+    rows = db.session.execute(
+        db.select(ApprovalRequest).where(ApprovalRequest.status == RequestStatus.OPEN,
+                                         ApprovalRequest.expires_at > utcnow())
+        .order_by(ApprovalRequest.id.desc()).limit(INBOX_LIMIT)).scalars()
+    return [r for r in rows if may_decide(catalog, r, user)]
+
+
+def eligible_approvers(catalog: Catalog, request: ApprovalRequest) -> list[str]:
+    """Usernames of the active accounts that may decide ``request`` (the
+    approver role on its target, from their global role or a grant; never
+    its requester), by name."""
+    target = catalog.get(request.target)
+    if target is None:
+        return []
+    return [u.username for u in accounts.list_users()
+            if u.is_active and u.id != request.requester_id
+            and bool(can_decide_grants(catalog, request, u))]
