@@ -91,7 +91,9 @@ def test_api_run_and_job_shape(make_app, tmp_path, monkeypatch):
     assert version_table(url) == {"r003"}
     again = client.post("/api/v1/targets/shop/jobs", json={"command": "upgrade",
                                                            "revision": "head"}, headers=headers)
-    assert again.status_code == 409 and again.json["error"] == "nothing_to_do"
+    # up to date is a success for a pipeline, not an error (it was 409 nothing_to_do)
+    assert again.status_code == 200 and again.json["status"] == "up_to_date", again.json
+    assert "r003" in again.json["detail"]
     assert client.get("/api/v1/jobs/99999", headers=headers).status_code == 404
 
 

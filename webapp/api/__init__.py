@@ -207,17 +207,25 @@ def _job_request(name: str):
 def create_job(name: str):
     """Plan and start ``{"command", "revision"}`` on a target.
 
-    202 ``{"job": id, "status"}``; 409 ``{"error": "busy", "job": id}`` when
-    a job runs; 403 for role/policy; 400/404 for bad input; every refusal
-    is audited.
+    202 ``{"job": id, "status"}``; 200 ``{"status": "up_to_date", "detail"}``
+    when the database is already there (the most common success of a
+    pipeline, so not an error); 409 ``{"error": "busy", "job": id}`` when a
+    job runs; 403 for role/policy; 400/404 for bad input; every refusal is
+    audited.
     """
     from flask_login import current_user
 
     from ..services import submission
 
     job_request, body = _job_request(name)
-    submitted = submission.submit(get_catalog(), current_user, job_request, actor(),
-                                  reason=body.reason or "requested through the API", fast_plan=True)
+    try:
+        submitted = submission.submit(get_catalog(), current_user, job_request, actor(),
+                                      reason=body.reason or "requested through the API",
+                                      fast_plan=True)
+    except Refused as exc:
+        if exc.reason != Reason.NOTHING_TO_DO:
+            raise
+        return jsonify({"status": "up_to_date", "detail": str(exc)}), 200
     if submitted.request is not None:
         return jsonify({"request": submitted.request.id,
                         "status": submitted.request.status}), 202
