@@ -1,0 +1,73 @@
+"""After a failed job the page says what to do next (issue 20, item 7):
+what stayed applied, which revision failed, the plan again (with its
+rehearsal), and for an admin a stamp of the failed revision."""
+
+from __future__ import annotations
+
+import re
+
+from support.common import add_user, login
+from support.envtools import Rev, make_env, sqlite_url, write_targets_file
+from support.jobtools import token_headers, wait_job
+
+FAILS = 'raise RuntimeError("disk full (simulated)")'
+
+
+def failed_job(make_app, tmp_path, monkeypatch):
+    url = sqlite_url(tmp_path / "shop.db")
+    monkeypatch.setenv("SHOP_URL", url)
+    ini = make_env(tmp_path / "env", [Rev("r000", None), Rev("r001", "r000", upgrade=FAILS)])
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
+        "tier": "staging", "alembic_ini": str(ini), "url_env": "SHOP_URL"}}))
+    headers = token_headers(app, "olga", "operator")
+    client = app.test_client()
+    posted = client.post("/api/v1/targets/shop/jobs", headers=headers,
+                         json={"command": "upgrade", "revision": "head"})
+    assert posted.status_code == 202, posted.json
+    job = wait_job(client, posted.json["job"], headers)
+    assert job["status"] == "failed"
+    return app, job["id"]
+
+
+def recovery_panel(client, job_id: int) -> str:
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    found = re.search(r'<section class="recovery" id="job-recovery".*?</section>', page, re.S)
+    assert found, page
+    return found.group(0)
+
+
+def test_a_failed_job_says_what_stayed_applied_and_what_to_do(make_app, tmp_path,
+                                                              monkeypatch):
+    app, job_id = failed_job(make_app, tmp_path, monkeypatch)
+    add_user(app, "root", "admin")
+    operator = app.test_client()
+    login(operator, "olga")
+    panel = recovery_panel(operator, job_id)
+    assert "still in the database: <strong>r000</strong>" in panel
+    assert "The revision that failed: <code>r001</code>" in panel
+    assert re.search(r'id="recover-plan" href="/targets/shop/plan\?command=upgrade&amp;'
+                     r'revision=head"', panel), panel
+    assert 'id="recover-stamp"' not in panel  # stamping is an admin's
+    admin = app.test_client()
+    login(admin, "root")
+    panel = recovery_panel(admin, job_id)
+    assert re.search(r'id="recover-stamp" href="/targets/shop/plan\?command=stamp&amp;'
+                     r'revision=r001"', panel), panel
+    # the links lead to plans (GET, nothing runs)
+    plan = admin.get("/targets/shop/plan?command=upgrade&revision=head")
+    assert plan.status_code == 200 and "r001" in plan.get_data(as_text=True)
+
+
+def test_a_succeeded_job_has_no_recovery_panel(make_app, tmp_path, monkeypatch):
+    url = sqlite_url(tmp_path / "ok.db")
+    monkeypatch.setenv("OK_URL", url)
+    ini = make_env(tmp_path / "env", [Rev("r000", None)])
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {"ok": {
+        "tier": "staging", "alembic_ini": str(ini), "url_env": "OK_URL"}}))
+    headers = token_headers(app, "olga", "operator")
+    client = app.test_client()
+    job = client.post("/api/v1/targets/ok/jobs", headers=headers,
+                      json={"command": "upgrade", "revision": "head"}).json["job"]
+    assert wait_job(client, job, headers)["status"] == "succeeded"
+    login(client, "olga")
+    assert 'id="job-recovery"' not in client.get(f"/jobs/{job}").get_data(as_text=True)
