@@ -77,11 +77,11 @@ def sleepy(make_app, tmp_path, monkeypatch, seconds: float):
 @pytest.mark.alone
 def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(make_app, tmp_path,
                                                                 monkeypatch):
-    """Both cores busy for the whole job (~20 s) and the job's process paused
-    (SIGSTOP) for 8 s — twice the heartbeat timeout, cut to 4 s here — mid-run:
-    the job is never declared abandoned and ends succeeded."""
-    monkeypatch.setattr(liveness, "HEARTBEAT_TIMEOUT", timedelta(seconds=4))
-    app, client, url = sleepy(make_app, tmp_path, monkeypatch, 16)
+    """Both cores busy for the whole job (~12 s) and the job's process paused
+    (SIGSTOP) for 5 s — twice the heartbeat timeout, cut to 2.5 s here —
+    mid-run: the job is never declared abandoned and ends succeeded."""
+    monkeypatch.setattr(liveness, "HEARTBEAT_TIMEOUT", timedelta(seconds=2.5))
+    app, client, url = sleepy(make_app, tmp_path, monkeypatch, 10)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                for _ in range(os.cpu_count() or 2)]
     try:
@@ -95,11 +95,11 @@ def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(make_app, tmp_pa
         # The pause ends on its own clock, as a real one would, not after our
         # polls: a poll may have to wait for a dashboard-database lock the
         # paused process holds (a writer paused in its transaction).
-        resume = threading.Timer(8, os.kill, (pid, signal.SIGCONT))
+        resume = threading.Timer(5, os.kill, (pid, signal.SIGCONT))
         os.kill(pid, signal.SIGSTOP)
         resume.start()
         try:
-            paused = poll_statuses_for(client, job_id, headers, 8)
+            paused = poll_statuses_for(client, job_id, headers, 5)
         finally:
             resume.join()
         seen = paused + poll_statuses(client, job_id, headers, 90)
