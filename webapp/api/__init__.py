@@ -209,7 +209,8 @@ def create_job(name: str):
 
     202 ``{"job": id, "status"}``; 200 ``{"status": "up_to_date", "detail"}``
     when the database is already there (the most common success of a
-    pipeline, so not an error); 409 ``{"error": "busy", "job": id}`` when a
+    pipeline, so not an error; a script directory without any revision is
+    409 ``nothing_to_do`` saying why); 409 ``{"error": "busy", "job": id}`` when a
     job runs; 403 for role/policy; 400/404 for bad input; every refusal is
     audited.
     """
@@ -223,7 +224,9 @@ def create_job(name: str):
                                       reason=body.reason or "requested through the API",
                                       fast_plan=True)
     except Refused as exc:
-        if exc.reason != Reason.NOTHING_TO_DO:
+        # a script directory with no revision at all is not "up to date" but a
+        # misconfiguration: that stays a 409 naming why
+        if exc.reason != Reason.NOTHING_TO_DO or get_catalog().no_revisions(job_request.target):
             raise
         return jsonify({"status": "up_to_date", "detail": str(exc)}), 200
     if submitted.request is not None:
