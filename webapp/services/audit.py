@@ -83,10 +83,16 @@ def record(actor: Actor, action: str, outcome: str, *, target: str | None = None
 
 def query(*, username: str | None = None, target: str | None = None,
           action: str | None = None, since: datetime | None = None,
-          until: datetime | None = None, limit: int = 500) -> list[AuditEvent]:
+          until: datetime | None = None, outcome: str | None = None,
+          before: int | None = None, limit: int = 500) -> list[AuditEvent]:
     """Events newest first, filtered; ``action`` matches a prefix (``job``
-    matches ``job.start``); ``since``/``until`` are UTC."""
+    matches ``job.start``); ``since``/``until`` are UTC; ``before`` keeps the
+    events older than that event id (the next page, newest first)."""
     stmt = db.select(AuditEvent).order_by(AuditEvent.id.desc())
+    if outcome:
+        stmt = stmt.where(AuditEvent.outcome == outcome)
+    if before:
+        stmt = stmt.where(AuditEvent.id < before)
     if username:
         stmt = stmt.where(AuditEvent.username == username)
     if target:
@@ -102,6 +108,19 @@ def query(*, username: str | None = None, target: str | None = None,
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def known_values() -> dict[str, list[str]]:
+    """What the audit log holds, for its filters: ``{"actions": the action
+    families and actions (``job``, ``job.end``, ...), "outcomes", "users"}``,
+    each sorted, from the dashboard database."""
+    actions = set(db.session.execute(db.select(AuditEvent.action).distinct()).scalars())
+    families = {a.split(".", 1)[0] for a in actions}
+    outcomes = db.session.execute(db.select(AuditEvent.outcome).distinct()).scalars()
+    users = db.session.execute(db.select(AuditEvent.username).distinct()
+                               .where(AuditEvent.username.is_not(None))).scalars()
+    return {"actions": sorted(actions | families), "outcomes": sorted(set(outcomes)),
+            "users": sorted(set(users))}
 
 
 def csv_safe(value: object) -> object:

@@ -9,15 +9,18 @@ from flask import Blueprint, Response, render_template, request
 
 from ..auth_setup import require_role
 from ..services import audit
+from ..services.catalog import get_catalog
 from ..web_input import printable
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
+PAGE = 50  # events per page
 
 
 def _filters() -> dict:
     """Filters from the query string; bad dates are ignored with a message."""
     args = request.args
-    values = {k: (args.get(k) or "").strip()[:64] or None for k in ("user", "target", "action")}
+    values = {k: (args.get(k) or "").strip()[:64] or None
+              for k in ("user", "target", "action", "outcome")}
     dates, errors = {}, []
     for key in ("since", "until"):
         raw = (args.get(key) or "").strip()
@@ -29,7 +32,8 @@ def _filters() -> dict:
     if "until" in dates:
         dates["until"] += timedelta(days=1)  # inclusive day
     return {"username": values["user"], "target": values["target"],
-            "action": values["action"], **dates, "_errors": errors}
+            "action": values["action"], "outcome": values["outcome"], **dates,
+            "_errors": errors}
 
 
 @bp.app_template_filter("audit_details")
@@ -55,11 +59,19 @@ def audit_details(text: str) -> list[tuple[str, str]]:
 @bp.route("")
 @require_role("approver")
 def index():
-    """Newest events first, filtered by user, target, action, date (UTC)."""
+    """Newest events first, filtered by user, target, action, outcome and
+    date (UTC), :data:`PAGE` at a time (``?before=<id>``: the next page)."""
     filters = _filters()
     errors = filters.pop("_errors")
-    events = audit.query(**filters, limit=500)
-    return render_template("audit/index.html", events=events, errors=errors, args=request.args)
+    before = request.args.get("before", "")
+    events = audit.query(**filters, before=int(before) if before.isdigit() else None,
+                         limit=PAGE + 1)
+    older = events[PAGE - 1].id if len(events) > PAGE else None
+    page_args = {k: v for k, v in request.args.items() if k != "before"}
+    return render_template("audit/index.html", events=events[:PAGE], errors=errors,
+                           args=request.args, known=audit.known_values(),
+                           targets=sorted(get_catalog().targets), older=older,
+                           page_args=page_args, first_page=not before.isdigit())
 
 
 @bp.route("/export.csv")
