@@ -163,7 +163,11 @@ def make_app(instance_path, migrated_dashboard_db, request):
         # uses: tests/test_job_standby.py turns them on); agents are forked
         # from this test process's fork server (the shipped default), which
         # lives on from test to test
+        # scrypt at N=2**10 instead of 2**15 (0.005 s a hash instead of 0.15 s: the
+        # suite creates and logs in thousands of accounts; the shipped cost is
+        # checked in tests/test_auth.py)
         overrides = {"TESTING": True, "SECRET_KEY": "test-secret", "JOB_STANDBYS": 0,
+                     "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
                      "SQLALCHEMY_DATABASE_URI": db_url,
                      "TARGETS_FILE": str(targets_file) if targets_file else None, **config}
         if in_process and "JOB_LAUNCHER" not in config and not config.get("BROKER_URL"):

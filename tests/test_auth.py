@@ -151,3 +151,20 @@ def test_cli_create_user_and_token(demo_app):
                                  "--password-stdin"], input=PASSWORD + "\n")
     assert result.exit_code != 0 and "already exists" in result.output
     assert runner.invoke(args=["create-token", "nobody"]).exit_code != 0
+
+
+def test_the_shipped_password_hash_is_scrypt_at_full_cost(make_app):
+    """The suite hashes with a cheap scrypt cost (tests/conftest.py); the
+    dashboard as shipped uses werkzeug's scrypt at N=2**15, r=8, p=1."""
+    app = make_app(PASSWORD_HASH_METHOD=None)
+    add_user(app, "erin", "viewer")
+    with app.app_context():
+        from webapp.extensions import db
+
+        user = db.session.execute(db.select(User).filter_by(username="erin")).scalar_one()
+        assert user.password_hash.startswith("scrypt:32768:8:1$")
+    from webapp import create_app
+
+    shipped = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "x"})
+    with shipped.app_context():
+        assert accounts.hash_password("x" * 20).startswith("scrypt:32768:8:1$")

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 
+from flask import current_app, has_app_context
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..core.permissions import Access, Role, effective_access
@@ -34,16 +35,32 @@ TOKEN_PREFIX = "adb_"
 # minutes), so a pipeline polling the API does not write on every call
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-_dummy_hash: str | None = None
+# werkzeug's default: scrypt with N=2**15, r=8, p=1 (about 0.1 s a hash)
+PASSWORD_HASH_METHOD = "scrypt"
+_dummy_hashes: dict[str, str] = {}  # method -> a hash of no real password
+
+
+def _hash_method() -> str:
+    """The app's ``PASSWORD_HASH_METHOD`` (werkzeug's method string; the
+    test suite sets a cheaper scrypt cost), else :data:`PASSWORD_HASH_METHOD`."""
+    if not has_app_context():
+        return PASSWORD_HASH_METHOD
+    return current_app.config.get("PASSWORD_HASH_METHOD") or PASSWORD_HASH_METHOD
+
+
+def hash_password(password: str) -> str:
+    """``password`` hashed for storage (werkzeug, :func:`_hash_method`)."""
+    return generate_password_hash(password, method=_hash_method())
 
 
 def _dummy_password_hash() -> str:
     """Checked against when the user does not exist, so both paths take as
-    long (made on first use: scrypt costs ~0.1 s, job processes never need it)."""
-    global _dummy_hash
-    if _dummy_hash is None:
-        _dummy_hash = generate_password_hash("not-a-real-password")
-    return _dummy_hash
+    long (made on first use, one per hash method: job processes never need
+    it)."""
+    method = _hash_method()
+    if method not in _dummy_hashes:
+        _dummy_hashes[method] = generate_password_hash("not-a-real-password", method=method)
+    return _dummy_hashes[method]
 
 
 class AccountError(ValueError):
@@ -72,7 +89,7 @@ def create_user(username: str, role: str, password: str) -> User:
     check_password_policy(password, username)
     if db.session.execute(db.select(User).filter_by(username=username)).scalar_one_or_none():
         raise AccountError(f"user {username!r} already exists")
-    user = User(username=username, role=role, password_hash=generate_password_hash(password))
+    user = User(username=username, role=role, password_hash=hash_password(password))
     db.session.add(user)
     db.session.commit()
     return user
@@ -116,7 +133,7 @@ def set_password(user: User, password: str) -> None:
     :raises AccountError: refused by :func:`check_password_policy`.
     """
     check_password_policy(password, user.username)
-    user.password_hash = generate_password_hash(password)
+    user.password_hash = hash_password(password)
     db.session.commit()
     end_sessions(user)
 
