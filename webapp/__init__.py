@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask
+from jinja2 import FileSystemBytecodeCache
 
 from .config import ConfigurationError, engine_options, settings_from_environment
 from .core.targets import TargetsFileError, configured_secrets, register_secrets
@@ -59,6 +60,10 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(Path(instance_path).resolve()),
                 template_folder=str(PROJECT_ROOT / "templates"),
                 static_folder=str(PROJECT_ROOT / "static"))
+    # compiled templates shared by this user's processes (gunicorn workers, job
+    # processes, the test suite's many apps) in Jinja's private per-user
+    # temporary folder, checked against each template's source
+    app.jinja_options = {**app.jinja_options, "bytecode_cache": FileSystemBytecodeCache()}
     overrides = dict(config_overrides or {})
     environ = dict(os.environ)
     if overrides.get("SECRET_KEY"):
