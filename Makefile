@@ -33,12 +33,14 @@ lint: $(BIN)/.installed-dev
 # than cores); tests marked `alone` (they busy every core on purpose) run
 # afterwards, by themselves.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
+# the files that hold `alone` tests (the second run collects only these)
+ALONE_FILES = $(shell grep -l "mark.alone" tests/*.py tests/*/*.py)
 
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not alone"
-	$(BIN)/python -m pytest -m alone
+	$(BIN)/python -m pytest -m alone $(ALONE_FILES)
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/history.py

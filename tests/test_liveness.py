@@ -77,11 +77,11 @@ def sleepy(make_app, tmp_path, monkeypatch, seconds: float):
 @pytest.mark.alone
 def test_busy_cpus_and_a_paused_job_process_never_abandon_a_job(make_app, tmp_path,
                                                                 monkeypatch):
-    """Both cores busy for the whole job (~12 s) and the job's process paused
+    """Both cores busy for the whole job (~10 s) and the job's process paused
     (SIGSTOP) for 5 s — twice the heartbeat timeout, cut to 2.5 s here —
     mid-run: the job is never declared abandoned and ends succeeded."""
     monkeypatch.setattr(liveness, "HEARTBEAT_TIMEOUT", timedelta(seconds=2.5))
-    app, client, url = sleepy(make_app, tmp_path, monkeypatch, 10)
+    app, client, url = sleepy(make_app, tmp_path, monkeypatch, 8)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                for _ in range(os.cpu_count() or 2)]
     try:
