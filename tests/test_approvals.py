@@ -329,6 +329,25 @@ def test_webhook_payloads(make_app, tmp_path, monkeypatch):
         receiver.server.shutdown()
 
 
+def test_webhooks_to_one_url_arrive_in_the_order_they_were_sent(make_app, tmp_path,
+                                                                 monkeypatch):
+    """Deliveries run in the background, but one URL gets its events one
+    after another: a burst of 30 arrives in order (each delivery in a
+    thread of its own, as before, raced: 'approved' could come first)."""
+    receiver = Receiver()
+    try:
+        app, url, _ = protected_app(make_app, tmp_path, monkeypatch, webhook_url=receiver.url)
+        from webapp.services import notify
+
+        with app.app_context():
+            for n in range(30):
+                notify.send(f"test.{n:02d}", "prod", text=f"event {n}")
+        notify.wait_all(30)
+        assert receiver.events() == [f"test.{n:02d}" for n in range(30)]
+    finally:
+        receiver.server.shutdown()
+
+
 def test_webhook_answering_503_is_retried_then_delivered(make_app, tmp_path, monkeypatch):
     receiver = Receiver(fail_first=2)
     try:

@@ -5,14 +5,19 @@ A JSON POST to the target's ``webhook_url`` (targets file) or the global
 ``DASHBOARD_WEBHOOK_URL``, Slack-compatible (``text``) plus structured
 fields (``event``, ``target``, ...). Sent from a background thread with a
 timeout and retries, so a slow or dead receiver never delays a web request;
-a final failure is written to the audit log.
+a final failure is written to the audit log. Events to one URL are
+delivered one after another, in the order this process sent them (one
+sender thread per URL while it has events waiting), so a receiver never
+sees "approved" before "created".
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from collections import deque
 from urllib.parse import urlsplit
 
 import urllib3
@@ -32,6 +37,9 @@ _HTTP = urllib3.PoolManager(retries=urllib3.Retry(
 
 _threads: list[threading.Thread] = []
 _threads_lock = threading.Lock()
+# url -> events waiting for that URL's sender thread (present while it runs)
+_waiting: dict[str, deque] = {}
+_pid = os.getpid()  # a forked child starts with no sender (they are the parent's)
 
 
 def webhook_urls(app: Flask, target_name: str | None) -> list[str]:
@@ -60,12 +68,40 @@ def send(event: str, target: str | None, **fields) -> None:
     text = fields.pop("text", None) or f"[alembic-dashboard] {event} on {target}"
     payload = {"text": text, "event": event, "target": target, **fields}
     for url in urls:
-        thread = threading.Thread(target=_deliver, args=(app, url, payload), daemon=True,
-                                  name=f"webhook-{event}")
+        _enqueue(app, url, payload)
+
+
+def _enqueue(app: Flask, url: str, payload: dict) -> None:
+    """Queue ``payload`` for ``url``; start its sender unless one runs."""
+    global _pid
+    with _threads_lock:
+        if _pid != os.getpid():
+            _pid, _threads[:] = os.getpid(), []
+            _waiting.clear()
+        if url in _waiting:  # its sender takes this one after the earlier ones
+            _waiting[url].append((app, payload))
+            return
+        _waiting[url] = deque([(app, payload)])
+        thread = threading.Thread(target=_drain, args=(url,), daemon=True,
+                                  name=f"webhook-{payload['event']}")
+        _threads[:] = [t for t in _threads if t.is_alive()]
+        _threads.append(thread)
+    thread.start()
+
+
+def _drain(url: str) -> None:
+    """Deliver ``url``'s waiting events in order; end when none is left."""
+    while True:
         with _threads_lock:
-            _threads[:] = [t for t in _threads if t.is_alive()]
-            _threads.append(thread)
-        thread.start()
+            waiting = _waiting.get(url)
+            if not waiting:
+                _waiting.pop(url, None)
+                return
+            app, payload = waiting.popleft()
+        try:
+            _deliver(app, url, payload)
+        except Exception as exc:  # noqa: BLE001 - e.g. the audit write failed: go on with the next
+            print(f"webhook delivery failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 def _deliver(app: Flask, url: str, payload: dict) -> None:
@@ -102,7 +138,8 @@ def _safe(url: str) -> str:
 
 
 def wait_all(timeout: float = 30.0) -> None:
-    """Wait for pending deliveries (the job process calls this before it exits)."""
+    """Wait for pending deliveries (the job process calls this before it
+    exits): each URL's sender ends once its events are delivered."""
     deadline = time.monotonic() + timeout
     with _threads_lock:
         threads = list(_threads)
