@@ -77,8 +77,8 @@ def _touch(now: float, idle_minutes: float) -> None:
 
 
 def _template_helpers() -> dict:
-    """Template helpers: ``can(target, role)``, ``can_any(role)`` and
-    ``inbox_count()`` (see each one's docstring)."""
+    """Template helpers: ``can(target, role)`` and ``can_any(role)`` (see
+    each one's docstring)."""
     def can(target, role: str) -> bool:
         """Template helper: the logged-in user's role on ``target`` is
         ``role`` or above (buttons follow it; the server checks again)."""
@@ -91,16 +91,7 @@ def _template_helpers() -> dict:
         from .services.catalog import get_catalog
 
         return any(can(t, role) for t in get_catalog().targets.values())
-    def inbox_count() -> int:
-        """Template helper: how many requests await the logged-in user's
-        decision (:func:`webapp.services.inbox.awaiting`)."""
-        from .services import inbox
-        from .services.catalog import get_catalog
-
-        if not current_user.is_authenticated:
-            return 0
-        return len(inbox.awaiting(get_catalog(), current_user))
-    return {"can": can, "can_any": can_any, "inbox_count": inbox_count}
+    return {"can": can, "can_any": can_any}
 
 
 def init_app(app: Flask) -> None:

@@ -27,12 +27,11 @@ from .settings_schema import (
     ConfigurationError,
     EnvironmentSettings,
     parse_role_map,
-    whole_number,
 )
 
 __all__ = ["ROLE_NAMES", "SESSION_IDLE_MINUTES", "SESSION_MAX_HOURS", "ConfigurationError",
            "EnvironmentSettings", "parse_role_map", "secret_key", "oidc_settings",
-           "session_settings", "job_standbys", "engine_options", "settings_from_environment"]
+           "job_standbys", "engine_options", "settings_from_environment"]
 
 # Flask-Limiter's counts in the dashboard database when no Redis is configured
 # (the storage is webapp.ratelimit.DashboardDatabaseStorage)
@@ -97,18 +96,11 @@ def _oidc(settings: EnvironmentSettings) -> dict:
             "LOCAL_LOGIN": settings.local_login}
 
 
-def session_settings(environ: Mapping[str, str]) -> dict:
+def _session(settings: EnvironmentSettings) -> dict:
     """Session lifetime settings: ``SESSION_IDLE_MINUTES`` (a session unused
     this long ends), ``SESSION_MAX_HOURS`` (a session ends this long after
     its login), enforced by :mod:`webapp.auth_setup`; the signed cookie and
-    Flask-Login's remember cookie expire at the absolute limit too.
-
-    :raises ConfigurationError: not a number, or not above 0.
-    """
-    return _session(EnvironmentSettings.from_environ(environ))
-
-
-def _session(settings: EnvironmentSettings) -> dict:
+    Flask-Login's remember cookie expire at the absolute limit too."""
     hours = settings.session_max_hours
     return {"SESSION_IDLE_MINUTES": settings.session_idle_minutes, "SESSION_MAX_HOURS": hours,
             "PERMANENT_SESSION_LIFETIME": timedelta(hours=hours),
@@ -124,7 +116,8 @@ def job_standbys(environ: Mapping[str, str], name: str = "DASHBOARD_JOB_STANDBYS
 
     :raises ConfigurationError: not a whole number from 0 to 8.
     """
-    return whole_number(name, environ.get(name, "").strip() or "2")
+    settings = EnvironmentSettings.from_environ({name: environ.get(name, "")})
+    return settings.agent_standbys if name == "DASHBOARD_AGENT_STANDBYS" else settings.job_standbys
 
 
 def engine_options(database_url: str) -> dict:

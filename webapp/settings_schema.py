@@ -133,11 +133,8 @@ class EnvironmentSettings(BaseModel):
                  and (value.strip() or name == "DASHBOARD_COOKIE_SECURE")}
         try:
             return cls.model_validate(given)
-        except ValidationError as exc:
+        except ValidationError as exc:  # a wrong type (the validators raise ConfigurationError)
             first = exc.errors()[0]
-            cause = (first.get("ctx") or {}).get("error")
-            if isinstance(cause, ConfigurationError):
-                raise cause from None
             where = ".".join(str(part) for part in first["loc"])
             raise ConfigurationError(f"{where}: {first['msg']}") from None
 

@@ -159,6 +159,13 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
     return request
 
 
+def has_decided(request: ApprovalRequest, user: User) -> bool:
+    """True when ``user`` approved or rejected ``request``'s current plan
+    already (a decision on an earlier plan was voided and does not count)."""
+    return any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
+               for a in request.approvals)
+
+
 def can_decide_grants(catalog: Catalog, request: ApprovalRequest, user: User) -> list[str]:
     """The grants that let ``user`` approve or reject requests on the
     request's target (empty: the user may not decide there)."""
@@ -206,8 +213,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
                       "needs to know what to change.")
     request, granted_by = _open_for_decision(catalog, _current_request(request_id), user)
     actor = actor.granted(granted_by)
-    if any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
-           for a in request.approvals):
+    if has_decided(request, user):
         raise Refused(Reason.ALREADY_DECIDED, "You have already decided on this request.")
     db.session.add(Approval(request=request, approver_id=user.id, decision=decision,
                             comment=comment, plan_hash=request.plan_hash))

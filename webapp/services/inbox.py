@@ -6,18 +6,11 @@ from __future__ import annotations
 from ..extensions import db
 from ..models import ApprovalRequest, RequestStatus, User, utcnow
 from . import accounts
-from .approvals import can_decide_grants
+from .approvals import can_decide_grants, has_decided
 from .catalog import Catalog
 
 # most requests an inbox looks at (newest first)
 INBOX_LIMIT = 200
-
-
-def has_decided(request: ApprovalRequest, user: User) -> bool:
-    """True when ``user`` approved or rejected ``request``'s current plan
-    already (a decision on an earlier plan was voided and does not count)."""
-    return any(a.approver_id == user.id and not a.void and a.plan_hash == request.plan_hash
-               for a in request.approvals)
 
 
 def may_decide(catalog: Catalog, request: ApprovalRequest, user: User) -> bool:

@@ -178,6 +178,20 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def awaiting_me() -> list:
+    """The requests waiting for the logged-in user's decision
+    (:func:`webapp.services.inbox.awaiting`), computed once per request: the
+    navigation's count, the dashboard's strip and a card share it."""
+    from flask import g
+
+    from ..services import inbox
+
+    if "awaiting_me" not in g:
+        g.awaiting_me = inbox.awaiting(get_catalog(), current_user) \
+            if current_user.is_authenticated else []
+    return g.awaiting_me
+
+
 def get_target_or_404(name: str) -> Target:
     """The configured target ``name``, if the logged-in user may see it.
 

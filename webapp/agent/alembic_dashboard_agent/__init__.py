@@ -47,10 +47,9 @@ def standby() -> list[str]:
     """
     import json
 
-    import alembic.command  # noqa: F401  (warm-up imports)
-    import alembic.runtime.environment  # noqa: F401
-    import alembic.script  # noqa: F401
-    import sqlalchemy  # noqa: F401
+    from .forkserver import warm_up
+
+    warm_up()
 
     line = sys.stdin.readline()
     if not line.strip():

@@ -221,11 +221,9 @@ class ForkServers:
                 self._servers[key] = server  # the newest last
                 try:
                     return server.fork(launch)
-                except ConnectionError:
-                    self._servers.pop(key).close()  # it cannot fork: start cold
-                except FileNotFoundError:
+                except FileNotFoundError:  # the run's working directory is missing
                     raise
-                except OSError:
+                except OSError:  # this server cannot fork (it died, or is too old): start cold
                     self._servers.pop(key).close()
         return _popen(launch, launch["argv"], subprocess.DEVNULL)
 

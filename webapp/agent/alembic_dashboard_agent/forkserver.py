@@ -61,6 +61,25 @@ def server_key(launch: dict) -> str:
 
 # -- the server (in the target's interpreter) --------------------------------
 
+# what every run imports (Alembic, SQLAlchemy), then what most import next:
+# the logging config, autogenerate, the dialects and the drivers installed here
+WARM_MODULES = ("alembic.command", "alembic.runtime.environment", "alembic.script",
+                "sqlalchemy", "logging.config", "alembic.autogenerate",
+                "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.mysql",
+                "sqlalchemy.dialects.postgresql", "sqlite3", "pymysql", "psycopg", "psycopg2")
+
+
+def warm_up() -> None:
+    """Import :data:`WARM_MODULES` (a fork server, and a standby before its
+    job); a module this interpreter lacks is left to the run that needs it."""
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - e.g. not installed here: its runs import it
+            pass
+
 def serve(control_fd: int) -> list[str]:
     """``python webapp/agent --forkserver FD``: import what every run needs,
     then fork one child per run received on the control socket ``FD``.
@@ -77,20 +96,8 @@ def serve(control_fd: int) -> list[str]:
     child's exit status (``exit N``) to the channel when it has ended.
     """
     import gc
-    import importlib
 
-    import alembic.command  # noqa: F401  (warm-up imports, as a standby's)
-    import alembic.runtime.environment  # noqa: F401
-    import alembic.script  # noqa: F401
-    import sqlalchemy  # noqa: F401
-
-    for name in ("logging.config", "alembic.autogenerate", "sqlalchemy.dialects.sqlite",
-                 "sqlalchemy.dialects.mysql", "sqlalchemy.dialects.postgresql",
-                 "sqlite3", "pymysql", "psycopg", "psycopg2"):
-        try:  # what most runs import next: dialects and the drivers this interpreter has
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - not installed here: its runs import it themselves
-            pass
+    warm_up()
     gc.freeze()  # a child's collections leave the server's objects (and pages) alone
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
