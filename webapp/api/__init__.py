@@ -348,4 +348,5 @@ def request_decide(request_id: int, decision: str):
     return jsonify(body)
 
 
+from . import changes as _changes  # noqa: E402,F401  (changelog, drift, schema-diff)
 from . import rollouts as _rollouts  # noqa: E402,F401  (registers /api/v1/rollouts)

@@ -8,6 +8,7 @@ The schema is migrated by Alembic from ``migrations/`` (never ``create_all``).
 - :mod:`.audit`: audit events
 - :mod:`.approvals`: approval requests and approvals
 - :mod:`.rollouts`: fleet rollouts and their steps
+- :mod:`.changelog`: each target's changelog entries and schema snapshots
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..extensions import db
 from .accounts import ROLES, ApiToken, LoginFailure, RateLimitCounter, User
 from .approvals import REQUEST_PENDING, Approval, ApprovalRequest, RequestStatus
 from .audit import AuditEvent
+from .changelog import ChangelogEntry, SchemaSnapshot
 from .clock import utcnow
 from .jobs import JOB_ACTIVE, AppliedRevision, Job, JobStatus, Rehearsal, TargetGuard
 from .rollouts import (
@@ -29,7 +31,9 @@ from .rollouts import (
 
 __all__ = [
     "JOB_ACTIVE", "REQUEST_PENDING", "ROLES", "ROLLOUT_ACTIVE", "STEP_IN_FLIGHT",
-    "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent", "Job",
+    "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent",
+    "ChangelogEntry", "Job",
     "JobStatus", "LoginFailure", "RateLimitCounter", "Rehearsal", "RequestStatus", "Rollout",
-    "RolloutStatus", "RolloutStep", "StepStatus", "TargetGuard", "User", "db", "utcnow",
+    "RolloutStatus", "RolloutStep", "SchemaSnapshot", "StepStatus", "TargetGuard", "User", "db",
+    "utcnow",
 ]

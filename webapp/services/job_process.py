@@ -2,7 +2,8 @@
 
 Called by ``webapp/worker.py`` after it has started the migration (the
 agent's locked ``run``). Streams the output into the job row, records
-from/to/applied/failed revisions and the checksums of applied files, frees
+from/to/applied/failed revisions, the checksums of applied files and the
+target's changelog entries (:mod:`.changelog`), frees
 the target's guard, tells the webhooks and sends
 :data:`webapp.services.events.job_finished`. A job in a finished state is
 never changed again (:data:`webapp.models.JOB_ACTIVE` guards every update).
@@ -28,7 +29,7 @@ from ..core.runner import Standby, read_launch, write_run_request
 from ..core.targets import scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
-from . import audit, events
+from . import audit, changelog, events
 from .catalog import Catalog
 from .liveness import process_start_token, what_was_running
 
@@ -179,12 +180,16 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen | None, fol
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     status = _finish(job.id, outcome, "".join(lines), url)
-    if outcome.get("applied_steps") and outcome.get("current_after") is not None and target:
+    in_database: set[str] | None = None  # None: not known
+    if outcome.get("current_after") is not None and target:
         try:
             in_database = catalog.history(target).applied(outcome["current_after"])
         except HistoryError:
-            in_database = set()
-        record_applied_checksums(job, outcome["applied_steps"], in_database)
+            pass
+        if outcome.get("applied_steps"):
+            record_applied_checksums(job, outcome["applied_steps"], in_database or set())
+    db.session.refresh(job)  # the status _finish wrote
+    changelog.record(job, outcome, in_database)
     current_after = outcome.get("current_after")
     audit.record(actor, "job.end", status, target=job.target, job_id=job.id, commit=False,
                  to=" ".join(current_after) if current_after is not None else None,

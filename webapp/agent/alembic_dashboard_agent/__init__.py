@@ -12,7 +12,7 @@ One module per kind of work: :mod:`.config` (the Alembic Config, the
 Flask-Migrate app, the script directory), :mod:`.offline` (plans and
 offline SQL), :mod:`.rehearsal` (scratch-copy runs), :mod:`.dry_run` (a
 job's rehearsal on a scratch copy), :mod:`.run` (the locked online run),
-:mod:`.autogen` and :mod:`.authoring`.
+:mod:`.autogen`, :mod:`.schema` (snapshots, drift) and :mod:`.authoring`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import authoring, autogen, config, dry_run, offline, run
+from . import authoring, autogen, config, dry_run, offline, run, schema
 from .protocol import error_result, read_request, write_result
 
 OPERATIONS = {
@@ -28,7 +28,8 @@ OPERATIONS = {
     "range_sql": offline.range_sql, "run": run.run, "database_url": config.database_url,
     "identifiers": config.identifiers, "script_directory": config.script_directory,
     "autogenerate": autogen.autogenerate, "revision": authoring.revision,
-    "dry_run": dry_run.dry_run,
+    "dry_run": dry_run.dry_run, "schema_snapshot": schema.schema_snapshot,
+    "drift": schema.drift,
 }
 
 

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import io
+import time
 import traceback
 
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads
 from .locks import TargetBusy, TargetLock
 from .steps import file_sha256, step_id, steps_for
+
+
+def _snapshot_into(result: dict, key: str, url: str, version_table: str) -> None:
+    """``result[key]`` = the database's schema snapshot (:mod:`.schema`), for
+    the job's changelog entry; a failure to reflect is noted in
+    ``result["schema_error"]`` and never fails the job."""
+    from .schema import snapshot_url
+
+    try:
+        result[key] = snapshot_url(url, version_table)
+    except Exception as exc:  # noqa: BLE001 - the migration matters, the snapshot is a bonus
+        result["schema_error"] = f"{type(exc).__name__}: {exc}"
 
 
 class PlanChanged(Exception):
@@ -60,6 +73,10 @@ def run(request: dict) -> dict:
     ``applied_steps``, ``failed_revision`` — only for a revision whose
     migration had started — and ``failed_phase`` "env" when env.py failed
     before any migration began. ``busy`` when another process holds the lock.
+    Each applied step has its ``seconds``. Unless ``snapshots`` is false,
+    ``schema_before``/``schema_after`` are the schema snapshots
+    (:mod:`.schema`) taken under the lock before the run and after it
+    (``schema_error`` when one could not be taken).
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -74,15 +91,21 @@ def run(request: dict) -> dict:
             "type": type(exc).__name__, "message": str(exc), "traceback": []}}
     applied_steps: list[dict] = []
     started: list[str] = []  # ids of the steps whose migration began, in order
+    started_at: list[float] = []  # time.monotonic() of each of those starts
     in_env = False
 
     def on_apply(info, heads):
         applied_steps.append(_applied_step(info))
+        if started_at:
+            applied_steps[-1]["seconds"] = round(time.monotonic() - started_at[-1], 3)
         print(f"[dashboard] {applied_steps[-1]['direction']} {applied_steps[-1]['revision']} "
               f"done; heads now: {', '.join(sorted(heads)) or 'base'}", flush=True)
 
     result: dict = {"applied": [], "applied_steps": applied_steps}
+    snapshots = request.get("snapshots", True)
     try:
+        if snapshots:
+            _snapshot_into(result, "schema_before", url, version_table)
         before = current_heads(url, version_table)
         result["current_before"] = before
         expected = request.get("expect_current")
@@ -111,6 +134,7 @@ def run(request: dict) -> dict:
             # it: what was pulled last is the migration in progress.
             for step in steps_for(script, command_name, revision, heads):
                 started.append(step_id(step))
+                started_at.append(time.monotonic())
                 # in the job's log at once: if the process dies now, the
                 # dashboard can still name the revision that was running
                 print(f"[dashboard] {command_name} {started[-1]} started", flush=True)
@@ -139,6 +163,8 @@ def run(request: dict) -> dict:
             result["current_after"] = current_heads(url, version_table)
         except Exception as exc:  # database gone: say so, keep the rest
             result["current_after_error"] = str(exc)
+        if snapshots and "schema_before" in result:
+            _snapshot_into(result, "schema_after", url, version_table)
         lock.release()
     print(f"[dashboard] database now at: {', '.join(result.get('current_after') or []) or 'base'}",
           flush=True)
