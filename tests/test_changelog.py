@@ -137,3 +137,42 @@ def test_the_changelog_needs_a_role_on_the_target(make_app, tmp_path, monkeypatc
     assert client.get("/api/v1/targets/shop/changelog").status_code in (401, 302)
     login(client, "vic")
     assert client.get("/api/v1/targets/shop/changelog").json == []
+
+
+def test_changelog_pages_target_page_and_revision_page(make_app, tmp_path, monkeypatch):
+    """The changelog page, the target page's newest entries, and the revision
+    page's "applied here / pending there" across two targets of one project."""
+    ini = make_env(tmp_path / "env", revisions())
+    for name in ("staging", "production"):
+        (tmp_path / f"{name}.db").touch()
+        monkeypatch.setenv(f"URL_{name.upper()}", f"sqlite:///{tmp_path / name}.db")
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {
+        name: {"tier": name, "alembic_ini": str(ini), "url_env": f"URL_{name.upper()}"}
+        for name in ("staging", "production")}))
+    headers = token_headers(app, "olga", "operator")
+    client = app.test_client()
+    posted = client.post("/api/v1/targets/staging/jobs", headers=headers,
+                         json={"command": "upgrade", "revision": "head"})
+    job = wait_job(client, posted.json["job"], headers)
+    assert job["status"] == "succeeded"
+    add_user(app, "vic", "viewer")
+    login(client, "vic")
+
+    page = client.get("/targets/staging/changelog").get_data(as_text=True)
+    assert 'id="changelog"' in page
+    assert page.index("add email to t_r000") < page.index("create t_r000")  # newest first
+    assert f'href="/jobs/{job["id"]}">#{job["id"]}</a>' in page
+    assert "add table t_r000" in page and "alembic_version base → r001" in page
+    overview = client.get("/targets/staging").get_data(as_text=True)
+    assert 'id="recent-changes"' in overview and "add email to t_r000" in overview
+    empty = client.get("/targets/production/changelog").get_data(as_text=True)
+    assert "No job has changed this database" in empty
+
+    revision = client.get("/targets/production/revisions/r001").get_data(as_text=True)
+    where = revision[revision.index('id="where-applied"'):]
+    staging = where[where.index('href="/targets/staging"'):where.index("</li>")]
+    assert "<strong>applied</strong>" in staging and f"job #{job['id']}" in staging
+    assert "by olga" in staging
+    production = where[where.index('href="/targets/production"'):]
+    assert "<strong>pending</strong>" in production[:production.index("</li>")]
+    assert client.get("/targets/staging/changelog?before=x").status_code == 400

@@ -111,6 +111,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
         audit,
         auth,
         authoring,
+        changes,
         errors,
         jobs,
         main,
@@ -134,6 +135,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(requests.bp)
     app.register_blueprint(authoring.bp)
+    app.register_blueprint(changes.bp)
     app.register_blueprint(rollouts.bp)
     app.register_blueprint(api_bp)
     ratelimit.init_app(app)

@@ -84,6 +84,21 @@ def record(job: Job, outcome: dict, in_database: set[str] | None) -> list[Change
     return entries
 
 
+def group_by_job(entries: list) -> list[dict]:
+    """Consecutive entries of one job as ``{"job_id", "entries", "differences",
+    "at", "user", "request_id", "status"}`` (the revisions of a job share its
+    schema diff), newest first like ``entries``."""
+    groups: list[dict] = []
+    for entry in entries:
+        if groups and entry.job_id is not None and groups[-1]["job_id"] == entry.job_id:
+            groups[-1]["entries"].append(entry)
+            continue
+        groups.append({"job_id": entry.job_id, "entries": [entry],
+                       "differences": entry.differences, "at": entry.at, "user": entry.user,
+                       "request_id": entry.request_id})
+    return groups
+
+
 def entries(target: str, *, limit: int = 100, before_id: int | None = None
             ) -> list[ChangelogEntry]:
     """The target's entries, newest first, at most ``limit``; ``before_id``

@@ -14,13 +14,14 @@ from ..core.lint import sql_sections
 from ..core.runner import TargetProcessError
 from ..core.status import TargetStatus
 from ..core.targets import Target, TargetUrlMissing
-from ..services import checks, jobs
+from ..services import changelog, checks, jobs
 from ..services.catalog import get_catalog
 from .common import get_target_or_404
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
 
 RECENT = 10  # revisions on the target overview page
+RECENT_CHANGES = 5  # changelog entries on it
 _FORMATTER = HtmlFormatter(cssclass="highlight", linenos="table")
 PYGMENTS_CSS = HtmlFormatter(cssclass="highlight").get_style_defs(".highlight")
 
@@ -87,8 +88,9 @@ def show(name: str):
     rows = history_rows(history, status, limit=RECENT) if history else []
     recent_jobs = jobs.recent_jobs(target.name, limit=10)
     running = next((j for j in recent_jobs if j.is_active), None)
+    changes = changelog.group_by_job(changelog.entries(target.name, limit=RECENT_CHANGES))
     return render_template("targets/show.html", target=target, status=status, rows=rows,
-                           recent=RECENT, jobs=recent_jobs, running=running,
+                           recent=RECENT, jobs=recent_jobs, running=running, changes=changes,
                            last_job=recent_jobs[0] if recent_jobs else None,
                            edited=checks.checksum_warnings(target.name, history))
 
@@ -134,7 +136,39 @@ def revision(name: str, revision: str):
     except (OSError, UnicodeDecodeError) as exc:
         source_html = Markup("<p class='error'>cannot read the file: {}</p>").format(exc)
     return render_template("targets/revision.html", target=target, info=info,
-                           history=history, source_html=source_html, pygments_css=PYGMENTS_CSS)
+                           history=history, source_html=source_html, pygments_css=PYGMENTS_CSS,
+                           places=where_applied(info.revision))
+
+
+def where_applied(revision: str) -> list[dict]:
+    """Each target the user may see whose script directory has ``revision``:
+    ``{"target", "state": "applied"|"pending"|None (database unknown),
+    "entry": its latest changelog entry or None}``, in targets-file order."""
+    from flask_login import current_user
+
+    from ..services import accounts
+
+    catalog = get_catalog()
+    places = []
+    for candidate in accounts.visible_targets(current_user, catalog.targets.values()):
+        try:
+            if catalog.history(candidate).get(revision) is not None:
+                places.append(candidate)
+        except HistoryError:
+            continue
+    last = changelog.last_applied([t.name for t in places], revision)
+    found = []
+    for status in catalog.statuses(places):
+        state = None
+        if status.reachable and not status.unknown_current and status.history is not None:
+            try:
+                state = "applied" if revision in status.history.applied(status.current) \
+                    else "pending"
+            except HistoryError:
+                state = None
+        found.append({"target": status.target, "state": state,
+                      "entry": last.get(status.target.name)})
+    return found
 
 
 @bp.route("/<name>/revisions/<revision>/sql")
