@@ -1,4 +1,4 @@
-"""changelog_entries, schema_snapshots: each target's changelog with schema diffs
+"""changelog_entries, schema_snapshots, rehearsals.kind: changelogs with schema diffs, stairway tests
 
 Revision ID: 0017
 Revises: 0013
@@ -67,8 +67,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_changelog_entries_job_id'), ['job_id'], unique=False)
 
 
+    with op.batch_alter_table('rehearsals', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('kind', sa.String(length=16), server_default='rehearsal',
+                                      nullable=False))
+
+
 def downgrade() -> None:
     """Downgrade schema (the tables' indexes go with them: MariaDB refuses to
     drop an index a foreign key needs)."""
+    with op.batch_alter_table('rehearsals', schema=None) as batch_op:
+        batch_op.drop_column('kind')
     op.drop_table('changelog_entries')
     op.drop_table('schema_snapshots')

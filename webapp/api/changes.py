@@ -1,6 +1,7 @@
-"""``/api/v1/targets/<name>/changelog``, ``.../drift`` and ``.../schema-diff``:
-what changed on a target, and how its schema differs from its models or
-from another target (same rules as the pages: viewer on every target named)."""
+"""``/api/v1/targets/<name>/changelog``, ``.../drift``, ``.../schema-diff``
+and ``.../stairway``: what changed on a target, how its schema differs from
+its models or from another target (viewer on every target named), and the
+stairway test of its pending revisions (as for a rehearsal)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from flask import jsonify, request
 from ..services import changelog, schema_compare
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
-from . import _hidden, bp
+from ..views.common import actor, audits_refusals, url_details
+from . import _hidden, _job_request, bp
 
 CHANGELOG_LIMIT = 500  # entries at most per answer (``?limit=``, default 100)
 
@@ -77,3 +79,24 @@ def target_schema_diff(name: str):
         return jsonify(schema_compare.schema_diff(get_catalog(), target, other))
     except schema_compare.CompareFailed as exc:
         return jsonify(error="unreadable", detail=str(exc)), 409
+
+
+@bp.route("/targets/<name>/stairway", methods=["POST"])
+@audits_refusals("stairway", url_details(target="name"))
+def create_stairway(name: str):
+    """``{"command": "upgrade", "revision": "heads"}``: on a scratch copy (the
+    rehearsal's rules), upgrade, downgrade and upgrade again every revision
+    the plan would apply, comparing schema snapshots (synchronous).
+
+    201 ``{"stairway": id, "passed", "plan_hash", "revisions": [{"revision",
+    "passed", "differences": [texts], "error", "seconds"}], "seconds",
+    "error", "copy", "started_at"}``; refusals as for rehearsals (a command
+    other than upgrade: 400)."""
+    from flask_login import current_user
+
+    from ..services import rehearsals
+
+    row = rehearsals.rehearse(get_catalog(), current_user, _job_request(name)[0], actor(),
+                              kind="stairway")
+    return jsonify({"stairway": row.id, "passed": row.passed, "plan_hash": row.plan_hash,
+                    **row.details}), 201

@@ -121,7 +121,9 @@ class Rehearsal(db.Model):
     ``plan_hash`` ties it to the plan it rehearsed (shown on that plan and on
     requests for it); ``result`` is the agent's JSON: ``passed``, ``steps``
     (revision, seconds), ``seconds``, ``failed_revision``,
-    ``failing_statement``, ``error``, ``copy`` (what the copy was).
+    ``failing_statement``, ``error``, ``copy`` (what the copy was). A
+    ``kind`` "stairway" row is a stairway test of the plan instead
+    (:mod:`webapp.services.stairways`): ``result`` has ``revisions``.
     """
 
     __tablename__ = "rehearsals"
@@ -131,6 +133,9 @@ class Rehearsal(db.Model):
     command: Mapped[str] = mapped_column(String(16))
     revision: Mapped[str] = mapped_column(String(64))
     plan_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # "rehearsal" (the plan's migrations) or "stairway" (up, down, up per revision)
+    kind: Mapped[str] = mapped_column(String(16), default="rehearsal",
+                                      server_default="rehearsal")
     passed: Mapped[bool]
     result: Mapped[str] = mapped_column(Text().with_variant(LONGTEXT(), "mysql", "mariadb"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

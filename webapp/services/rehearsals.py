@@ -11,6 +11,12 @@ the copy, and drops it. The result is stored as a
 :class:`~webapp.models.Rehearsal` tied to the plan's hash, so the plan page
 and the approval request for that exact plan show "rehearsed OK on <time>"
 (or the failing revision and statement).
+
+A *stairway test* (``kind="stairway"``) uses the same copy and rules: for
+every revision of an upgrade plan, upgrade, downgrade and upgrade again with
+the schema snapshotted and compared in between
+(:mod:`alembic_dashboard_agent.stairway`); stored the same way, shown beside
+the rehearsal.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ TIMEOUT = 600.0  # seconds for copying the schema, running the plan and dropping
 
 
 def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audit.Actor, *,
-             plan_hash: str | None = None) -> Rehearsal:
+             plan_hash: str | None = None, kind: str = "rehearsal") -> Rehearsal:
     """Rehearse ``alembic command revision`` of ``request`` on a scratch copy.
 
     Runs synchronously in the target's own Python (up to :data:`TIMEOUT`
@@ -41,6 +47,10 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
 
     :param plan_hash: the plan the person saw; a different plan now is
         refused (:attr:`Reason.PLAN_CHANGED`).
+    :param kind: "rehearsal" (the plan's migrations, agent op ``dry_run``) or
+        "stairway" (upgrade, downgrade and upgrade again of every revision of
+        an ``upgrade`` plan with the schema compared, agent op ``stairway``;
+        another command is refused as bad input).
     :raises Refused: role/policy (as for running the job), bad input,
         nothing to do, plan changed, unreachable database, a Flask-Migrate
         app (its engine cannot be pointed at a copy: :attr:`Reason.UNSUPPORTED`),
@@ -48,6 +58,9 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
         (:attr:`Reason.UNSUPPORTED`, nothing run).
     """
     target = request.target
+    if kind == "stairway" and request.command != "upgrade":
+        raise Refused(Reason.BAD_INPUT, "A stairway test walks an upgrade: command must be "
+                      "upgrade.")
     actor = actor.granted(authorization.authorize(user, target, request.command))
     if target.flask_app:
         raise Refused(Reason.UNSUPPORTED, f"{target.name} is a Flask-Migrate app: its env.py "
@@ -65,17 +78,21 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
         rehearsal_url = target.rehearsal_database_url()
     except TargetUrlMissing as exc:
         raise Refused(Reason.UNREACHABLE, f"The database cannot be reached: {exc}")
-    data = _dry_run(target, request, url, rehearsal_url)
-    for key in ("error", "failing_statement"):
-        if data.get(key):
-            data[key] = _scrub(str(data[key]), url, rehearsal_url)[:20_000]
+    data = _dry_run(target, request, url, rehearsal_url,
+                    "stairway" if kind == "stairway" else "dry_run")
+    for found in [data, *data.get("revisions", [])]:
+        for key in ("error", "failing_statement"):
+            if found.get(key):
+                found[key] = _scrub(str(found[key]), url, rehearsal_url)[:20_000]
     row = Rehearsal(target=target.name, command=request.command, revision=request.revision,
-                    plan_hash=plan.hash, passed=bool(data.get("passed")),
+                    plan_hash=plan.hash, passed=bool(data.get("passed")), kind=kind,
                     result=json.dumps(data), user_id=user.id)
     db.session.add(row)
-    audit.record(actor, "rehearsal", "passed" if row.passed else "failed", target=target.name,
+    failed = data.get("failed_revision") or next(
+        (r["revision"] for r in data.get("revisions", []) if not r["passed"]), None)
+    audit.record(actor, kind, "passed" if row.passed else "failed", target=target.name,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
-                 failed_revision=data.get("failed_revision"), commit=False)
+                 failed_revision=failed, commit=False)
     db.session.commit()
     return row
 
@@ -85,8 +102,10 @@ def _scrub(text: str, url: str, rehearsal_url: str | None) -> str:
     return scrub_secrets(scrub_secrets(text, url), rehearsal_url)
 
 
-def _dry_run(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: str | None) -> dict:
-    """The agent's ``dry_run`` result; a setup failure is a failed result.
+def _dry_run(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: str | None,
+             op: str = "dry_run") -> dict:
+    """The agent's ``dry_run`` (or ``stairway``) result; a setup failure is a
+    failed result.
 
     On MySQL/MariaDB the agent runs the migrations as a temporary account
     with rights on the scratch schema only, or on the rehearsal server
@@ -95,7 +114,7 @@ def _dry_run(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: 
     :raises Refused: :attr:`Reason.UNSUPPORTED` — the rehearsal could not be
         kept off the real schema (the message says what to configure).
     """
-    payload = {"op": "dry_run", "command": request.command, "revision": request.revision}
+    payload = {"op": op, "command": request.command, "revision": request.revision}
     if rehearsal_url:
         # a rehearsal server that does not answer fails the rehearsal, not hangs it
         payload["rehearsal_url"] = with_connect_timeout(rehearsal_url)
@@ -104,17 +123,18 @@ def _dry_run(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: 
     except TargetProcessError as exc:
         if exc.error_type == "RehearsalUnsafe":
             raise Refused(Reason.UNSUPPORTED, _scrub(str(exc), url, rehearsal_url)) from None
-        return {"passed": False, "steps": [], "setup_failed": True,
+        return {"passed": False, "steps": [], "revisions": [], "setup_failed": True,
                 "error": f"{exc.error_type}: {exc}"}
 
 
-def latest_for(target_name: str, plan: Plan | str) -> Rehearsal | None:
-    """The newest rehearsal of exactly this plan (a :class:`Plan` or its hash)
-    on ``target_name``, or None."""
+def latest_for(target_name: str, plan: Plan | str, kind: str = "rehearsal"
+               ) -> Rehearsal | None:
+    """The newest rehearsal (``kind`` "stairway": stairway test) of exactly
+    this plan (a :class:`Plan` or its hash) on ``target_name``, or None."""
     plan_hash = plan if isinstance(plan, str) else plan.hash
     return db.session.scalars(
         select(Rehearsal).where(Rehearsal.target == target_name,
-                                Rehearsal.plan_hash == plan_hash)
+                                Rehearsal.plan_hash == plan_hash, Rehearsal.kind == kind)
         .order_by(Rehearsal.id.desc()).limit(1)).first()
 
 

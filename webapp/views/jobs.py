@@ -52,6 +52,7 @@ def plan(name: str):
                            pygments_css=PYGMENTS_CSS,
                            running=running if running and running.is_active else None,
                            rehearsal=rehearsals.latest_for(name, plan),
+                           stairway=rehearsals.latest_for(name, plan, "stairway"),
                            no_revisions=get_catalog().no_revisions(req.target)
                            if plan.is_empty else None)
 
@@ -121,18 +122,32 @@ def cancel(job_id: int):
     return redirect(url_for("jobs.show", job_id=job_id), code=303)
 
 
+def _rehearse(name: str, kind: str):
+    from ..services import rehearsals
+
+    req, body = job_request(name, request.form)
+    rehearsals.rehearse(get_catalog(), current_user, req, actor(), plan_hash=body.plan_hash,
+                        kind=kind)
+    request_id = request.form.get("request_id", "")
+    anchor = "#" + kind
+    if request_id.isdigit() and len(request_id) < 10:  # rehearsed from a request's page
+        return redirect(url_for("requests.show", request_id=int(request_id)) + anchor,
+                        code=303)
+    return redirect(url_for("jobs.plan", name=name, command=req.command,
+                            revision=req.revision) + anchor, code=303)
+
+
 @bp.route("/targets/<name>/rehearsals", methods=["POST"])
 @audits_refusals("rehearsal", job_request_details)
 def rehearse(name: str):
     """Rehearse the plan of the form's command/revision on a scratch copy
     (POST + CSRF), then show the plan again with the result."""
-    from ..services import rehearsals
+    return _rehearse(name, "rehearsal")
 
-    req, body = job_request(name, request.form)
-    rehearsals.rehearse(get_catalog(), current_user, req, actor(), plan_hash=body.plan_hash)
-    request_id = request.form.get("request_id", "")
-    if request_id.isdigit() and len(request_id) < 10:  # rehearsed from a request's page
-        return redirect(url_for("requests.show", request_id=int(request_id)) + "#rehearsal",
-                        code=303)
-    return redirect(url_for("jobs.plan", name=name, command=req.command,
-                            revision=req.revision) + "#rehearsal", code=303)
+
+@bp.route("/targets/<name>/stairway", methods=["POST"])
+@audits_refusals("stairway", job_request_details)
+def stairway(name: str):
+    """Stairway-test the upgrade plan of the form (POST + CSRF): up, down and
+    up again per revision on a scratch copy; then the plan with the result."""
+    return _rehearse(name, "stairway")

@@ -72,7 +72,7 @@ def _copy_version_rows(source_url: str, scratch_url: str, version_table: str) ->
     return sorted(current)
 
 
-def _mysql_dry_run(request: dict, backend: str, version_table: str) -> dict:
+def _mysql_dry_run(request: dict, backend: str, version_table: str, work=None) -> dict:
     """The MySQL/MariaDB rehearsal: the real schema read (read-only session),
     a scratch schema on the target's server or on the rehearsal server
     (``rehearsal_url``), the migrations run there as :func:`.mysql_scratch.mysql_scratch`'s
@@ -92,7 +92,7 @@ def _mysql_dry_run(request: dict, backend: str, version_table: str) -> dict:
             scrubbed_output(account.password):
         mysql_build(account.url, ddl)
         _write_version_rows(account.url, version_table, started_at)
-        result = _run(request, account.url, rehearsal.only_database(backend, scratch))
+        result = (work or _run)(request, account.url, rehearsal.only_database(backend, scratch))
     where = " on the rehearsal server (rehearsal_url_env)" if separate else ""
     who = ("a temporary account with rights on it only" if account.temporary
            else "the rehearsal server's account")
@@ -204,7 +204,7 @@ def _run(request: dict, scratch_url: str, check) -> dict:
         VERSION_APPLY_HOOKS.remove(on_apply)
 
 
-def dry_run(request: dict) -> dict:
+def dry_run(request: dict, work=None) -> dict:
     """Op ``dry_run`` (``command``, ``revision``): the job's migrations on a
     scratch copy — ``{"passed", "steps": [{"revision", "seconds"}],
     "seconds", "failed_revision", "failed_phase", "failing_statement",
@@ -215,9 +215,15 @@ def dry_run(request: dict) -> dict:
     the copy may raise (e.g. no right to create a database); the copy is
     dropped in every case.
 
+    ``work(request, scratch_url, check)`` (default: the job's migrations,
+    ``_run``) is what runs on the copy inside ``check``, the guard that every
+    connection goes to the copy; the stairway test (:mod:`.stairway`) passes
+    its own.
+
     :raises RehearsalUnsafe: MySQL/MariaDB with neither a temporary account
         nor a rehearsal server: nothing was run.
     """
+    work = work or _run
     from sqlalchemy.engine import make_url
 
     url = make_url(request["url"])
@@ -229,10 +235,10 @@ def dry_run(request: dict) -> dict:
             copy = os.path.join(tmp, "rehearsal.db")
             rehearsal.copy_sqlite(real_path, copy)
             started_at = current_heads("sqlite:///" + copy, version_table)
-            result = _run(request, "sqlite:///" + copy, rehearsal.scratch_only(copy))
+            result = work(request, "sqlite:///" + copy, rehearsal.scratch_only(copy))
             return {**result, "copy": "a copy of the SQLite file", "started_at": started_at}
     if backend in ("mysql", "mariadb"):
-        return _mysql_dry_run(request, backend, version_table)
+        return _mysql_dry_run(request, backend, version_table, work)
     if backend != "postgresql":
         raise ValueError(f"no rehearsal for dialect {backend}")
     scratch = _scratch_name(url.database or "db")
@@ -240,7 +246,7 @@ def dry_run(request: dict) -> dict:
     try:
         _postgresql_copy(url, scratch)
         started_at = _copy_version_rows(request["url"], scratch_url, version_table)
-        result = _run(request, scratch_url, rehearsal.only_database(backend, scratch))
+        result = work(request, scratch_url, rehearsal.only_database(backend, scratch))
         return {**result, "copy": "a new PostgreSQL database built with pg_dump --schema-only",
                 "started_at": started_at}
     finally:
