@@ -6,7 +6,7 @@ The schema is migrated by Alembic from ``migrations/`` (never ``create_all``).
 - :mod:`.accounts`: users, API tokens, login failures and rate-limit counters (throttling)
 - :mod:`.jobs`: jobs and their states, target guards, applied revisions, rehearsals
 - :mod:`.audit`: audit events
-- :mod:`.approvals`: approval requests and approvals
+- :mod:`.approvals`: approval requests, approvals, review ticks and comment threads
 - :mod:`.rollouts`: fleet rollouts and their steps
 """
 
@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from ..extensions import db
 from .accounts import ROLES, ApiToken, LoginFailure, RateLimitCounter, User
-from .approvals import REQUEST_PENDING, Approval, ApprovalRequest, RequestStatus
+from .approvals import (
+    REQUEST_PENDING,
+    Approval,
+    ApprovalRequest,
+    CommentKind,
+    RequestComment,
+    RequestStatus,
+    RequestView,
+)
 from .audit import AuditEvent
 from .clock import utcnow
 from .jobs import JOB_ACTIVE, AppliedRevision, Job, JobStatus, Rehearsal, TargetGuard
@@ -29,7 +37,9 @@ from .rollouts import (
 
 __all__ = [
     "JOB_ACTIVE", "REQUEST_PENDING", "ROLES", "ROLLOUT_ACTIVE", "STEP_IN_FLIGHT",
-    "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent", "Job",
+    "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent", "CommentKind",
+    "Job",
     "JobStatus", "LoginFailure", "RateLimitCounter", "Rehearsal", "RequestStatus", "Rollout",
-    "RolloutStatus", "RolloutStep", "StepStatus", "TargetGuard", "User", "db", "utcnow",
+    "RequestComment", "RequestView", "RolloutStatus", "RolloutStep", "StepStatus", "TargetGuard",
+    "User", "db", "utcnow",
 ]
