@@ -293,3 +293,40 @@ def test_checks_summary_rebuild_note_once_and_never_green_on_a_failed_rehearsal(
     checks = page[page.index('id="checks"'):page.index('id="decision"')]
     assert "checks-failed" in page and "The rehearsal of this plan failed" in checks
     assert "<code>r002</code>" in checks and "✔" not in checks
+
+
+def test_checks_summary_names_what_staging_applied(make_app, tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from webapp.models import AppliedRevision
+
+    url = sqlite_url(tmp_path / "prod.db")
+    monkeypatch.setenv("PROD_URL", url)
+    monkeypatch.setenv("STAGE_URL", sqlite_url(tmp_path / "stage.db"))
+    ini = make_env(tmp_path / "env", linear(3))
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {
+        "prod": {"tier": "production", "alembic_ini": str(ini), "url_env": "PROD_URL",
+                 "policy": {"approvals_required": 1}},
+        "stage": {"tier": "staging", "alembic_ini": str(ini), "url_env": "STAGE_URL"}}))
+    olga = token_headers(app, "olga", "operator")
+    add_user(app, "anna", "approver")
+    request_id = new_request(app.test_client(), olga)
+    with app.app_context():
+        from webapp.extensions import db
+        from webapp.models import ApprovalRequest
+        from webapp.services.approvals import plan_from_json
+        steps = plan_from_json(db.session.get(ApprovalRequest, request_id).plan).steps
+        when = datetime(2026, 12, 1, 12, 0)
+        db.session.add_all([
+            AppliedRevision(target="stage", revision="r000", sha256=steps[0].sha256,
+                            path=steps[0].path, applied_at=when),
+            AppliedRevision(target="stage", revision="r001", sha256="0" * 64,
+                            path=steps[1].path, applied_at=when)])
+        db.session.commit()
+    page = page_of(logged_in(app, "anna"), request_id)
+    staging = re.sub(r"<[^>]+>", "", re.search(r'<li class="check-staging">(.*?)</li>', page,
+                                               re.S).group(1))
+    assert staging.split(";") == [
+        "Staging: r000 applied on stage 2026-12-01",
+        " r001 applied on stage 2026-12-01 with a different file",
+        " r002 not on any staging target"]

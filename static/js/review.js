@@ -10,6 +10,8 @@
     if (!approve || !without) { return; }
     var all = progress && progress.dataset.allViewed === "true";
     approve.disabled = !(all || without.checked);
+    var hint = document.getElementById("approve-hint");
+    if (hint) { hint.hidden = !approve.disabled; }
   }
   document.addEventListener("change", function (event) {
     if (event.target.id === "without-viewing") { update(); }

@@ -21,7 +21,7 @@ from ..views.common import (
     refusal_json,
     url_details,
 )
-from ..views.schemas import DecisionBody, JobBody
+from ..views.schemas import DECISION_OF_URL, DecisionBody, JobBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -350,7 +350,6 @@ def request_decide(request_id: int, decision: str):
     from flask_login import current_user
 
     from ..services import approvals
-    from ..views.requests import DECISION_OF_URL
 
     body = DecisionBody.load(request.get_json(silent=True) or {})  # no body: no comment
     found, job = approvals.decide(get_catalog(), request_id, current_user,

@@ -25,13 +25,10 @@ from .common import (
     job_request,
     job_request_details,
 )
-from .schemas import CommentBody, DecisionBody, ViewedBody
+from .schemas import DECISION_OF_URL, CommentBody, DecisionBody, ViewedBody
 from .targets import PYGMENTS_CSS, revision_source_html, sql_sections_html
 
 bp = Blueprint("requests", __name__)
-
-# the decision as the URL names it → as the approval service stores it
-DECISION_OF_URL = {"approve": "approve", "reject": "reject", "request-changes": "changes"}
 
 
 def _decision_details(exc: Refused) -> dict:

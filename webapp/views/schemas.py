@@ -195,6 +195,10 @@ class RolloutBody(Body):
                            paused=self.paused)
 
 
+# a decision as the URL names it (pages and API) → as the approval service stores it
+DECISION_OF_URL = {"approve": "approve", "reject": "reject", "request-changes": "changes"}
+
+
 class DecisionBody(Body):
     """Approve, request changes or reject a request: ``{"comment",
     "without_viewing"}``. ``comment`` is optional here (rejecting and
