@@ -148,7 +148,8 @@ def test_target_grant_makes_a_group_approver_through_the_form(granted_app):
     page = client.get(f"/requests/{request_id}").get_data(as_text=True)
     assert 'id="approve"' in page
     answer = client.post(f"/requests/{request_id}/approve",
-                         data={"csrf_token": csrf_from(page), "comment": "ok"})
+                         data={"csrf_token": csrf_from(page), "comment": "ok",
+                               "without_viewing": "on"})
     assert answer.status_code == 303, answer.get_data(as_text=True)
     approve = events(granted_app, "request.approve")[0]
     assert approve["user"] == "dan"

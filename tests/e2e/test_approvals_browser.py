@@ -1,5 +1,5 @@
 """Browser: an operator requests approval, an approver in a second browser
-context approves, the job runs."""
+context ticks every revision as viewed and approves, the job runs."""
 
 from __future__ import annotations
 
@@ -59,7 +59,12 @@ def test_operator_requests_approver_approves_job_runs(chromium, gunicorn_server,
         other.goto(request_url)
         expect(other.locator(".reason")).to_contain_text("Release 7")
         expect(other.locator(".plan-steps li")).to_have_count(3)
-        other.fill("textarea[name=comment]", "SQL reviewed")
+        expect(other.locator("#approve")).to_be_disabled()  # until every revision is viewed
+        for rev in ("r000", "r001", "r002"):
+            other.locator(f"#viewed-{rev} button").click()
+            expect(other.locator(f"#viewed-{rev} button")).to_have_text("☑ Viewed")
+        expect(other.locator("#approve")).to_be_enabled()
+        other.fill("#decision textarea[name=comment]", "SQL reviewed")
         other.screenshot(path=str(artifacts / "request-review.png"), full_page=True)
         other.once("dialog", lambda dialog: dialog.accept())
         other.locator("#approve").click()

@@ -128,6 +128,7 @@ def flow(chromium, server, states) -> dict:
         expect(card.locator(".drift")).to_have_text("not at head")
         other = approver.new_page()
         other.goto(f"/requests/{ids[1]}")
+        other.check("#without-viewing")
         other.once("dialog", lambda dialog: dialog.accept())
         other.locator("#approve").click()
         expect(other).to_have_url(re.compile(r"/jobs/\d+$"))
@@ -241,7 +242,8 @@ def test_every_page_fits_the_screen(pages, flow, size, artifacts):
 
 
 def test_decision_bar_is_at_the_top(pages, flow, size):
-    """Item 3: the decision and its summary come first; SQL per revision folds."""
+    """Item 3: on the plan page the decision and its summary come first; SQL per
+    revision folds. A request page reviews first and decides after (issue 20, item 2)."""
     page = pages()
     page.goto("/targets/demo-qa/plan?command=upgrade&revision=heads")
     bar = page.locator("#decision")
@@ -261,13 +263,15 @@ def test_decision_bar_is_at_the_top(pages, flow, size):
     sections.nth(1).locator("summary").click()
     expect(page.locator("details.sql-section[open]")).to_have_count(1)
 
+    # a request is the other way round: review first, decide after (issue 20, item 2)
     reviewer = pages("anna")
     reviewer.goto(f"/requests/{flow['open_request']}")
-    expect(reviewer.locator("#decision .approval-count")).to_have_text("approvals 0 / 1")
-    expect(reviewer.locator("#decision .badge.tier-production")).to_be_visible()
+    expect(reviewer.locator("#request .approval-count")).to_have_text("approvals 0 / 1")
     expect(reviewer.locator("#tier-banner")).to_be_visible()
-    for name in ("#approve", "#reject"):
-        expect(reviewer.locator(name)).to_be_in_viewport()
+    review_y = reviewer.locator("#review").bounding_box()["y"]
+    assert reviewer.locator("#decision").bounding_box()["y"] > review_y
+    expect(reviewer.locator("#approve")).to_be_disabled()
+    expect(reviewer.locator("#reject")).to_be_enabled()
 
 
 def test_lint_reads_sqlite_batch_copies_as_rebuilds(pages, size):

@@ -21,7 +21,7 @@ from ..views.common import (
     refusal_json,
     url_details,
 )
-from ..views.schemas import DecisionBody, JobBody
+from ..views.schemas import DECISION_OF_URL, DecisionBody, JobBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -280,7 +280,10 @@ def job_cancel(job_id: int):
 
 
 def request_json(found) -> dict:
-    """An approval request as JSON (``GET /api/v1/requests``)."""
+    """An approval request as JSON (``GET /api/v1/requests``): ``status`` is
+    open, approved, changes_requested, executed, rejected, withdrawn or
+    expired; ``approvals`` every decision (``decision`` approve | changes |
+    reject); ``thread`` the comments, decisions and system notes, oldest first."""
     from ..services import approvals
 
     plan = approvals.plan_from_json(found.plan)
@@ -296,8 +299,13 @@ def request_json(found) -> dict:
         "warnings": plan.warnings,
         "approvals": [{"approver": a.approver.username if a.approver else None,
                        "decision": a.decision, "comment": a.comment, "void": a.void,
+                       "without_viewing": a.without_viewing,
                        "at": a.created_at.isoformat(timespec="seconds") + "Z"}
                       for a in found.approvals],
+        "thread": [{"author": c.author.username if c.author else None, "kind": c.kind,
+                    "body": c.body, "plan_hash": c.plan_hash,
+                    "at": c.created_at.isoformat(timespec="seconds") + "Z"}
+                   for c in found.comments],
         "required": target.policy.approvals_required if target else None,
         "created_at": found.created_at.isoformat(timespec="seconds") + "Z",
         "expires_at": found.expires_at.isoformat(timespec="seconds") + "Z",
@@ -326,20 +334,27 @@ def requests_list():
     return jsonify([request_json(r) for r in rows])
 
 
-@bp.route("/requests/<int:request_id>/<any(approve, reject):decision>", methods=["POST"])
+@bp.route("/requests/<int:request_id>/<any(approve, reject, \"request-changes\"):decision>",
+          methods=["POST"])
 @audits_refusals("request.decide", url_details(request="request_id"))
 def request_decide(request_id: int, decision: str):
-    """Approve or reject with JSON ``{"comment": "..."}``: same rules as the UI
-    (approver role, never the requester). Approving the last needed approval
-    on a ``run_on_approval`` target starts the job: ``{"job": id}``."""
+    """Approve, request changes or reject with JSON ``{"comment": "...",
+    "without_viewing": true | false}``: same rules as the UI (approver role,
+    never the requester; rejecting and requesting changes need a
+    ``comment``, else 400). An approval whose approver did not tick every
+    revision as viewed in the browser counts as approved without viewing
+    (recorded); ``"without_viewing": false`` refuses it instead (409
+    ``not_reviewed``). Approving the last needed approval on a
+    ``run_on_approval`` target starts the job: ``{"job": id}``."""
     from flask import request
     from flask_login import current_user
 
     from ..services import approvals
 
     body = DecisionBody.load(request.get_json(silent=True) or {})  # no body: no comment
-    found, job = approvals.decide(get_catalog(), request_id, current_user, decision,
-                                  body.comment, actor())
+    found, job = approvals.decide(get_catalog(), request_id, current_user,
+                                  DECISION_OF_URL[decision], body.comment, actor(),
+                                  without_viewing=body.without_viewing is not False)
     body = {"request": found.id, "status": found.status}
     if job is not None:
         body["job"] = job.id
@@ -349,4 +364,5 @@ def request_decide(request_id: int, decision: str):
 
 
 from . import changes as _changes  # noqa: E402,F401  (changelog, drift, schema-diff)
+from . import reviews as _reviews  # noqa: E402,F401  (registers /api/v1/requests/<id>/...)
 from . import rollouts as _rollouts  # noqa: E402,F401  (registers /api/v1/rollouts)

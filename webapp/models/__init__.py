@@ -6,7 +6,7 @@ The schema is migrated by Alembic from ``migrations/`` (never ``create_all``).
 - :mod:`.accounts`: users, API tokens, login failures and rate-limit counters (throttling)
 - :mod:`.jobs`: jobs and their states, target guards, applied revisions, rehearsals
 - :mod:`.audit`: audit events
-- :mod:`.approvals`: approval requests and approvals
+- :mod:`.approvals`: approval requests, approvals, review ticks and comment threads
 - :mod:`.rollouts`: fleet rollouts and their steps
 - :mod:`.changelog`: each target's changelog entries and schema snapshots
 """
@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from ..extensions import db
 from .accounts import ROLES, ApiToken, LoginFailure, RateLimitCounter, User
-from .approvals import REQUEST_PENDING, Approval, ApprovalRequest, RequestStatus
+from .approvals import (
+    REQUEST_PENDING,
+    Approval,
+    ApprovalRequest,
+    CommentKind,
+    RequestComment,
+    RequestStatus,
+    RequestView,
+)
 from .audit import AuditEvent
 from .changelog import ChangelogEntry, SchemaSnapshot
 from .clock import utcnow
@@ -32,8 +40,7 @@ from .rollouts import (
 __all__ = [
     "JOB_ACTIVE", "REQUEST_PENDING", "ROLES", "ROLLOUT_ACTIVE", "STEP_IN_FLIGHT",
     "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent",
-    "ChangelogEntry", "Job",
-    "JobStatus", "LoginFailure", "RateLimitCounter", "Rehearsal", "RequestStatus", "Rollout",
-    "RolloutStatus", "RolloutStep", "SchemaSnapshot", "StepStatus", "TargetGuard", "User", "db",
-    "utcnow",
+    "ChangelogEntry", "CommentKind", "Job", "JobStatus", "LoginFailure", "RateLimitCounter",
+    "Rehearsal", "RequestComment", "RequestStatus", "RequestView", "Rollout", "RolloutStatus",
+    "RolloutStep", "SchemaSnapshot", "StepStatus", "TargetGuard", "User", "db", "utcnow",
 ]

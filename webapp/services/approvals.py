@@ -26,6 +26,7 @@ from ..models import (
     REQUEST_PENDING,
     Approval,
     ApprovalRequest,
+    CommentKind,
     Job,
     RequestStatus,
     RolloutStep,
@@ -33,7 +34,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import accounts, audit, events, notify
+from . import accounts, audit, events, notify, review
 from .authorization import authorize_run_as
 from .catalog import Catalog
 from .jobs import JobRequest, plan_job, start_job
@@ -43,7 +44,8 @@ MAX_REASON = 2000
 MAX_COMMENT = 2000
 
 
-def _ttl() -> timedelta:
+def request_ttl() -> timedelta:
+    """How long a request waits before it expires (``REQUEST_TTL_HOURS``, default 24)."""
     return timedelta(hours=float(current_app.config.get("REQUEST_TTL_HOURS", 24)))
 
 
@@ -144,7 +146,7 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
     request = ApprovalRequest(target=req.target.name, command=req.command,
                               revision=req.revision, requester_id=user.id, reason=reason,
                               plan_hash=plan.hash, plan=plan_to_json(plan),
-                              expires_at=utcnow() + _ttl())
+                              expires_at=utcnow() + request_ttl())
     db.session.add(request)
     db.session.flush()
     audit.record(actor, "request.create", "ok", target=req.target.name, commit=False,
@@ -191,53 +193,78 @@ def _open_for_decision(catalog: Catalog, request: ApprovalRequest | None,
     return request, granted_by
 
 
-def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment: str,
-           actor: audit.Actor) -> tuple[ApprovalRequest, Job | None]:
-    """Record ``user``'s approval or rejection; start the job when approved
-    enough and the policy runs on approval.
+# decision (as stored on the approval) → (audit action, webhook event, thread line)
+DECISIONS = {
+    "approve": ("request.approve", "request.approved", "approved"),
+    "changes": ("request.request_changes", "request.changes_requested", "requested changes"),
+    "reject": ("request.reject", "request.rejected", "rejected"),
+}
 
-    :param decision: "approve" or "reject".
-    :return: the request and, when it started, the job.
-    :raises Refused: 400 comment over :data:`MAX_COMMENT` characters or a
-        rejection without one (the requester must learn why), 403 role /
-        self-approval, 404 unknown, 409 not open,
-        already decided, or plan changed since approval (request back to review).
-    """
+
+def _checked_comment(decision: str, comment: str) -> str:
     comment = (comment or "").strip()
     if len(comment) > MAX_COMMENT:
         raise Refused(Reason.BAD_INPUT, f"A comment has at most {MAX_COMMENT} characters.")
-    if decision not in ("approve", "reject"):
-        raise Refused(Reason.BAD_INPUT, "decision must be approve or reject")
+    if decision not in DECISIONS:
+        raise Refused(Reason.BAD_INPUT, "decision must be approve, request-changes or reject")
     if decision == "reject" and not comment:
         raise Refused(Reason.BAD_INPUT, "Give a reason to reject: the requester sees it and "
                       "needs to know what to change.")
+    if decision == "changes" and not comment:
+        raise Refused(Reason.BAD_INPUT, "Give a reason to request changes: say what the "
+                      "requester should change.")
+    return comment
+
+
+def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment: str,
+           actor: audit.Actor, *, without_viewing: bool = False
+           ) -> tuple[ApprovalRequest, Job | None]:
+    """Record ``user``'s decision (with a line in the request's thread); start
+    the job when approved enough and the policy runs on approval.
+
+    :param decision: "approve", "changes" (request changes: the request
+        waits, ``changes_requested``, for its requester's new plan) or "reject".
+    :param without_viewing: approve although ``user`` has not ticked every
+        revision of the plan as viewed (recorded on the approval and in the
+        thread). Without it such an approval is refused.
+    :return: the request and, when it started, the job.
+    :raises Refused: 400 comment over :data:`MAX_COMMENT` characters, or a
+        rejection or request for changes without one (the requester must
+        learn why), 403 role / self-approval, 404 unknown, 409 not open,
+        already decided, not every revision viewed, or plan changed since
+        approval (request back to review).
+    """
+    comment = _checked_comment(decision, comment)
     request, granted_by = _open_for_decision(catalog, _current_request(request_id), user)
     actor = actor.granted(granted_by)
     if has_decided(request, user):
         raise Refused(Reason.ALREADY_DECIDED, "You have already decided on this request.")
+    viewed_all = review.all_viewed(request, plan_from_json(request.plan), user)
+    if decision == "approve" and not viewed_all and not without_viewing:
+        raise Refused(Reason.NOT_REVIEWED, "Tick every revision as viewed before approving, "
+                      "or say explicitly that you approve without viewing them.")
+    unseen = decision == "approve" and not viewed_all
     db.session.add(Approval(request=request, approver_id=user.id, decision=decision,
-                            comment=comment, plan_hash=request.plan_hash))
-    target = catalog.get(request.target)
-    if decision == "reject":
-        request.status, request.decided_at = RequestStatus.REJECTED, utcnow()
-        audit.record(actor, "request.reject", "ok", target=request.target, commit=False,
-                     request=request.id, comment=comment)
-        db.session.commit()
-        notify.send("request.rejected", request.target, request=request.id,
-                    approver=user.username, comment=comment,
-                    text=f"{user.username} rejected request {request.id} on "
-                         f"{request.target}: {comment}")
-        events.request_ended.send(request, catalog=catalog)
-        return request, None
-    audit.record(actor, "request.approve", "ok", target=request.target, commit=False,
-                 request=request.id, comment=comment, plan_hash=request.plan_hash)
+                            comment=comment, plan_hash=request.plan_hash,
+                            without_viewing=unseen))
+    action, event, line = DECISIONS[decision]
+    if unseen:
+        line = "approved without viewing every revision"
+    review.add_entry(request, CommentKind.DECISION, f"{line}: {comment}" if comment else line,
+                     user)
+    if decision != "approve":
+        return _ended_or_waiting(catalog, request, user, decision, comment, actor), None
+    audit.record(actor, action, "ok", target=request.target, commit=False,
+                 request=request.id, comment=comment, plan_hash=request.plan_hash,
+                 without_viewing=unseen)
     db.session.flush()
+    target = catalog.get(request.target)
     required = target.policy.approvals_required if target else 1
     approvers = {a.approver_id for a in approvals_for_current_plan(request)}
     if len(approvers) >= required:
         request.status, request.decided_at = RequestStatus.APPROVED, utcnow()
     db.session.commit()
-    notify.send("request.approved", request.target, request=request.id,
+    notify.send(event, request.target, request=request.id,
                 approver=user.username, comment=comment, approvals=len(approvers),
                 required=required, status=request.status,
                 text=f"{user.username} approved request {request.id} on {request.target} "
@@ -251,6 +278,26 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
             return request, None
         job = run_approved(catalog, request, actor)
     return request, job
+
+
+def _ended_or_waiting(catalog: Catalog, request: ApprovalRequest, user: User, decision: str,
+                      comment: str, actor: audit.Actor) -> ApprovalRequest:
+    """A rejection (the request ends) or a request for changes (it waits for
+    the requester's new plan): status, audit, webhook, committed."""
+    action, event, line = DECISIONS[decision]
+    if decision == "reject":
+        request.status, request.decided_at = RequestStatus.REJECTED, utcnow()
+    else:
+        request.status = RequestStatus.CHANGES_REQUESTED
+    audit.record(actor, action, "ok", target=request.target, commit=False,
+                 request=request.id, comment=comment)
+    db.session.commit()
+    notify.send(event, request.target, request=request.id, approver=user.username,
+                comment=comment, text=f"{user.username} {line} on request {request.id} on "
+                                      f"{request.target}: {comment}")
+    if decision == "reject":
+        events.request_ended.send(request, catalog=catalog)
+    return request
 
 
 def check_requester(request: ApprovalRequest, target: Target, actor: audit.Actor) -> None:
@@ -338,8 +385,11 @@ def back_to_review(request: ApprovalRequest, why: str, actor: audit.Actor,
         approval.void = True
     if new_plan is not None:
         request.plan, request.plan_hash = plan_to_json(new_plan), new_plan.hash
+        review.clear_changed_views(request, new_plan)
     request.status, request.decided_at = RequestStatus.OPEN, None
     request.note = f"Back to review: {why}."
+    review.add_entry(request, CommentKind.SYSTEM, f"{request.note} The approvals are void.",
+                     None)
     audit.record(actor, "request.plan_changed", "refused", target=request.target,
                  commit=False, request=request.id, why=why)
     db.session.commit()

@@ -16,7 +16,9 @@ INBOX_LIMIT = 200
 def may_decide(catalog: Catalog, request: ApprovalRequest, user: User) -> bool:
     """True when ``request`` waits for ``user``: it is open and not expired,
     ``user`` may approve on its target (approver role there), did not
-    request it, and has not decided on its current plan yet."""
+    request it, and has not decided on its current plan yet. A request
+    whose changes were requested (``changes_requested``) waits for its
+    requester's new plan, not for approvers; once submitted it is open again."""
     return (request.status == RequestStatus.OPEN and request.expires_at > utcnow()
             and request.requester_id != user.id
             and catalog.get(request.target) is not None

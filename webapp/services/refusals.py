@@ -24,6 +24,8 @@ class Reason(StrEnum):
     NOTHING_TO_DO = "nothing_to_do"        # the database is already there
     NOT_OPEN = "not_open"                  # the request is no longer open
     ALREADY_DECIDED = "already_decided"    # this approver decided already
+    NOT_REVIEWED = "not_reviewed"          # approving before every revision was viewed
+    PLAN_UNCHANGED = "plan_unchanged"      # a "new" plan that is the one already reviewed
     SCRIPT_DIRECTORY = "script_directory"  # the revision files cannot be read
     PLAN_ERROR = "plan_error"              # Alembic refuses the command (e.g. multiple heads)
     PLAN_FAILED = "plan_failed"            # env.py or a revision failed while planning

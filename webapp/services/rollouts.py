@@ -21,9 +21,9 @@ from ..core.permissions import Role
 from ..core.plan import PlanError, validate_request
 from ..extensions import db
 from ..models import (
+    REQUEST_PENDING,
     ROLLOUT_ACTIVE,
     JobStatus,
-    RequestStatus,
     Rollout,
     RolloutStatus,
     RolloutStep,
@@ -248,8 +248,7 @@ def cancel(catalog: Catalog, rollout_id: int, user: User, actor: audit.Actor) ->
     db.session.commit()
     for step in db.session.get(Rollout, rollout_id).steps:
         try:
-            if step.request is not None and step.request.status in (RequestStatus.OPEN,
-                                                                    RequestStatus.APPROVED):
+            if step.request is not None and step.request.status in REQUEST_PENDING:
                 withdraw(step.request.id, rollout.user or user, actor)
             elif step.job is not None and step.job.status == JobStatus.QUEUED \
                     and step.job.worker_pid is None:

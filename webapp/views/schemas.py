@@ -195,13 +195,65 @@ class RolloutBody(Body):
                            paused=self.paused)
 
 
-class DecisionBody(Body):
-    """Approve or reject a request: ``{"comment"}`` (optional; its length is
-    the approval service's rule). No body at all is no comment."""
+# a decision as the URL names it (pages and API) → as the approval service stores it
+DECISION_OF_URL = {"approve": "approve", "reject": "reject", "request-changes": "changes"}
 
-    SHAPE: ClassVar[str] = 'send JSON {"comment": "..."}'
+
+class DecisionBody(Body):
+    """Approve, request changes or reject a request: ``{"comment",
+    "without_viewing"}``. ``comment`` is optional here (rejecting and
+    requesting changes need one, and its length is the approval service's
+    rule); no body at all is no comment. ``without_viewing``: approve
+    although not every revision was ticked as viewed; the form sends its
+    checkbox (false when unticked), the API may leave it out (None: an API
+    approval, which cannot tick views, counts as approved without viewing).
+    """
+
+    SHAPE: ClassVar[str] = 'send JSON {"comment": "...", "without_viewing": true | false}'
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "comment": "comment must be a string",
+        "without_viewing": "without_viewing must be true or false",
+    }
 
     comment: str = ""
+    without_viewing: bool | None = None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
+        """The decision form's fields: the comment, and the "approve without
+        viewing" checkbox ("on" when ticked)."""
+        return {"comment": form.get("comment") or "",
+                "without_viewing": form.get("without_viewing") == "on"}
+
+
+class CommentBody(Body):
+    """A comment in a request's thread, or the requester's note with a new
+    plan: ``{"comment"}`` (its length is the review service's rule; a thread
+    comment must not be empty)."""
+
+    SHAPE: ClassVar[str] = 'send JSON {"comment": "..."}'
+    MESSAGES: ClassVar[dict[str, str]] = {"comment": "comment must be a string"}
+
+    comment: str = ""
+
+
+class ViewedBody(Body):
+    """Tick or untick one revision of a request as viewed: ``{"revision",
+    "viewed"}`` (the form sends ``viewed`` as "1" or "0")."""
+
+    SHAPE: ClassVar[str] = 'send JSON {"revision": "<rev>", "viewed": true | false}'
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "revision": "revision must be a revision id (text)",
+        "viewed": "viewed must be true or false",
+    }
+
+    revision: Revision
+    viewed: bool = True
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
+        """The tick form's fields: ``revision`` and ``viewed`` ("0" unticks)."""
+        return {"revision": form.get("revision") or "", "viewed": form.get("viewed") != "0"}
 
 
 class RevisionBody(Body):

@@ -130,13 +130,9 @@ def revision(name: str, revision: str):
     """One revision: metadata, highlighted source, links to its offline SQL."""
     target = get_target_or_404(name)
     history, info = _revision_or_404(target, revision)
-    try:
-        source = info.path.read_text(encoding="utf-8")
-        source_html = Markup(highlight(source, PythonLexer(), _FORMATTER))
-    except (OSError, UnicodeDecodeError) as exc:
-        source_html = Markup("<p class='error'>cannot read the file: {}</p>").format(exc)
     return render_template("targets/revision.html", target=target, info=info,
-                           history=history, source_html=source_html, pygments_css=PYGMENTS_CSS,
+                           history=history, source_html=revision_source_html(info.path),
+                           pygments_css=PYGMENTS_CSS,
                            places=where_applied(info.revision))
 
 
@@ -169,6 +165,16 @@ def where_applied(revision: str) -> list[dict]:
         found.append({"target": status.target, "state": state,
                       "entry": last.get(status.target.name)})
     return found
+
+
+def revision_source_html(path) -> Markup:
+    """A revision file's Python source as highlighted HTML (Pygments, with
+    line numbers), or an error paragraph when ``path`` cannot be read."""
+    try:
+        source = path.read_text(encoding="utf-8")
+        return Markup(highlight(source, PythonLexer(), _FORMATTER))
+    except (OSError, UnicodeDecodeError) as exc:
+        return Markup("<p class='error'>cannot read the file: {}</p>").format(exc)
 
 
 @bp.route("/<name>/revisions/<revision>/sql")
