@@ -2,8 +2,10 @@
 an operator requests, the approver's inbox counts it, she ticks every
 revision as viewed and requests changes, the requester changes a revision
 file and submits the new plan, the approver looks again at the changed
-revision only and approves, the job runs. The approver works at 1440x900,
-the requester at 390x844 (a phone); screenshots of both in test-artifacts/."""
+revision only and approves, the job runs, and its changelog entries carry
+the request and the job's schema diff (the team lead's path of issue 20).
+The approver works at 1440x900 (and checks the phone layout), the requester
+at 390x844 (a phone); screenshots of both in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -108,6 +110,23 @@ def test_review_request_changes_new_plan_approve(chromium, gunicorn_server, tmp_
         expect(anna).to_have_url(re.compile(r"/jobs/\d+$"))
         expect(anna.locator("#job-status .job")).to_have_attribute(
             "data-status", "succeeded", timeout=30_000)
+        job_url = anna.url
+
+        # the changelog: the job's three revisions, its request, and its schema diff
+        anna.set_viewport_size(DESKTOP)
+        anna.goto("/targets/shop-prod/changelog")
+        rows = anna.locator(".changelog-entry")
+        expect(rows).to_have_count(3)
+        expect(rows.first).to_contain_text("r002")
+        expect(rows.first.locator(f'a[href="{job_url[len(base):]}"]')).to_have_count(1)
+        expect(rows.first).to_contain_text("request #")
+        diff = anna.locator(".changelog-diff").first
+        expect(diff).to_contain_text("add table t_r001 (id INTEGER NOT NULL, name VARCHAR(80)")
+        expect(diff).to_contain_text("alembic_version base → r002")
+        anna.screenshot(path=str(artifacts / "changelog-1440.png"), full_page=True)
+        anna.set_viewport_size(PHONE)
+        fits(anna)
+        anna.screenshot(path=str(artifacts / "changelog-390.png"), full_page=True)
 
         requester_context.pages[0].set_viewport_size(DESKTOP)
         olga.goto(request_url)
