@@ -125,7 +125,7 @@ def history(name: str):
     ``branch_labels`` are only those its file declares)."""
     catalog = get_catalog()
     target = catalog.get(name)
-    if target is None or _hidden(target):
+    if target is None or hidden_from_caller(target):
         abort(404, description=f"no target called {name[:80]!r}")
     status = catalog.status(target)
     if status.history is None:
@@ -152,7 +152,7 @@ def history(name: str):
     } for info in status.history.revisions])
 
 
-def _hidden(target) -> bool:
+def hidden_from_caller(target) -> bool:
     """True (audited) when the caller may not see ``target`` (below viewer
     there): the API then answers as for a name (or a job) that does not exist,
     so the answer never tells which target names exist."""
@@ -184,7 +184,7 @@ def job_json(job) -> dict:
     }
 
 
-def _job_request(name: str):
+def job_request_of_body(name: str):
     """The :class:`~webapp.services.jobs.JobRequest` of the JSON body
     (:class:`~webapp.views.schemas.JobBody`) on the target ``name``, and the body.
 
@@ -196,7 +196,7 @@ def _job_request(name: str):
     from ..services import jobs
 
     target = get_catalog().get(name)
-    if target is None or _hidden(target):
+    if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(request.get_json(silent=True))
     return jobs.JobRequest(target, body.command, body.revision), body
@@ -218,7 +218,7 @@ def create_job(name: str):
 
     from ..services import submission
 
-    job_request, body = _job_request(name)
+    job_request, body = job_request_of_body(name)
     try:
         submitted = submission.submit(get_catalog(), current_user, job_request, actor(),
                                       reason=body.reason or "requested through the API",
@@ -249,7 +249,7 @@ def create_rehearsal(name: str):
 
     from ..services import rehearsals
 
-    row = rehearsals.rehearse(get_catalog(), current_user, _job_request(name)[0], actor())
+    row = rehearsals.rehearse(get_catalog(), current_user, job_request_of_body(name)[0], actor())
     return jsonify({"rehearsal": row.id, "passed": row.passed, "plan_hash": row.plan_hash,
                     **row.details}), 201
 
@@ -262,7 +262,7 @@ def job(job_id: int):
     from ..services import jobs
 
     found = jobs.get_job(job_id)
-    if found is None or _hidden(get_catalog().get(found.target)):
+    if found is None or hidden_from_caller(get_catalog().get(found.target)):
         abort(404, description=f"no job {job_id}")
     return jsonify(job_json(found))
 

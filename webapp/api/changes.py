@@ -11,7 +11,7 @@ from ..services import changelog, schema_compare
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from ..views.common import actor, audits_refusals, url_details
-from . import _hidden, _job_request, bp
+from . import bp, hidden_from_caller, job_request_of_body
 
 CHANGELOG_LIMIT = 500  # entries at most per answer (``?limit=``, default 100)
 
@@ -21,7 +21,7 @@ def _visible_target(name: str):
 
     :raises Refused: (404) no such target, or one the caller may not see."""
     target = get_catalog().get(name)
-    if target is None or _hidden(target):
+    if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     return target
 
@@ -96,7 +96,7 @@ def create_stairway(name: str):
 
     from ..services import rehearsals
 
-    row = rehearsals.rehearse(get_catalog(), current_user, _job_request(name)[0], actor(),
+    row = rehearsals.rehearse(get_catalog(), current_user, job_request_of_body(name)[0], actor(),
                               kind="stairway")
     return jsonify({"stairway": row.id, "passed": row.passed, "plan_hash": row.plan_hash,
                     **row.details}), 201

@@ -204,7 +204,7 @@ def _run(request: dict, scratch_url: str, check) -> dict:
         VERSION_APPLY_HOOKS.remove(on_apply)
 
 
-def dry_run(request: dict, work=None) -> dict:
+def dry_run(request: dict, work=_run) -> dict:
     """Op ``dry_run`` (``command``, ``revision``): the job's migrations on a
     scratch copy — ``{"passed", "steps": [{"revision", "seconds"}],
     "seconds", "failed_revision", "failed_phase", "failing_statement",
@@ -215,15 +215,12 @@ def dry_run(request: dict, work=None) -> dict:
     the copy may raise (e.g. no right to create a database); the copy is
     dropped in every case.
 
-    ``work(request, scratch_url, check)`` (default: the job's migrations,
-    ``_run``) is what runs on the copy inside ``check``, the guard that every
-    connection goes to the copy; the stairway test (:mod:`.stairway`) passes
-    its own.
+    ``work(request, scratch_url, check)`` runs on the copy inside ``check``
+    (default ``_run``: the job's migrations; :mod:`.stairway` passes its own).
 
     :raises RehearsalUnsafe: MySQL/MariaDB with neither a temporary account
         nor a rehearsal server: nothing was run.
     """
-    work = work or _run
     from sqlalchemy.engine import make_url
 
     url = make_url(request["url"])
