@@ -7,6 +7,7 @@ import traceback
 
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads
+from .guarded import GuardedRun
 from .locks import TargetBusy, TargetLock
 from .steps import file_sha256, step_id, steps_for
 
@@ -47,6 +48,20 @@ def _moved_on_its_own(url: str, version_table: str, before: list[str],
     return now
 
 
+def _forget_rolled_back(applied_steps: list[dict], heads_after: list[list[str]], done: int,
+                        at_attempt: list[str], now: list[str]) -> None:
+    """After a rolled-back attempt (retried whole), drop the steps it
+    reported applied that the database no longer has: those after the last
+    step whose heads are the database's heads ``now`` (all of the attempt's
+    when ``now`` is where it started, ``at_attempt``)."""
+    keep = done if sorted(now) == sorted(at_attempt) else None
+    for index in range(len(heads_after) - 1, done - 1, -1):
+        if keep is None and heads_after[index] == sorted(now):
+            keep = index + 1
+    if keep is not None:
+        del applied_steps[keep:], heads_after[keep:]
+
+
 def run(request: dict) -> dict:
     """Op ``run`` (``command``, ``revision``, ``lock_name``, ``expect_current``):
     run ``alembic command revision`` online while holding the target lock.
@@ -60,6 +75,9 @@ def run(request: dict) -> dict:
     ``applied_steps``, ``failed_revision`` — only for a revision whose
     migration had started — and ``failed_phase`` "env" when env.py failed
     before any migration began. ``busy`` when another process holds the lock.
+    Under the target's lock guard (``guard``, :mod:`.guarded`): ``blocked_by``,
+    ``lock_failure`` and ``invalid_indexes``; ``watch_file`` is where the
+    blocked-by watch writes what it sees while the job runs.
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -73,11 +91,15 @@ def run(request: dict) -> dict:
         return {"ok": False, "busy": isinstance(exc, TargetBusy), "error": {
             "type": type(exc).__name__, "message": str(exc), "traceback": []}}
     applied_steps: list[dict] = []
+    heads_after: list[list[str]] = []  # the heads after each applied step
     started: list[str] = []  # ids of the steps whose migration began, in order
     in_env = False
+    guarded = GuardedRun(request, url)
+    failure: BaseException | None = None
 
     def on_apply(info, heads):
         applied_steps.append(_applied_step(info))
+        heads_after.append(sorted(heads))
         print(f"[dashboard] {applied_steps[-1]['direction']} {applied_steps[-1]['revision']} "
               f"done; heads now: {', '.join(sorted(heads)) or 'base'}", flush=True)
 
@@ -120,10 +142,23 @@ def run(request: dict) -> dict:
         # directory already loaded above (loading 300 files twice costs ~0.1 s).
         destination = tuple(revision.split(",")) if command_name == "stamp" else revision
         in_env = True
-        with EnvironmentContext(config, script, destination_rev=destination, fn=fn):
-            script.run_env()
+        with guarded:
+            while True:
+                done, at_attempt = len(applied_steps), current_heads(url, version_table)
+                try:
+                    with EnvironmentContext(config, script, destination_rev=destination,
+                                            fn=fn):
+                        script.run_env()
+                    break
+                except Exception as exc:
+                    if not guarded.retry_whole(exc):
+                        raise
+                    _forget_rolled_back(applied_steps, heads_after, done, at_attempt,
+                                        current_heads(url, version_table))
+                    started[:] = [s["revision"] for s in applied_steps]
         result["ok"] = True
     except BaseException as exc:
+        failure = exc
         frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
         traceback.print_exc()
         result["ok"] = False
@@ -134,6 +169,7 @@ def run(request: dict) -> dict:
         elif not started and in_env:
             result["failed_phase"] = "env"
     finally:
+        guarded.report(result, failure)
         result["applied"] = [s["revision"] for s in applied_steps]
         try:
             result["current_after"] = current_heads(url, version_table)
