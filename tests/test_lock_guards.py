@@ -140,6 +140,35 @@ def test_policy_keys_and_tier_defaults(tmp_path):
             load_targets(path)
 
 
+def test_helpers_lock_timeouts_concurrent_indexes_and_redacted_queries():
+    """What counts as a lock timeout per driver, which statements are never
+    retried, the backoff, and how another session's query is shown."""
+    from webapp.agent.alembic_dashboard_agent import lock_guard
+    from webapp.core.redaction import redact_query
+
+    class PgError(Exception):
+        sqlstate = "55P03"
+
+    class Wrapped(Exception):
+        def __init__(self, orig):
+            self.orig = orig
+
+    assert lock_guard.is_lock_timeout(Wrapped(PgError("canceling statement due to lock timeout")))
+    assert lock_guard.is_lock_timeout(Wrapped(Exception(1205, "Lock wait timeout exceeded")))
+    assert lock_guard.is_lock_timeout(Wrapped(Exception("database is locked")))
+    statement_timeout = type("E", (Exception,), {"sqlstate": "57014"})
+    assert not lock_guard.is_lock_timeout(Wrapped(statement_timeout("canceling statement")))
+    assert not lock_guard.is_lock_timeout(Wrapped(Exception(1062, "Duplicate entry")))
+    assert lock_guard.is_concurrent_index("CREATE UNIQUE INDEX CONCURRENTLY ix ON t (a)")
+    assert lock_guard.is_concurrent_index("REINDEX INDEX  CONCURRENTLY ix")
+    assert not lock_guard.is_concurrent_index("CREATE INDEX ix ON t (a)")
+    assert [lock_guard.backoff(n) for n in (1, 2, 3, 10)] == [0.25, 0.5, 1.0, 5.0]
+    assert redact_query("UPDATE users SET email = 'bob@example.com', n = 3 WHERE name = "
+                        "'O''Brien'") == "UPDATE users SET email = '…', n = 3 WHERE name = '…'"
+    assert redact_query(None) is None and len(redact_query("x" * 5000)) == 2001
+
+
+@pytest.mark.alone  # the probe's latency is measured: not while other tests busy the cores
 @pytest.mark.timeout(45)
 @pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])
 def test_chaos_guarded_alter_waits_at_most_lock_timeout_then_fails(
@@ -197,17 +226,25 @@ def test_chaos_guarded_alter_waits_at_most_lock_timeout_then_fails(
 
 
 @pytest.mark.timeout(30)
-def test_guarded_job_succeeds_once_the_blocker_commits(make_app, tmp_path, monkeypatch, pg_url):
-    """The blocker commits during the retries: the revision's transaction
-    (rolled back on the lock timeout) is retried whole and succeeds; the job
-    keeps the session it waited on."""
-    app = _app(make_app, tmp_path, monkeypatch, pg_url, lock_timeout=1, lock_retries=3)
+@pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])
+def test_guarded_job_succeeds_once_the_blocker_commits(dialect, request, make_app, tmp_path,
+                                                      monkeypatch):
+    """The blocker commits during the retries and the job succeeds: on
+    PostgreSQL the revision's transaction (rolled back on the lock timeout)
+    is retried whole, on MariaDB (no transactional DDL) the statement; the
+    job keeps the session it waited on."""
+    url = request.getfixturevalue("pg_url" if dialect == "postgresql" else "mysql_url")
+    app = _app(make_app, tmp_path, monkeypatch, url, lock_timeout=1, lock_retries=3)
     headers = token_headers(app, "ops", "operator")
     client = app.test_client()
-    engine = sa.create_engine(pg_url)
+    engine = sa.create_engine(url)
     blocker = engine.connect()
-    pid = blocker.execute(sa.text("SELECT pg_backend_pid()")).scalar()
-    blocker.execute(sa.text("SELECT id FROM big WHERE id = 1 FOR SHARE")).all()
+    if dialect == "postgresql":
+        pid = blocker.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        blocker.execute(sa.text("SELECT id FROM big WHERE id = 1 FOR SHARE")).all()
+    else:
+        pid = blocker.execute(sa.text("SELECT CONNECTION_ID()")).scalar()
+        blocker.execute(sa.text("SELECT COUNT(*) FROM big")).all()
     try:
         job_id = _start_job(client, headers)
         deadline = time.monotonic() + 15
@@ -221,10 +258,14 @@ def test_guarded_job_succeeds_once_the_blocker_commits(make_app, tmp_path, monke
         blocker.close()
         engine.dispose()
     assert job["status"] == "succeeded", job["log"]
-    assert "retry 1 of 3" in job["log"]
-    assert "note" in _columns(pg_url) and version_table(pg_url) == {"r001"}
+    assert "retry 1 of 3" in job["log"] and "retry 2" not in job["log"]
+    if dialect == "postgresql":
+        assert "the revision's transaction was rolled back" in job["log"]
+    else:
+        assert "lock timeout on ALTER TABLE big ADD COLUMN note" in job["log"]
+    assert "note" in _columns(url) and version_table(url) == {"r001"}
     assert job["applied"] == ["r001"] and job["to"] == ["r001"]
-    assert [b["pid"] for b in job["blocked_by"]] == [pid]
+    assert pid in [b["pid"] for b in job["blocked_by"]]
 
 
 @pytest.mark.timeout(40)
@@ -284,3 +325,70 @@ def test_admin_cancels_the_blocking_query(make_app, tmp_path, monkeypatch, pg_ur
         assert [(e.username, e.outcome) for e in events] == [
             ("ops", "denied"), ("ops", "denied"), ("ada", "denied"), ("ada", "ok")]
         assert f'"pid": {pid}' in events[-1].details and "pg_sleep(25)" in events[-1].details
+
+
+_CIC_BODY = [
+    'guard = op.get_bind().exec_driver_sql("SHOW lock_timeout").scalar()',
+    'print(f"lock_timeout in the transaction: {guard}")',
+    "with op.get_context().autocommit_block():",
+    '    kept = op.get_bind().exec_driver_sql("SHOW lock_timeout").scalar()',
+    '    print(f"lock_timeout in autocommit_block: {kept}")',
+    '    op.create_index("ix_big_payload", "big", ["payload"], postgresql_concurrently=True)']
+# revision_source puts the body at 12 spaces before it dedents the file's text
+CIC = Rev("r001", "r000", "index big.payload concurrently",
+          upgrade=("\n" + " " * 12).join(_CIC_BODY),
+          downgrade='op.drop_index("ix_big_payload", "big")')
+
+
+def _cic_app(make_app, tmp_path, monkeypatch, url, **policy):
+    ini = make_env(tmp_path / "env", [Rev("r000", None, "base", upgrade="pass",
+                                          downgrade="pass"), CIC])
+    _fill(url)
+    monkeypatch.setenv("LOCKS_TEST_URL", url)
+    return make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
+        "tier": "production", "alembic_ini": str(ini), "url_env": "LOCKS_TEST_URL",
+        **({"policy": policy} if policy else {})}}))
+
+
+@pytest.mark.timeout(30)
+def test_production_default_guard_is_kept_through_autocommit_block(
+        make_app, tmp_path, monkeypatch, pg_url):
+    """A production target without lock keys gets lock_timeout 5 s on the
+    migration's connection, still set inside autocommit_block() for CREATE
+    INDEX CONCURRENTLY; a job that never waited has no blocked_by."""
+    app = _cic_app(make_app, tmp_path, monkeypatch, pg_url)
+    headers = token_headers(app, "ops", "operator")
+    client = app.test_client()
+    job = wait_job(client, _start_job(client, headers), headers, timeout=20)
+    assert job["status"] == "succeeded", job["log"]
+    assert "lock guard on postgresql: lock_timeout 5 s" in job["log"]
+    assert "lock_timeout in the transaction: 5s" in job["log"]
+    assert "lock_timeout in autocommit_block: 5s" in job["log"]
+    assert "blocked_by" not in job
+
+
+@pytest.mark.timeout(30)
+def test_timed_out_create_index_concurrently_reports_the_invalid_index(
+        make_app, tmp_path, monkeypatch, pg_url):
+    """CREATE INDEX CONCURRENTLY waits for a transaction that writes the
+    table; it gives up after lock_timeout, is not retried (it left an
+    INVALID index), and the job's error names that index and how to drop it."""
+    app = _cic_app(make_app, tmp_path, monkeypatch, pg_url, lock_timeout=1, lock_retries=2)
+    headers = token_headers(app, "ops", "operator")
+    client = app.test_client()
+    engine = sa.create_engine(pg_url)
+    writer = engine.connect()
+    pid = writer.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    writer.execute(sa.text("UPDATE big SET payload = 'x' WHERE id = 7"))
+    try:
+        job = wait_job(client, _start_job(client, headers), headers, timeout=20)
+    finally:
+        writer.close()
+        engine.dispose()
+    assert job["status"] == "failed", job["log"]
+    assert "retry" not in job["log"]  # never retried
+    assert "INVALID index left behind" in job["error"]
+    assert "DROP INDEX CONCURRENTLY public.ix_big_payload" in job["error"]
+    assert pid in [b["pid"] for b in job["blocked_by"]]
+    assert "'…'" in job["blocked_by"][0]["query"]  # the literal 'x' is not shown
+    assert version_table(pg_url) == {"r000"}

@@ -14,10 +14,11 @@ Each blocker is ``{"pid", "user", "application", "state", "since", "query"}``
 - PostgreSQL: ``pg_blocking_pids(migration pid)`` joined with ``pg_stat_activity``;
 - MySQL/MariaDB: InnoDB row-lock waits (``information_schema.INNODB_LOCK_WAITS``)
   and, while the migration is "Waiting for table metadata lock", the sessions
-  with an open transaction (``INNODB_TRX``): without ``performance_schema``
-  the server does not say which of them holds the metadata lock, so every
-  open transaction is a candidate, its current statement (``PROCESSLIST.INFO``,
-  empty for an idle one) as its query.
+  with an open transaction (``INNODB_TRX``) whose default database is the
+  target's: without ``performance_schema`` the server does not say which of
+  them holds the metadata lock, so every such open transaction is a
+  candidate, its current statement (``PROCESSLIST.INFO``, empty for an idle
+  one) as its query.
 
 :func:`cancel` is the admin's action: cancel one blocker's query, only if it
 blocks the migration's session at that moment (checked in the same statement
@@ -48,7 +49,8 @@ _MY_OPEN_TRANSACTIONS = """
 SELECT t.trx_mysql_thread_id, p.USER, p.HOST, p.COMMAND, t.trx_started, p.INFO
 FROM information_schema.INNODB_TRX t
 LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
-WHERE t.trx_mysql_thread_id NOT IN (:session, CONNECTION_ID()) ORDER BY t.trx_started"""
+WHERE t.trx_mysql_thread_id NOT IN (:session, CONNECTION_ID()) AND p.DB = DATABASE()
+ORDER BY t.trx_started"""
 
 
 def _iso(value) -> str | None:
@@ -140,7 +142,9 @@ class Watch:
                         self.seen = blockers
                     now = {"session": self.session, "waiting": waiting,
                            "blockers": blockers, "seen": self.seen}
-                    if now != last and self.path:
+                    # nothing is written until the migration first waits: a job
+                    # that never waited has no blocked_by at all
+                    if now != last and self.path and (waiting or self.seen):
                         _write(self.path, now)
                         last = now
         except Exception as exc:  # noqa: BLE001 - the watch must never break the migration

@@ -104,11 +104,11 @@ class GuardedRun:
         connection = impl.connection
         autocommit = connection is not None and \
             connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-        if autocommit and lock_guard.is_concurrent_index(_summary(impl, construct)):
-            return execute()  # never retried: a failed one leaves an INVALID index
         if self.transactional and not autocommit:
             return execute()  # the transaction is retried whole (retry_whole)
         try:
+            if autocommit and lock_guard.is_concurrent_index(_summary(impl, construct)):
+                return execute()  # never retried: a failed one leaves an INVALID index
             return lock_guard.run_with_retries(execute, self.guard,
                                                what=_summary(impl, construct))
         except Exception as exc:
