@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from support.common import add_user, csrf_from, login
 from support.envtools import Rev, make_env, write_targets_file
 from support.jobtools import token_headers, version_table, wait_job
+from support.locktools import fill_big_table
 
 from webapp.extensions import db
 from webapp.models import AuditEvent
@@ -26,32 +27,12 @@ pytestmark = pytest.mark.timeout(60)
 ADD_NOTE = Rev("r001", "r000", "add big.note",
                upgrade='op.add_column("big", sa.Column("note", sa.String(40)))',
                downgrade='op.drop_column("big", "note")')
-ROWS = 200_000
-
-
-def _fill(url: str) -> None:
-    """Table ``big`` with 200,000 rows, and the database stamped at r000."""
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS payload "
-                                 f"FROM generate_series(1, {ROWS}) g"))
-            conn.execute(sa.text("ALTER TABLE big ADD PRIMARY KEY (id)"))
-        else:
-            conn.execute(sa.text("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(32)) "
-                                 "ENGINE=InnoDB"))
-            conn.execute(sa.text("INSERT INTO big SELECT seq, MD5(seq) "
-                                 f"FROM seq_1_to_{ROWS}"))
-        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) "
-                             "NOT NULL PRIMARY KEY)"))
-        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('r000')"))
-    engine.dispose()
 
 
 def _app(make_app, tmp_path, monkeypatch, url, **policy):
     ini = make_env(tmp_path / "env", [Rev("r000", None, "base", upgrade="pass",
                                           downgrade="pass"), ADD_NOTE])
-    _fill(url)
+    fill_big_table(url)
     monkeypatch.setenv("LOCKS_TEST_URL", url)
     app = make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
         "tier": "production", "alembic_ini": str(ini), "url_env": "LOCKS_TEST_URL",
@@ -343,7 +324,7 @@ CIC = Rev("r001", "r000", "index big.payload concurrently",
 def _cic_app(make_app, tmp_path, monkeypatch, url, **policy):
     ini = make_env(tmp_path / "env", [Rev("r000", None, "base", upgrade="pass",
                                           downgrade="pass"), CIC])
-    _fill(url)
+    fill_big_table(url)
     monkeypatch.setenv("LOCKS_TEST_URL", url)
     return make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
         "tier": "production", "alembic_ini": str(ini), "url_env": "LOCKS_TEST_URL",
@@ -392,3 +373,8 @@ def test_timed_out_create_index_concurrently_reports_the_invalid_index(
     assert pid in [b["pid"] for b in job["blocked_by"]]
     assert "'…'" in job["blocked_by"][0]["query"]  # the literal 'x' is not shown
     assert version_table(pg_url) == {"r000"}
+    add_user(app, "ada", "admin")
+    login(client, "ada")
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert "Drop the INVALID index" in page and "It gave up waiting for a lock" in page
+    assert f'data-pid="{pid}"' in page and "Cancel its query" not in page  # it has ended
