@@ -149,6 +149,23 @@ def test_helpers_lock_timeouts_concurrent_indexes_and_redacted_queries():
     assert redact_query(None) is None and len(redact_query("x" * 5000)) == 2001
 
 
+def test_a_whole_retry_forgets_only_the_rolled_back_steps():
+    """After a rolled-back attempt the steps the database no longer has are
+    dropped: all of the attempt's (one transaction for the job), or those
+    after the last committed one (transaction_per_migration)."""
+    from webapp.agent.alembic_dashboard_agent.run import _forget_rolled_back
+
+    def steps(*ids):
+        return [{"revision": i} for i in ids]
+
+    applied, heads = steps("a", "b", "c"), [["a"], ["b"], ["c"]]
+    _forget_rolled_back(applied, heads, 1, ["a"], ["a"])  # one transaction: b, c gone
+    assert applied == steps("a") and heads == [["a"]]
+    applied, heads = steps("a", "b", "c"), [["a"], ["b"], ["c"]]
+    _forget_rolled_back(applied, heads, 0, [], ["b"])  # per migration: a, b committed
+    assert applied == steps("a", "b") and heads == [["a"], ["b"]]
+
+
 @pytest.mark.alone  # the probe's latency is measured: not while other tests busy the cores
 @pytest.mark.timeout(45)
 @pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])

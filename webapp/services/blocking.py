@@ -29,7 +29,8 @@ def cancel_blocking_query(catalog: Catalog, job_id: int, pid: int, user,
     agent on the database: ``pid`` blocks the migration's session now.
 
     :return: ``{"pid", "cancelled": True}``.
-    :raises Refused: not_found (no such job), role (admin needed), not_open
+    :raises Refused: not_found (no such job, or one on a target the user may
+        not see), role (admin needed), not_open
         (the job is not running, or ``pid`` does not block it now),
         unreachable (the database or its URL).
     """
@@ -38,6 +39,8 @@ def cancel_blocking_query(catalog: Catalog, job_id: int, pid: int, user,
     if job is None or target is None:
         raise Refused(Reason.NOT_FOUND, f"There is no job {job_id}.")
     access = accounts.access_on(user, target)
+    if not access.allows(Role.VIEWER):  # answered as pages answer it: no such job
+        raise Refused(Reason.NOT_FOUND, f"There is no job {job_id}.")
     if not access.allows(Role.ADMIN):
         raise needs_role(f"Cancelling a query that blocks a job on {job.target}", "admin",
                          access.role.label)

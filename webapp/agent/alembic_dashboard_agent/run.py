@@ -142,9 +142,10 @@ def run(request: dict) -> dict:
         # directory already loaded above (loading 300 files twice costs ~0.1 s).
         destination = tuple(revision.split(",")) if command_name == "stamp" else revision
         in_env = True
+        at_attempt = at_start if at_start is not None else before
         with guarded:
             while True:
-                done, at_attempt = len(applied_steps), current_heads(url, version_table)
+                done = len(applied_steps)
                 try:
                     with EnvironmentContext(config, script, destination_rev=destination,
                                             fn=fn):
@@ -153,9 +154,10 @@ def run(request: dict) -> dict:
                 except Exception as exc:
                     if not guarded.retry_whole(exc):
                         raise
-                    _forget_rolled_back(applied_steps, heads_after, done, at_attempt,
-                                        current_heads(url, version_table))
+                    now = current_heads(url, version_table)
+                    _forget_rolled_back(applied_steps, heads_after, done, at_attempt, now)
                     started[:] = [s["revision"] for s in applied_steps]
+                    at_attempt = now
         result["ok"] = True
     except BaseException as exc:
         failure = exc
