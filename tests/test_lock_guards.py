@@ -395,3 +395,49 @@ def test_timed_out_create_index_concurrently_reports_the_invalid_index(
     page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
     assert "Drop the INVALID index" in page and "It gave up waiting for a lock" in page
     assert f'data-pid="{pid}"' in page and "Cancel its query" not in page  # it has ended
+
+
+@pytest.mark.timeout(40)
+def test_admin_kills_the_blocking_query_on_mariadb(make_app, tmp_path, monkeypatch, mysql_url):
+    """MariaDB: the admin's cancel through the API is ``KILL QUERY`` of the
+    report that holds the table's metadata lock in its open transaction; its
+    client rolls back on the error, and the job's ALTER goes on."""
+    app = _app(make_app, tmp_path, monkeypatch, mysql_url, lock_timeout=5, lock_retries=2)
+    headers = token_headers(app, "ops", "operator")
+    admin = token_headers(app, "ada", "admin")
+    client = app.test_client()
+    engine = sa.create_engine(mysql_url)
+    report = engine.connect()
+    pid = report.execute(sa.text("SELECT CONNECTION_ID()")).scalar()
+    report.execute(sa.text("SELECT COUNT(*) FROM big")).all()
+    killed = threading.Event()
+
+    def long_report():
+        try:
+            report.execute(sa.text("SELECT SLEEP(25)")).all()
+        except sa.exc.DBAPIError:
+            pass
+        finally:  # a killed query returns 1 (MariaDB) or raises: the client rolls back
+            report.rollback()
+            killed.set()
+
+    threading.Thread(target=long_report, daemon=True).start()
+    try:
+        job_id = _start_job(client, headers)
+        blocked = _wait_blocked(client, job_id, headers)
+        assert pid in [b["pid"] for b in blocked["blocked_by"]]
+        response = client.post(f"/api/v1/jobs/{job_id}/blockers/cancel", headers=admin,
+                               json={"pid": pid})
+        assert response.status_code == 200, response.json
+        assert response.json == {"pid": pid, "cancelled": True}
+        assert killed.wait(5)
+        job = wait_job(client, job_id, headers, timeout=20)
+    finally:
+        report.invalidate()
+        engine.dispose()
+    assert job["status"] == "succeeded", job["log"]
+    assert "note" in _columns(mysql_url)
+    with app.app_context():
+        event = db.session.execute(db.select(AuditEvent).filter_by(
+            action="job.cancel_blocker", outcome="ok")).scalar_one()
+        assert event.username == "ada" and f'"pid": {pid}' in event.details
