@@ -38,7 +38,8 @@ _CONCURRENT = ("create index concurrently", "create unique index concurrently",
 
 @dataclass(frozen=True)
 class Guard:
-    """A target's lock policy: seconds (0 = not set) and retries after a lock timeout."""
+    """A target's lock policy: seconds (0 = not set: the database's own
+    setting applies) and retries after a lock timeout."""
 
     lock_timeout: float = 0
     statement_timeout: float = 0
@@ -99,9 +100,11 @@ def session_id(connection) -> int | None:
 
 def _statements(dialect, guard: Guard) -> list[str]:
     name = dialect.name
-    if name == "postgresql":
-        return [f"SET lock_timeout = {int(guard.lock_timeout * 1000)}",
-                f"SET statement_timeout = {int(guard.statement_timeout * 1000)}"]
+    if name == "postgresql":  # a 0 is left to the server's (or the role's) own setting
+        return ([f"SET lock_timeout = {int(guard.lock_timeout * 1000)}"]
+                if guard.lock_timeout else []) + \
+               ([f"SET statement_timeout = {int(guard.statement_timeout * 1000)}"]
+                if guard.statement_timeout else [])
     if name in ("mysql", "mariadb"):
         found = []
         if guard.lock_timeout:
