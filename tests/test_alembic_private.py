@@ -178,6 +178,33 @@ def test_impl_exec(tmp_path):
     engine.dispose()
 
 
+def test_wrap_impl_exec(tmp_path):
+    """Every statement of ``op.*`` goes through the wrapper, with the impl and
+    the construct; ``execute()`` runs it; undo restores Alembic's own."""
+    from alembic.operations import Operations
+
+    seen = []
+
+    def wrapper(execute, impl, construct):
+        seen.append((type(impl).__name__, str(construct.compile(dialect=impl.dialect))))
+        return execute()
+
+    engine = sa.create_engine(sqlite_url(tmp_path / "w.db"))
+    undo = ap.wrap_impl_exec(wrapper)
+    try:
+        with engine.begin() as conn:
+            op = Operations(MigrationContext.configure(conn))
+            op.create_table("t", sa.Column("x", sa.Integer))
+            op.add_column("t", sa.Column("y", sa.Integer))
+    finally:
+        undo()
+    with engine.begin() as conn:  # after undo: not seen
+        Operations(MigrationContext.configure(conn)).drop_column("t", "y")
+    engine.dispose()
+    assert [impl for impl, _ in seen] == ["SQLiteImpl", "SQLiteImpl"]
+    assert "CREATE TABLE t" in seen[0][1] and "ADD COLUMN y" in seen[1][1]
+
+
 # --- autogenerate ---------------------------------------------------------------------
 
 def test_last_autogen_context(tmp_path):
@@ -293,6 +320,7 @@ def test_wrapped_list_is_what_the_module_uses():
     assert used == set(ap.WRAPPED)
     functions = [obj for name, obj in vars(ap).items()
                  if inspect.isfunction(obj) and obj.__module__ == ap.__name__]
-    assert len(functions) == len(ap.WRAPPED)
+    # one function per name, and a second for _exec: wrap_impl_exec routes it
+    assert len(functions) == len(ap.WRAPPED) + 1
     for function in functions:
         assert f"Alembic {ap.CHECKED_ON}" in (function.__doc__ or ""), function.__name__

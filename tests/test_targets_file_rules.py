@@ -18,7 +18,8 @@ KNOWN_KEYS = ("alembic_ini, cwd, directory, env, flask_app, ini_section, label, 
               "python, queue, readonly_url_env, rehearsal_url_env, tags, tier, url_env, "
               "version_table, webhook_url")
 POLICY_KEYS = ("approvals_required, allow_downgrade, allow_revision_authoring, "
-               "run_on_approval, viewers, operators, approvers, admins")
+               "run_on_approval, lock_timeout, statement_timeout, lock_retries, "
+               "viewers, operators, approvers, admins")
 
 
 @pytest.fixture

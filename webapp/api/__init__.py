@@ -181,7 +181,20 @@ def job_json(job) -> dict:
         "created_at": iso(job.created_at), "applied": Job.split(job.applied_revisions),
         "failed_revision": job.failed_revision, "error": job.error,
         "report": failure_report(job), "user": job.user.username if job.user else None,
+        **blocked_by_json(job),
     }
+
+
+def blocked_by_json(job) -> dict:
+    """``{"blocked_by": [{"pid", "user", "state", "since", "query"}]}`` when
+    the job's migration waited on (or failed on) a lock: the sessions
+    blocking it now while it runs, those it last waited on after the end;
+    ``{}`` when it never waited."""
+    blockers = job.blockers
+    if blockers is None:
+        return {}
+    return {"blocked_by": [{key: b.get(key) for key in ("pid", "user", "state", "since", "query")}
+                           for b in blockers]}
 
 
 def job_request_of_body(name: str):
@@ -363,6 +376,7 @@ def request_decide(request_id: int, decision: str):
     return jsonify(body)
 
 
+from . import blocking as _blocking  # noqa: E402,F401  (registers /api/v1/jobs/<id>/blockers)
 from . import changes as _changes  # noqa: E402,F401  (changelog, drift, schema-diff)
 from . import reviews as _reviews  # noqa: E402,F401  (registers /api/v1/requests/<id>/...)
 from . import rollouts as _rollouts  # noqa: E402,F401  (registers /api/v1/rollouts)

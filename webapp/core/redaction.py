@@ -177,3 +177,21 @@ def scrub_secrets(text: str, url: str | None,
             secrets_ |= _secrets_of(value)
     pattern = _compiled(frozenset(secrets_))
     return pattern.sub("***", text) if pattern is not None else text
+
+
+# a quoted SQL string literal ('' escapes a quote; E'...' and backslashes aside)
+_SQL_STRING_RE = re.compile(r"'(?:[^']|'')*'")
+MAX_QUERY_LENGTH = 2000  # characters of another session's query kept
+
+
+def redact_query(query: str | None, url: str | None = None) -> str | None:
+    """Another session's SQL as the dashboard may show it: its string
+    literals replaced by ``'…'`` (they are the data: e-mail addresses, names,
+    tokens), every known secret scrubbed (:func:`scrub_secrets`), cut to
+    :data:`MAX_QUERY_LENGTH` characters. Numbers and identifiers are kept,
+    so the statement stays recognizable. None stays None."""
+    if query is None:
+        return None
+    text = _SQL_STRING_RE.sub("'…'", query)
+    text = scrub_secrets(text, url)
+    return text[:MAX_QUERY_LENGTH] + ("…" if len(text) > MAX_QUERY_LENGTH else "")

@@ -51,6 +51,30 @@ def configure_agent_forkservers(limit: int) -> None:
 
 
 DEFAULT_TIMEOUT = 60.0  # seconds
+BLOCKED_FILE = "blocked.json"  # in a run's folder: who blocks its migration now
+
+
+def read_blocked(folder: Path) -> dict | None:
+    """What the agent's blocked-by watch last wrote for the run prepared in
+    ``folder``: ``{"session", "waiting", "blockers": [...], "seen": [...]}``
+    (see :mod:`webapp.agent.alembic_dashboard_agent.blockers`), or None
+    when it wrote nothing (the migration was never blocked, or SQLite)."""
+    try:
+        return json.loads((folder / BLOCKED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def cancel_blocker(target: Target, *, url: str, session: int, pid: int) -> dict:
+    """Cancel the current query of session ``pid`` on ``target``'s database,
+    only if it blocks the migration's session ``session`` now (checked by
+    the agent on the database; ``pg_cancel_backend`` / ``KILL QUERY``).
+
+    :return: ``{"blocking": bool, "cancelled": bool}``.
+    :raises TargetProcessError: the agent failed (database unreachable...).
+    """
+    return run_agent(target, {"op": "cancel_blocker", "session": session, "pid": pid},
+                     url=url, timeout=15).data
 
 
 class TargetProcessError(Exception):
@@ -312,9 +336,14 @@ def write_run_request(target: Target, command: str, revision: str, *, url: str,
     of :func:`target_environment`, which may hold the URL) so that
     :func:`spawn_prepared_run` can start it with nothing but the standard
     library — the job process starts the migration before importing the app.
+    The order carries the target's lock guard (``guard``: its policy's
+    ``lock_timeout``, ``statement_timeout``, ``lock_retries``) and where the
+    agent writes who blocks the migration while it runs (``folder/blocked.json``,
+    :func:`read_blocked`).
     """
     _write_private_json(folder / "request.json", _helper_request(target, url, {
         "op": "run", "command": command, "revision": revision, "lock_name": lock_name,
+        "guard": target.policy.lock_guard, "watch_file": str(folder / BLOCKED_FILE),
         **(extra or {})}))
     write_launch(launch_spec(target, url, folder), folder)
 

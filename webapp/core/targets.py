@@ -31,6 +31,7 @@ from .redaction import (  # noqa: F401  (re-exported: the secrets used to live h
     scrub_secrets,
 )
 from .targets_schema import (  # noqa: F401  (TAG_RE, _interpreter re-exported)
+    LOCK_GUARD_KEYS,
     POLICY_FLAGS,
     TAG_RE,
     TARGET_NAME_RE,
@@ -71,9 +72,11 @@ class Policy:
     """What a target allows. Read from ``[targets.<name>.policy]``.
 
     ``approvals_required`` is the number of distinct approvers a job needs
-    (0 = none); the other fields are booleans. ``grants`` holds the optional
+    (0 = none); the other flags are booleans. ``grants`` holds the optional
     lists ``viewers``, ``operators``, ``approvers``, ``admins`` (see
-    :mod:`webapp.core.permissions`).
+    :mod:`webapp.core.permissions`). ``lock_timeout`` and ``statement_timeout``
+    (seconds, 0 = off) and ``lock_retries`` are a job's lock guard, the
+    tier's defaults filled in (:data:`~webapp.core.targets_schema.TIER_LOCK_GUARDS`).
     """
 
     approvals_required: int = 0
@@ -81,6 +84,14 @@ class Policy:
     allow_revision_authoring: bool = False
     run_on_approval: bool = True
     grants: Grants = field(default_factory=Grants)
+    lock_timeout: float = 0.0
+    statement_timeout: float = 0.0
+    lock_retries: int = 0
+
+    @property
+    def lock_guard(self) -> dict:
+        """``{"lock_timeout", "statement_timeout", "lock_retries"}``, as a run order carries it."""
+        return {key: getattr(self, key) for key in LOCK_GUARD_KEYS}
 
     @property
     def is_protected(self) -> bool:
@@ -309,7 +320,8 @@ def _first_problem(exc: ValidationError, raw: Mapping[str, object], prefix: str 
     if error["type"] == "extra_forbidden":
         if len(error["loc"]) == 1:
             return key, f"unknown key (known keys: {', '.join(sorted(_TARGET_KEYS))})"
-        return key, f"unknown policy key (known: {', '.join([*POLICY_FLAGS, *GRANT_LISTS])})"
+        known = [*POLICY_FLAGS, *LOCK_GUARD_KEYS, *GRANT_LISTS]
+        return key, f"unknown policy key (known: {', '.join(known)})"
     return key, error["msg"]
 
 
@@ -350,7 +362,8 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         directory=entry.migrations_directory(base),
         env=dict(entry.env),
         policy=Policy(**{flag: getattr(policy, flag) for flag in POLICY_FLAGS},
-                      grants=Grants(**{n: getattr(policy, n) for n in GRANT_LISTS})),
+                      grants=Grants(**{n: getattr(policy, n) for n in GRANT_LISTS}),
+                      **policy.lock_guard(entry.tier or "")),
         tags=entry.tags,
         webhook_url=entry.webhook_url,
         queue=entry.queue,

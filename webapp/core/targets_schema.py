@@ -33,6 +33,14 @@ TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 POLICY_FLAGS = ("approvals_required", "allow_downgrade", "allow_revision_authoring",
                 "run_on_approval")
+# the lock guard of a job (seconds, 0 = off; retries after a lock timeout)
+LOCK_GUARD_KEYS = ("lock_timeout", "statement_timeout", "lock_retries")
+#: the lock guard a tier gets when its target's policy leaves a key out
+TIER_LOCK_GUARDS = {
+    "production": {"lock_timeout": 5.0, "statement_timeout": 0.0, "lock_retries": 3},
+    "staging": {"lock_timeout": 10.0, "statement_timeout": 0.0, "lock_retries": 2},
+    "development": {"lock_timeout": 0.0, "statement_timeout": 0.0, "lock_retries": 0},
+}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_NAME_PROBLEM = "must be an environment variable name (letters, digits, _)"
 
@@ -73,6 +81,18 @@ def _table(value: object) -> object:
 def _integer(value: object) -> object:
     if type(value) is not int:
         raise problem("must be an integer")
+    return value
+
+
+def _seconds(value: object) -> object:
+    if type(value) not in (int, float) or not 0 <= value <= 86400:
+        raise problem("must be a number of seconds between 0 (off) and 86400")
+    return float(value)
+
+
+def _retries(value: object) -> object:
+    if type(value) is not int or not 0 <= value <= 10:
+        raise problem("must be an integer between 0 and 10")
     return value
 
 
@@ -119,6 +139,17 @@ class PolicyEntry(_GrantLists):
     allow_downgrade: Flag = True
     allow_revision_authoring: Flag = False
     run_on_approval: Flag = True
+    # None: the tier's default (TIER_LOCK_GUARDS)
+    lock_timeout: Annotated[float | None, BeforeValidator(_seconds)] = None
+    statement_timeout: Annotated[float | None, BeforeValidator(_seconds)] = None
+    lock_retries: Annotated[int | None, BeforeValidator(_retries)] = None
+
+    def lock_guard(self, tier: str) -> dict:
+        """``{"lock_timeout", "statement_timeout", "lock_retries"}``: the keys
+        given here, the others from ``tier``'s defaults (:data:`TIER_LOCK_GUARDS`)."""
+        defaults = TIER_LOCK_GUARDS.get(tier, TIER_LOCK_GUARDS["development"])
+        return {key: defaults[key] if getattr(self, key) is None else getattr(self, key)
+                for key in LOCK_GUARD_KEYS}
 
     @field_validator("approvals_required")
     @classmethod

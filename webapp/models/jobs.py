@@ -38,6 +38,10 @@ class Job(db.Model):
     space-separated revision ids (empty = base); ``log`` is everything the
     command printed (Alembic's output, env.py's logging, the traceback).
     ``plan_hash`` pins the job to the plan the user confirmed.
+    ``blocked_by`` (JSON, None when its migration never waited on a lock)
+    is what the agent's blocked-by watch saw: ``{"session", "waiting",
+    "blockers": [...], "seen": [...]}`` while it runs, and after the end
+    ``seen``, the sessions that last blocked it (see :attr:`blockers`).
     """
 
     __tablename__ = "jobs"
@@ -67,8 +71,32 @@ class Job(db.Model):
     worker_host: Mapped[str | None] = mapped_column(String(255))
     # which process worker_pid is: "<boot id>:<start time in clock ticks>" (Linux)
     worker_start: Mapped[str | None] = mapped_column(String(64))
+    blocked_by: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User | None] = relationship()
+
+    @property
+    def blocked(self) -> dict | None:
+        """``blocked_by`` decoded (None when absent or unreadable)."""
+        import json
+
+        try:
+            return json.loads(self.blocked_by) if self.blocked_by else None
+        except ValueError:
+            return None
+
+    @property
+    def blockers(self) -> list[dict] | None:
+        """The sessions blocking the migration: while it waits, those of the
+        last look; else (between retries, after the end) those it last waited
+        on; None when it never waited. Each ``{"pid", "user", "application",
+        "state", "since", "query"}`` (query redacted)."""
+        blocked = self.blocked
+        if blocked is None:
+            return None
+        if self.is_active and blocked.get("blockers"):
+            return blocked["blockers"]
+        return blocked.get("seen") or []
 
     @property
     def is_active(self) -> bool:

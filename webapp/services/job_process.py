@@ -25,7 +25,8 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 
 from ..core.history import HistoryError
-from ..core.runner import Standby, read_launch, write_run_request
+from ..core.redaction import redact_query
+from ..core.runner import Standby, read_blocked, read_launch, write_run_request
 from ..core.targets import scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
@@ -217,9 +218,12 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
     def flush() -> None:
         with guard:
             text = "".join(lines)
+        values = {"log": scrub_secrets(text, url), "heartbeat_at": utcnow()}
+        blocked = read_blocked(folder)
+        if blocked is not None:
+            values["blocked_by"] = blocked_json(blocked, url)
         with engine.begin() as conn:
-            conn.execute(update(Job).where(Job.id == job_id).values(
-                log=scrub_secrets(text, url), heartbeat_at=utcnow()))
+            conn.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def beat() -> None:
         while not done.wait(LOG_FLUSH_INTERVAL):
@@ -245,6 +249,44 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
             "message": f"the migration process exited with status {returncode}"}}
 
 
+def blocked_json(blocked: dict, url: str | None) -> str:
+    """The ``jobs.blocked_by`` JSON of what the blocked-by watch saw
+    (``{"session", "waiting", "blockers", "seen"}``), every session's query
+    redacted (:func:`~webapp.core.redaction.redact_query`)."""
+    def clean(sessions) -> list[dict]:
+        return [{**s, "query": redact_query(s.get("query"), url)} for s in sessions or []]
+
+    return json.dumps({"session": blocked.get("session"), "waiting": bool(blocked.get("waiting")),
+                       "blockers": clean(blocked.get("blockers")),
+                       "seen": clean(blocked.get("seen"))})
+
+
+def lock_failure_message(outcome: dict, message: str, url: str | None) -> str:
+    """The error of a job that gave up on a lock: how often it tried under
+    which guard, the sessions that blocked it (pid, user, state, query) and,
+    after a failed ``CREATE INDEX CONCURRENTLY``, the INVALID index it left."""
+    failure = outcome.get("lock_failure")
+    parts = [message]
+    if failure:
+        parts[0] = (f"Gave up waiting for a lock after {failure['attempts']} attempt(s) "
+                    f"(lock_timeout {failure['lock_timeout']:g} s, lock_retries "
+                    f"{failure['lock_retries']}); the statement that timed out changed "
+                    f"nothing. {message}")
+        blockers = outcome.get("blocked_by") or []
+        if blockers:
+            parts.append("Blocked by: " + "; ".join(
+                f"pid {b.get('pid')} ({b.get('user') or '?'}, {b.get('state') or '?'}"
+                f"{', since ' + b['since'] if b.get('since') else ''}): "
+                f"{redact_query(b.get('query'), url) or '(no current query)'}"
+                for b in blockers) + ".")
+    for index in outcome.get("invalid_indexes") or []:
+        parts.append(f"INVALID index left behind by a failed CREATE INDEX CONCURRENTLY: "
+                     f"{index['schema']}.{index['index']} on {index['table']}; drop it "
+                     f"(DROP INDEX CONCURRENTLY {index['schema']}.{index['index']}) before "
+                     "running the revision again.")
+    return " ".join(parts)
+
+
 def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
     """Record the outcome of the agent's run (not committed); a job already in
     a finished state (declared abandoned) keeps its status: the late outcome
@@ -266,6 +308,8 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
             message = error.get("message")
         elif outcome.get("failed_phase") == "env":
             message = f"env.py failed before any migration ran (no revision started): {message}"
+        if outcome.get("lock_failure") or outcome.get("invalid_indexes"):
+            message = lock_failure_message(outcome, message, url)
         message = scrub_secrets(message, url)
     if outcome.get("killed"):  # the migration process died: name what it was running
         dialect = db.session.execute(db.select(Job.dialect).where(Job.id == job_id)).scalar()
@@ -280,6 +324,9 @@ def _finish(job_id: int, outcome: dict, log: str, url: str | None) -> str:
                   current_after=" ".join(current_after) if current_after is not None else None)
     if outcome.get("current_before") is not None:
         values["current_before"] = " ".join(outcome["current_before"])
+    if outcome.get("blocked_by"):  # the sessions it waited on, kept after the end
+        values["blocked_by"] = blocked_json({"session": None, "waiting": False,
+                                             "seen": outcome["blocked_by"]}, url)
     done = db.session.execute(update(Job).where(
         Job.id == job_id, Job.status.in_(JOB_ACTIVE)).values(**values)).rowcount
     if not done:

@@ -137,6 +137,19 @@ def _rehearse(name: str, kind: str):
                             revision=req.revision) + anchor, code=303)
 
 
+@bp.route("/jobs/<int:job_id>/blockers/cancel", methods=["POST"])
+@audits_refusals("job.cancel_blocker", url_details(job_id="job_id"), answer=error_page)
+def cancel_blocker(job_id: int):
+    """Cancel the query of a session that blocks this running job (POST +
+    CSRF, admin; confirmed in the browser first), then show the job again."""
+    from ..services import blocking
+    from .schemas import CancelBlockerBody
+
+    body = CancelBlockerBody.load(CancelBlockerBody.from_form(request.form))
+    blocking.cancel_blocking_query(get_catalog(), job_id, body.pid, current_user, actor())
+    return redirect(url_for("jobs.show", job_id=job_id), code=303)
+
+
 @bp.route("/targets/<name>/rehearsals", methods=["POST"])
 @audits_refusals("rehearsal", job_request_details)
 def rehearse(name: str):

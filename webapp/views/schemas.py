@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     StringConstraints,
     ValidationError,
 )
@@ -267,3 +268,21 @@ class RevisionBody(Body):
     message: str = ""
     branch_label: str = ""
     head: str = ""
+
+
+def _session_id(value: Any) -> Any:
+    """A form's digits → int (a JSON number stays as it is, anything else is refused)."""
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 12:
+        return int(value)
+    return value
+
+
+class CancelBlockerBody(Body):
+    """Cancel the query of a session that blocks a running job: ``{"pid": n}``
+    (the PostgreSQL backend pid or MySQL/MariaDB connection id the job's
+    blocked-by pane shows)."""
+
+    SHAPE: ClassVar[str] = 'send JSON {"pid": <session id>}'
+    MESSAGES: ClassVar[dict[str, str]] = {"pid": "pid must be the number of a blocking session"}
+
+    pid: Annotated[int, BeforeValidator(_session_id), Field(gt=0, lt=2**31)]

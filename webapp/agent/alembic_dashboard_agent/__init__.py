@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import authoring, autogen, config, dry_run, offline, run, schema, stairway
+from . import authoring, autogen, blockers, config, dry_run, offline, run, schema, stairway
 from .protocol import error_result, read_request, write_result
 
 OPERATIONS = {
@@ -29,7 +29,7 @@ OPERATIONS = {
     "identifiers": config.identifiers, "script_directory": config.script_directory,
     "autogenerate": autogen.autogenerate, "revision": authoring.revision,
     "dry_run": dry_run.dry_run, "schema_snapshot": schema.schema_snapshot,
-    "drift": schema.drift, "stairway": stairway.stairway,
+    "drift": schema.drift, "stairway": stairway.stairway, "cancel_blocker": blockers.cancel,
 }
 
 

@@ -146,6 +146,33 @@ def impl_exec(context, statement) -> Any:
     return context.impl._exec(statement)
 
 
+def wrap_impl_exec(wrapper):
+    """Route every statement Alembic's DDL impls execute through
+    ``wrapper(execute, impl, construct)``, ``execute()`` running it as Alembic
+    would (online and offline); returns a function that undoes it. The
+    run's lock guard retries a statement that timed out on its lock here.
+
+    Wraps ``DefaultImpl._exec`` (every impl's one execution point: ``op.*``,
+    ``op.execute`` and the version table updates; Alembic 1.20.1).
+    """
+    import functools
+
+    from alembic.ddl.impl import DefaultImpl
+
+    original = DefaultImpl._exec
+
+    @functools.wraps(original)
+    def _exec(self, construct, *args, **kwargs):
+        return wrapper(lambda: original(self, construct, *args, **kwargs), self, construct)
+
+    DefaultImpl._exec = _exec
+
+    def undo() -> None:
+        DefaultImpl._exec = original
+
+    return undo
+
+
 # --- alembic.autogenerate ----------------------------------------------------
 
 def last_autogen_context(revision_context):

@@ -12,6 +12,9 @@ from .guards import ConnectionRefused
 
 _APP = None
 VERSION_APPLY_HOOKS: list = []  # callables(step_info, heads) told of every applied step
+# callables(environment_context, connection) told of the connection env.py
+# hands to context.configure (online only), once configured: the lock guard
+CONFIGURE_HOOKS: list = []
 _APP_MARK = "alembic_dashboard_app_read_only"  # connection_record.info key
 _POOL_EVENTS = ("first_connect", "connect", "checkout")
 # what SQLite, PostgreSQL and MySQL/MariaDB say when a read-only connection is asked to write
@@ -161,9 +164,10 @@ def alembic_config(request: dict, buffer: io.StringIO):
 
 
 def patch_configure(version_table: str | None) -> None:
-    """Make an unmodified env.py use the targets file's version table, and
+    """Make an unmodified env.py use the targets file's version table,
     report each applied step to :data:`VERSION_APPLY_HOOKS` (chained with
-    env.py's own ``on_version_apply``)."""
+    env.py's own ``on_version_apply``) and the configured connection to
+    :data:`CONFIGURE_HOOKS`."""
     from alembic.runtime.environment import EnvironmentContext
 
     original = EnvironmentContext.configure
@@ -180,7 +184,12 @@ def patch_configure(version_table: str | None) -> None:
                 theirs(ctx=ctx, step=step, heads=heads, run_args=run_args)
 
         kwargs["on_version_apply"] = on_version_apply
-        return original(self, *args, **kwargs)
+        configured = original(self, *args, **kwargs)
+        connection = kwargs.get("connection")
+        if connection is not None:
+            for hook in CONFIGURE_HOOKS:
+                hook(self, connection)
+        return configured
 
     EnvironmentContext.configure = configure
 

@@ -8,16 +8,21 @@ import traceback
 
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads
+from .guarded import GuardedRun
 from .locks import TargetBusy, TargetLock
 from .steps import file_sha256, step_id, steps_for
 
 
-def _snapshot_into(result: dict, key: str, url: str, version_table: str) -> None:
+def _snapshot_into(result: dict, key: str, request: dict, url: str, version_table: str) -> None:
     """``result[key]`` = the database's schema snapshot (:mod:`.schema`), for
-    the job's changelog entry; a failure to reflect is noted in
-    ``result["schema_error"]`` and never fails the job."""
+    the job's changelog entry, unless the request says ``snapshots: false``
+    (or, for "schema_after", there is no "schema_before"); a failure to
+    reflect is noted in ``result["schema_error"]`` and never fails the job."""
     from .schema import snapshot_url
 
+    if not request.get("snapshots", True) or (
+            key == "schema_after" and "schema_before" not in result):
+        return
     try:
         result[key] = snapshot_url(url, version_table)
     except Exception as exc:  # noqa: BLE001 - the migration matters, the snapshot is a bonus
@@ -60,6 +65,20 @@ def _moved_on_its_own(url: str, version_table: str, before: list[str],
     return now
 
 
+def _forget_rolled_back(applied_steps: list[dict], heads_after: list[list[str]], done: int,
+                        at_attempt: list[str], now: list[str]) -> None:
+    """After a rolled-back attempt (retried whole), drop the steps it
+    reported applied that the database no longer has: those after the last
+    step whose heads are the database's heads ``now`` (all of the attempt's
+    when ``now`` is where it started, ``at_attempt``)."""
+    keep = done if sorted(now) == sorted(at_attempt) else None
+    for index in range(len(heads_after) - 1, done - 1, -1):
+        if keep is None and heads_after[index] == sorted(now):
+            keep = index + 1
+    if keep is not None:
+        del applied_steps[keep:], heads_after[keep:]
+
+
 def run(request: dict) -> dict:
     """Op ``run`` (``command``, ``revision``, ``lock_name``, ``expect_current``):
     run ``alembic command revision`` online while holding the target lock.
@@ -77,6 +96,9 @@ def run(request: dict) -> dict:
     ``schema_before``/``schema_after`` are the schema snapshots
     (:mod:`.schema`) taken under the lock before the run and after it
     (``schema_error`` when one could not be taken).
+    Under the target's lock guard (``guard``, :mod:`.guarded`): ``blocked_by``,
+    ``lock_failure`` and ``invalid_indexes``; ``watch_file`` is where the
+    blocked-by watch writes what it sees while the job runs.
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -90,22 +112,24 @@ def run(request: dict) -> dict:
         return {"ok": False, "busy": isinstance(exc, TargetBusy), "error": {
             "type": type(exc).__name__, "message": str(exc), "traceback": []}}
     applied_steps: list[dict] = []
+    heads_after: list[list[str]] = []  # the heads after each applied step
     started: list[str] = []  # ids of the steps whose migration began, in order
     started_at: list[float] = []  # time.monotonic() of each of those starts
     in_env = False
+    guarded = GuardedRun(request, url)
+    failure: BaseException | None = None
 
     def on_apply(info, heads):
         applied_steps.append(_applied_step(info))
-        if started_at:
-            applied_steps[-1]["seconds"] = round(time.monotonic() - started_at[-1], 3)
+        # a step is applied only after fn pulled it: started_at has its start
+        applied_steps[-1]["seconds"] = round(time.monotonic() - started_at[-1], 3)
+        heads_after.append(sorted(heads))
         print(f"[dashboard] {applied_steps[-1]['direction']} {applied_steps[-1]['revision']} "
               f"done; heads now: {', '.join(sorted(heads)) or 'base'}", flush=True)
 
     result: dict = {"applied": [], "applied_steps": applied_steps}
-    snapshots = request.get("snapshots", True)
     try:
-        if snapshots:
-            _snapshot_into(result, "schema_before", url, version_table)
+        _snapshot_into(result, "schema_before", request, url, version_table)
         before = current_heads(url, version_table)
         result["current_before"] = before
         expected = request.get("expect_current")
@@ -144,10 +168,25 @@ def run(request: dict) -> dict:
         # directory already loaded above (loading 300 files twice costs ~0.1 s).
         destination = tuple(revision.split(",")) if command_name == "stamp" else revision
         in_env = True
-        with EnvironmentContext(config, script, destination_rev=destination, fn=fn):
-            script.run_env()
+        at_attempt = at_start if at_start is not None else before
+        with guarded:
+            while True:
+                done = len(applied_steps)
+                try:
+                    with EnvironmentContext(config, script, destination_rev=destination,
+                                            fn=fn):
+                        script.run_env()
+                    break
+                except Exception as exc:
+                    if not guarded.retry_whole(exc):
+                        raise
+                    now = current_heads(url, version_table)
+                    _forget_rolled_back(applied_steps, heads_after, done, at_attempt, now)
+                    started[:] = [s["revision"] for s in applied_steps]
+                    at_attempt = now
         result["ok"] = True
     except BaseException as exc:
+        failure = exc
         frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
         traceback.print_exc()
         result["ok"] = False
@@ -158,13 +197,13 @@ def run(request: dict) -> dict:
         elif not started and in_env:
             result["failed_phase"] = "env"
     finally:
+        guarded.report(result, failure)
         result["applied"] = [s["revision"] for s in applied_steps]
         try:
             result["current_after"] = current_heads(url, version_table)
         except Exception as exc:  # database gone: say so, keep the rest
             result["current_after_error"] = str(exc)
-        if snapshots and "schema_before" in result:
-            _snapshot_into(result, "schema_after", url, version_table)
+        _snapshot_into(result, "schema_after", request, url, version_table)
         lock.release()
     print(f"[dashboard] database now at: {', '.join(result.get('current_after') or []) or 'base'}",
           flush=True)
