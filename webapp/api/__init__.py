@@ -348,4 +348,5 @@ def request_decide(request_id: int, decision: str):
     return jsonify(body)
 
 
+from . import plans as _plans  # noqa: E402,F401  (registers /api/v1/targets/<name>/plan)
 from . import rollouts as _rollouts  # noqa: E402,F401  (registers /api/v1/rollouts)

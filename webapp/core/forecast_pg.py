@@ -236,9 +236,15 @@ def effects_of(stmt) -> list[Effect]:  # noqa: C901 (one branch per statement ki
     return [Effect(None, None)]
 
 
+#: statements that are no part of the migration's effect (BEGIN, COMMIT, SET)
+_NOT_FORECAST = (ast.TransactionStmt, ast.VariableSetStmt)
+
+
 def parse(statement: str) -> list:
-    """The pglast statement nodes of ``statement`` ([] when it does not parse)."""
+    """The pglast statement nodes of ``statement`` ([] when it does not parse),
+    without transaction control and SET statements."""
     try:
-        return [raw.stmt for raw in parse_sql(statement)]
+        return [raw.stmt for raw in parse_sql(statement)
+                if not isinstance(raw.stmt, _NOT_FORECAST)]
     except ParseError:
         return []
