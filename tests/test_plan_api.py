@@ -76,3 +76,15 @@ def test_plan_api_on_postgresql_gives_lock_modes(make_app, tmp_path, monkeypatch
     assert by_revision["r002"]["blocks"] == "writes"
     assert by_revision["r001"]["lock"] == "ACCESS EXCLUSIVE"
     assert by_revision["r001"]["rewrites"] == "scan"  # SET NOT NULL scans the table
+
+
+def test_plan_page_shows_the_forecast_and_the_worst_line(make_app, tmp_path, monkeypatch):
+    (tmp_path / "t.db").touch()
+    client = _client(make_app, tmp_path, monkeypatch, f"sqlite:///{tmp_path / 't.db'}")
+    page = client.get("/targets/shop/plan?command=upgrade&revision=heads")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert 'id="forecast"' in html and "table rebuild (batch mode)" in html
+    worst = html.split('id="forecast-worst"', 1)[1].split("</p>", 1)[0]
+    assert "table rebuild (batch mode)" in worst and "items" in worst
+    assert "reads and writes" in worst
