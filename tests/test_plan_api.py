@@ -88,3 +88,34 @@ def test_plan_page_shows_the_forecast_and_the_worst_line(make_app, tmp_path, mon
     worst = html.split('id="forecast-worst"', 1)[1].split("</p>", 1)[0]
     assert "table rebuild (batch mode)" in worst and "items" in worst
     assert "reads and writes" in worst
+
+
+@pytest.mark.postgresql
+def test_forecast_reads_rows_size_and_blockers_live(make_app, tmp_path, monkeypatch, pg_url):
+    import sqlalchemy as sa
+
+    client = _client(make_app, tmp_path, monkeypatch, pg_url, revisions=PG_REVISIONS)
+    from webapp.core.runner import run_command
+    from webapp.core.targets import load_targets
+
+    run_command(load_targets(tmp_path / "targets.toml")["shop"], "upgrade", "r000", url=pg_url)
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO items (id, name) SELECT g, 'n' || g "
+                             "FROM generate_series(1, 2000) g"))
+        conn.execute(sa.text("ANALYZE items"))
+    holder = engine.connect()
+    try:
+        holder.execute(sa.text("SELECT count(*) FROM items"))  # idle in transaction now
+        pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        body = client.get("/api/v1/targets/shop/plan?command=upgrade&revision=heads").get_json()
+        line = next(x for x in body["forecast"] if x["revision"] == "r001")
+        assert line["table"] == "items" and line["rows"] == 2000 and line["bytes"] > 0
+        assert [b["pid"] for b in line["blockers"]] == [pid]
+        assert line["blockers"][0]["state"] == "idle in transaction"
+        page = client.get("/targets/shop/plan?command=upgrade&revision=heads")
+        assert f"pid {pid}" in page.get_data(as_text=True)
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()

@@ -100,3 +100,30 @@ def worst(lines: list[dict]) -> dict | None:
         return None
     return max(candidates, key=lambda line: (order.get(line["blocks"], 0),
                                              how.get(line["rewrites"], 0)))
+
+
+def with_live_numbers(target, lines: list[dict], *, url: str) -> list[dict]:
+    """``lines`` with ``rows``, ``bytes`` and ``blockers`` read from the live
+    database at ``url`` (the agent's read-only op ``table_stats``:
+    PostgreSQL ``pg_class``/``pg_stat_activity``, MySQL/MariaDB
+    ``information_schema.TABLES``). A table the database does not have yet
+    keeps None/[]; when the database cannot be read, ``lines`` come back
+    unchanged (the forecast of the SQL still stands).
+
+    :param target: the :class:`~webapp.core.targets.Target` read.
+    """
+    from .runner import TargetProcessError, run_agent
+
+    tables = sorted({line["table"] for line in lines if line["table"]})
+    if not tables:
+        return lines
+    try:
+        stats = run_agent(target, {"op": "table_stats", "tables": tables}, url=url,
+                          timeout=20).data["tables"]
+    except TargetProcessError:
+        return lines
+    for line in lines:
+        found = stats.get(line["table"] or "")
+        if found:
+            line.update(rows=found["rows"], bytes=found["bytes"], blockers=found["blockers"])
+    return lines

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import authoring, autogen, config, dry_run, offline, run
+from . import authoring, autogen, config, dry_run, offline, run, table_stats
 from .protocol import error_result, read_request, write_result
 
 OPERATIONS = {
@@ -28,7 +28,7 @@ OPERATIONS = {
     "range_sql": offline.range_sql, "run": run.run, "database_url": config.database_url,
     "identifiers": config.identifiers, "script_directory": config.script_directory,
     "autogenerate": autogen.autogenerate, "revision": authoring.revision,
-    "dry_run": dry_run.dry_run,
+    "dry_run": dry_run.dry_run, "table_stats": table_stats.table_stats,
 }
 
 
