@@ -112,11 +112,14 @@ def with_live_numbers(target, lines: list[dict], *, url: str) -> list[dict]:
 
     :param target: the :class:`~webapp.core.targets.Target` read.
     """
+    from sqlalchemy.engine import make_url
+
     from .runner import TargetProcessError, run_agent
 
     tables = sorted({line["table"] for line in lines if line["table"]})
-    if not tables:
-        return lines
+    if not tables or make_url(url).get_backend_name() not in ("postgresql", "mysql",
+                                                              "mariadb"):
+        return lines  # SQLite keeps no statistics: no agent is started for nothing
     try:
         stats = run_agent(target, {"op": "table_stats", "tables": tables}, url=url,
                           timeout=20).data["tables"]
