@@ -5,8 +5,9 @@ it blocks.
 PostgreSQL statements are read with pglast (the real PostgreSQL parser) and
 the rules of :mod:`webapp.core.forecast_pg`; SQLite batch operations are read
 as table rebuilds (with lint's batch reader, sqlglot). Other dialects get no
-lock forecast yet (``lock`` None). The live numbers (``rows``, ``bytes``,
-``blockers``) are not filled here: they stay None / [] (not built yet).
+lock forecast yet (``lock`` None). :func:`forecast_sql` reads the SQL only
+(``rows``/``bytes`` None, ``blockers`` []); :func:`with_live_numbers` fills
+them from the live database through the agent (read-only).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _short(text: str) -> str:
 
 def _line(revision, statement, table, lock, blocks, rewrites) -> dict:
     """One forecast line in the fixed API shape (``rows``/``bytes``/``blockers``
-    from the live database: not filled yet)."""
+    filled later by :func:`with_live_numbers`)."""
     return {"revision": revision, "statement": _short(statement), "table": table,
             "rows": None, "bytes": None, "lock": lock, "blocks": blocks,
             "rewrites": rewrites, "blockers": []}
