@@ -378,5 +378,6 @@ def request_decide(request_id: int, decision: str):
 
 from . import blocking as _blocking  # noqa: E402,F401  (registers /api/v1/jobs/<id>/blockers)
 from . import changes as _changes  # noqa: E402,F401  (changelog, drift, schema-diff)
+from . import plans as _plans  # noqa: E402,F401  (registers /api/v1/targets/<name>/plan)
 from . import reviews as _reviews  # noqa: E402,F401  (registers /api/v1/requests/<id>/...)
 from . import rollouts as _rollouts  # noqa: E402,F401  (registers /api/v1/rollouts)

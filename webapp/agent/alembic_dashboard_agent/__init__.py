@@ -20,7 +20,18 @@ from __future__ import annotations
 import os
 import sys
 
-from . import authoring, autogen, blockers, config, dry_run, offline, run, schema, stairway
+from . import (
+    authoring,
+    autogen,
+    blockers,
+    config,
+    dry_run,
+    offline,
+    run,
+    schema,
+    stairway,
+    table_stats,
+)
 from .protocol import error_result, read_request, write_result
 
 OPERATIONS = {
@@ -30,6 +41,7 @@ OPERATIONS = {
     "autogenerate": autogen.autogenerate, "revision": authoring.revision,
     "dry_run": dry_run.dry_run, "schema_snapshot": schema.schema_snapshot,
     "drift": schema.drift, "stairway": stairway.stairway, "cancel_blocker": blockers.cancel,
+    "table_stats": table_stats.table_stats,
 }
 
 
