@@ -10,6 +10,7 @@ from webapp.services import accounts
 
 PUBLIC = {"/login", "/healthz", "/readyz"}  # /readyz: readiness, no details (issue 17)
 SSO_STEPS = {"/login/oidc", "/login/oidc/callback"}  # public login steps; 404 with SSO off
+PASSWORD_LINK = "/password/x"  # public: an unknown link is a 404 (GET) or a CSRF 400 (POST)
 
 
 def test_every_route_but_login_healthz_static_requires_login(demo_app):
@@ -24,7 +25,8 @@ def test_every_route_but_login_healthz_static_requires_login(demo_app):
             "<int:user_id>", "1").replace("<int:token_id>", "1").replace(
             "<any(disable, enable, role, logout):change>", "disable").replace(
             "<int:rollout_id>", "1").replace(
-            "<any(pause, resume, proceed, cancel):action>", "pause")
+            "<any(pause, resume, proceed, cancel):action>", "pause").replace(
+            "<token>", "x")
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             response = client.open(url, method=method)
             if url in PUBLIC:
@@ -32,6 +34,9 @@ def test_every_route_but_login_healthz_static_requires_login(demo_app):
                 continue
             if url in SSO_STEPS:
                 assert response.status_code == 404, url
+                continue
+            if url == PASSWORD_LINK:
+                assert response.status_code == (404 if method == "GET" else 400), url
                 continue
             checked += 1
             if url.startswith("/api/"):
