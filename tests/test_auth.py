@@ -12,6 +12,7 @@ from webapp.services import accounts
 
 PUBLIC = {"/login", "/healthz", "/readyz"}  # /readyz: readiness, no details (issue 17)
 SSO_STEPS = {"/login/oidc", "/login/oidc/callback"}  # public login steps; 404 with SSO off
+PASSWORD_LINK = "/password/x"  # public: an unknown link is a 404 (GET) or a CSRF 400 (POST)
 
 
 def test_every_route_but_login_healthz_static_requires_login(demo_app):
@@ -21,7 +22,7 @@ def test_every_route_but_login_healthz_static_requires_login(demo_app):
         if rule.endpoint == "static":
             continue
         url = rule.rule.replace("<name>", "demo-staging").replace(
-            "<revision>", "1f3a9c2e7b10")
+            "<revision>", "1f3a9c2e7b10").replace("<token>", "x")
         url = re.sub(r"<int:\w+>", "1", url)
         # <any(a, b, "c-d"):x>: the first choice
         url = re.sub(r"<any\(([^,)]+)[^>]*>", lambda m: m.group(1).strip('" '), url)
@@ -32,6 +33,9 @@ def test_every_route_but_login_healthz_static_requires_login(demo_app):
                 continue
             if url in SSO_STEPS:
                 assert response.status_code == 404, url
+                continue
+            if url == PASSWORD_LINK:
+                assert response.status_code == (404 if method == "GET" else 400), url
                 continue
             checked += 1
             if url.startswith("/api/"):

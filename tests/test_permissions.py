@@ -200,3 +200,28 @@ def test_rollouts_are_shown_only_to_those_who_see_all_their_targets(granted_app)
     assert client.get(f"/rollouts/{rollout_id}").status_code == 403
     page = client.get("/rollouts").get_data(as_text=True)
     assert 'id="new-rollout"' in page and f'data-rollout="{rollout_id}"' not in page
+
+
+def test_admin_page_lists_grants_and_a_token_ceiling_caps_a_grant(granted_app):
+    add_user(granted_app, "root", "admin")
+    admin = granted_app.test_client()
+    login(admin, "root")
+    page = admin.get("/admin/users").get_data(as_text=True)
+    row = page.split('id="user-dan"', 1)[1].split("</tr>", 1)[0]
+    assert "<strong>prod</strong>: approver" in row and "group:dba on target prod" in row
+    assert "stage" not in row
+    dev_row = page.split('id="user-dev"', 1)[1].split("</tr>", 1)[0]
+    assert "<strong>stage</strong>: operator" in dev_row and "group:devs on tier staging" in dev_row
+    olga_row = page.split('id="user-olga"', 1)[1].split("</tr>", 1)[0]
+    assert "only the global role" in olga_row
+
+    # dev is operator on stage only through the tier grant; a viewer-capped token stays viewer
+    with granted_app.app_context():
+        token = accounts.create_token(accounts.get_user("dev"), "ro", ceiling="viewer")
+    capped = {"Authorization": f"Bearer {token}"}
+    client = granted_app.test_client()
+    assert [t["name"] for t in client.get("/api/v1/targets", headers=capped).json] == ["stage"]
+    refused = client.post("/api/v1/targets/stage/jobs", headers=capped,
+                          json={"command": "upgrade", "revision": "heads"})
+    assert refused.status_code == 403 and "your role there is viewer" in refused.json["detail"]
+    assert events(granted_app, "job.confirm") == []

@@ -1,6 +1,7 @@
 """Authentication wiring: sessions (Flask-Login), bearer tokens for the API,
 and one rule for every request: log in first, except ``/login`` (and its
-single sign-on steps ``/login/oidc``, ``/login/oidc/callback``), ``/healthz``,
+single sign-on steps ``/login/oidc``, ``/login/oidc/callback``), the password
+links ``/password/<token>``, ``/healthz``,
 ``/readyz`` and static files.
 
 A session ends ``SESSION_IDLE_MINUTES`` after its last request and
@@ -23,8 +24,9 @@ from .models import User
 from .services import accounts
 
 # the single sign-on start and callback are steps of logging in, like /login
-PUBLIC_ENDPOINTS = {"auth.login", "sso.start", "sso.callback", "main.healthz",
-                    "readiness.readyz", "static"}
+# a password link (invitation or reset) is how an account gets its first password
+PUBLIC_ENDPOINTS = {"auth.login", "auth.password_link", "sso.start", "sso.callback",
+                    "main.healthz", "readiness.readyz", "static"}
 # GET downloads a pipeline fetches with its token, like the API
 TOKEN_ENDPOINTS = {"authoring.pending_sql", "authoring.range_sql"}
 

@@ -126,14 +126,20 @@ def set_groups(name: str, groups: str) -> None:
 @click.command("create-token")
 @click.argument("name")
 @click.option("--label", default="cli", show_default=True, help="What the token is for.")
+@click.option("--expires-days", type=click.IntRange(1, accounts.MAX_TOKEN_DAYS),
+              default=accounts.DEFAULT_TOKEN_DAYS, show_default=True,
+              help="The token stops working after this many days.")
+@click.option("--role-ceiling", type=click.Choice(list(accounts.CEILINGS)), default=None,
+              help="The token never does more than this role allows.")
 @with_appcontext
-def create_token(name: str, label: str) -> None:
+def create_token(name: str, label: str, expires_days: int, role_ceiling: str | None) -> None:
     """Create an API token for user NAME and print it once."""
     user = accounts.get_user(name)
     if user is None:
         raise click.ClickException(f"no user called {name!r}")
     try:
-        token = accounts.create_token(user, label)
+        token = accounts.create_token(user, label, expires_days=expires_days,
+                                      ceiling=role_ceiling)
     except accounts.AccountError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(token)

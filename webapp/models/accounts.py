@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -22,6 +22,17 @@ class User(UserMixin, db.Model):
     ``group:<name>``), set by ``flask set-groups`` or from the identity
     provider's claim at each single sign-on. ``oidc_issuer``/``oidc_subject``
     identify an account made by single sign-on (its ``password_hash`` is empty).
+
+    ``is_service``: a service account (for pipelines): no password, never logs
+    in, acts through its API tokens only. ``password_link_hash`` is the
+    SHA-256 of the one open password link (an invitation or a reset, see
+    :mod:`webapp.services.password_links`), valid until
+    ``password_link_expires_at`` (UTC); both are None when there is none.
+
+    ``token_ceiling`` is not stored: the role ceiling of the API token this
+    request was authenticated by (None for a session), set by
+    :func:`webapp.services.accounts.user_for_token` and applied by
+    :meth:`has_role` and :func:`webapp.services.accounts.access_on`.
     """
 
     __tablename__ = "users"
@@ -40,6 +51,11 @@ class User(UserMixin, db.Model):
     groups_json: Mapped[str | None] = mapped_column("groups", Text, default="[]")  # None = []
     oidc_issuer: Mapped[str | None] = mapped_column(String(255))
     oidc_subject: Mapped[str | None] = mapped_column(String(255))
+    is_service: Mapped[bool] = mapped_column(default=False, server_default=false())
+    password_link_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    password_link_expires_at: Mapped[datetime | None]
+
+    token_ceiling = None  # str | None, per request, never stored (see above)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user",
                                                   cascade="all, delete-orphan")
@@ -56,9 +72,13 @@ class User(UserMixin, db.Model):
     def has_role(self, minimum: str) -> bool:
         """True when this user's role is ``minimum`` or above.
 
-        Order: viewer < operator < approver < admin.
+        Order: viewer < operator < approver < admin. A request authenticated
+        by a token with a role ceiling is held to it (:attr:`token_ceiling`).
         """
-        return ROLES.index(self.role) >= ROLES.index(minimum)
+        role = ROLES.index(self.role)
+        if self.token_ceiling is not None:
+            role = min(role, ROLES.index(self.token_ceiling))
+        return role >= ROLES.index(minimum)
 
     @property
     def groups(self) -> list[str]:
@@ -71,7 +91,10 @@ class User(UserMixin, db.Model):
 
 class ApiToken(db.Model):
     """A bearer token for the API. Only its SHA-256 is stored; ``prefix`` (the
-    first 8 characters) helps a person tell tokens apart."""
+    first 8 characters) helps a person tell tokens apart. ``expires_at``
+    (UTC; None: never, tokens made before expiry existed) ends it;
+    ``role_ceiling`` (a role of :data:`ROLES`, None: none) caps what its
+    requests may do below the owner's own role on every target."""
 
     __tablename__ = "api_tokens"
 
@@ -83,6 +106,8 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    role_ceiling: Mapped[str | None] = mapped_column(String(16))
 
     user: Mapped[User] = relationship(back_populates="tokens")
 

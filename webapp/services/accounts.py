@@ -22,6 +22,7 @@ from ..core.targets import Target
 from ..extensions import db
 from ..models import ROLES, ApiToken, User, utcnow
 from . import audit, login_throttle, passwords
+from .refusals import Reason, Refused
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
@@ -34,6 +35,11 @@ TOKEN_PREFIX = "adb_"
 # a token's "last used" is written at most this often (the admin page shows
 # minutes), so a pipeline polling the API does not write on every call
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# a token lives 1 to MAX_TOKEN_DAYS days (DEFAULT_TOKEN_DAYS unless asked)
+DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 365
+# what a token's role ceiling may be (a ceiling of "none" would be no token)
+CEILINGS = tuple(r for r in ROLES if r != "none")
 
 # werkzeug's default: scrypt with N=2**15, r=8, p=1 (about 0.1 s a hash)
 PASSWORD_HASH_METHOD = "scrypt"
@@ -63,8 +69,14 @@ def _dummy_password_hash() -> str:
     return _dummy_hashes[method]
 
 
-class AccountError(ValueError):
-    """Invalid account input (bad username, role or password); message says which."""
+class AccountError(Refused, ValueError):
+    """Invalid account input (bad username, role or password); message says
+    which. A :class:`~webapp.services.refusals.Refused` (``reason``, by
+    default :attr:`Reason.BAD_INPUT`: a 400), so a page or the API answers
+    it like any refusal; the CLI prints its message."""
+
+    def __init__(self, message: str, reason: Reason = Reason.BAD_INPUT) -> None:
+        super().__init__(reason, message)
 
 
 def check_password_policy(password: str, username: str | None = None) -> None:
@@ -75,21 +87,36 @@ def check_password_policy(password: str, username: str | None = None) -> None:
         raise AccountError(problem)
 
 
-def create_user(username: str, role: str, password: str) -> User:
-    """Create and commit a user.
-
-    :raises AccountError: invalid or taken username, unknown role, password
-        refused by the policy (:func:`check_password_policy`).
-    """
+def _check_new_account(username: str, role: str) -> None:
+    """:raises AccountError: invalid or taken username, unknown role."""
     if not USERNAME_RE.match(username or ""):
         raise AccountError("username: 1-64 letters, digits or . _ @ -, "
                            "starting with a letter or digit")
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
-    check_password_policy(password, username)
     if db.session.execute(db.select(User).filter_by(username=username)).scalar_one_or_none():
         raise AccountError(f"user {username!r} already exists")
-    user = User(username=username, role=role, password_hash=hash_password(password))
+
+
+def create_user(username: str, role: str, password: str | None, *,
+                is_service: bool = False) -> User:
+    """Create and commit a user.
+
+    :param password: the password (checked by :func:`check_password_policy`),
+        or None for an account without one yet: a service account
+        (``is_service``, which only ever acts through API tokens) or a person
+        who sets it through an invitation link
+        (:func:`webapp.services.password_links.invite`).
+    :raises AccountError: invalid or taken username, unknown role, password
+        refused by the policy, or a password given to a service account.
+    """
+    _check_new_account(username, role)
+    if is_service and password is not None:
+        raise AccountError("a service account has no password: it uses API tokens")
+    if password is not None:
+        check_password_policy(password, username)
+    user = User(username=username, role=role, is_service=is_service,
+                password_hash=hash_password(password) if password is not None else "")
     db.session.add(user)
     db.session.commit()
     return user
@@ -187,33 +214,58 @@ def user_for_session(session_id: str) -> User | None:
     return user
 
 
-def create_token(user: User, name: str) -> str:
-    """Create an API token for ``user``; return the plaintext, shown only once.
+def create_token(user: User, name: str, *, expires_days: int | None = DEFAULT_TOKEN_DAYS,
+                 ceiling: str | None = None) -> str:
+    """:func:`issue_token`'s plaintext token (shown only once)."""
+    return issue_token(user, name, expires_days=expires_days, ceiling=ceiling)[1]
 
-    :raises AccountError: empty or over-long name.
+
+def issue_token(user: User, name: str, *, expires_days: int | None = DEFAULT_TOKEN_DAYS,
+                ceiling: str | None = None) -> tuple[ApiToken, str]:
+    """Create an API token for ``user`` (commits).
+
+    :param name: what the token is for (1-100 characters).
+    :param expires_days: it stops working this many days (1 to
+        :data:`MAX_TOKEN_DAYS`) from now.
+    :param ceiling: a role of :data:`CEILINGS` its requests never exceed,
+        whatever ``user`` may do (None: the user's own roles).
+    :return: the stored row and the plaintext token, which is shown only once.
+    :raises AccountError: empty or over-long name, days out of range, not a
+        role, or ``user`` is disabled.
     """
     name = (name or "").strip()
     if not 1 <= len(name) <= 100:
         raise AccountError("token name must have 1-100 characters")
+    if expires_days is None or not 1 <= expires_days <= MAX_TOKEN_DAYS:
+        raise AccountError(f"a token expires after 1 to {MAX_TOKEN_DAYS} days")
+    if ceiling is not None and ceiling not in CEILINGS:
+        raise AccountError(f"role ceiling must be one of {', '.join(CEILINGS)} (or none)")
+    if not user.is_active:
+        raise AccountError(f"{user.username} is disabled: enable the account first")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(user=user, name=name, prefix=token[:12],
-                            token_hash=ApiToken.hash_token(token)))
+    row = ApiToken(user=user, name=name, prefix=token[:12],
+                   token_hash=ApiToken.hash_token(token), role_ceiling=ceiling,
+                   expires_at=utcnow() + timedelta(days=expires_days))
+    db.session.add(row)
     db.session.commit()
-    return token
+    return row, token
 
 
 def user_for_token(token: str) -> User | None:
-    """The active user owning a (non-revoked) token, or None. Records last
-    use (``last_used_at``, UTC) when the recorded one is older than
-    :data:`LAST_USED_RESOLUTION`."""
+    """The active user owning a token that is neither revoked nor expired,
+    or None. The user carries the token's role ceiling for this request
+    (:attr:`User.token_ceiling`). Records last use (``last_used_at``, UTC)
+    when the recorded one is older than :data:`LAST_USED_RESOLUTION`."""
     if not token or len(token) > 200:
         return None
     row = db.session.execute(
         db.select(ApiToken).filter_by(token_hash=ApiToken.hash_token(token))
     ).scalar_one_or_none()
-    if row is None or row.revoked_at is not None or not row.user.is_active:
-        return None
     now = utcnow()
+    if row is None or row.revoked_at is not None or not row.user.is_active \
+            or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    row.user.token_ceiling = row.role_ceiling
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         row.last_used_at = now
         db.session.commit()
@@ -276,16 +328,38 @@ def access_on(user: User, target: Target | None) -> Access:
     The global role (``users.role``), raised by the target's
     ``[targets.NAME.policy]`` lists and its tier's ``[tiers.TIER.policy]``
     lists that name ``user:<username>`` or one of the user's groups. For a
-    target no longer configured (None) only the global role counts.
+    target no longer configured (None) only the global role counts. A request
+    made with a token that has a role ceiling (:attr:`User.token_ceiling`)
+    gets at most that role, from each source.
     """
     global_role = Role.parse(user.role)
     if target is None:
         sources = ((global_role, "global role"),) \
             if global_role > Role.NONE else ()
-        return Access(global_role, sources)
-    return effective_access(global_role, user.username, user.groups,
-                            target_name=target.name, target_grants=target.policy.grants,
-                            tier=target.tier, tier_grants=target.tier_grants)
+        access = Access(global_role, sources)
+    else:
+        access = effective_access(global_role, user.username, user.groups,
+                                  target_name=target.name,
+                                  target_grants=target.policy.grants,
+                                  tier=target.tier, tier_grants=target.tier_grants)
+    if user.token_ceiling is None:
+        return access
+    ceiling = Role.parse(user.token_ceiling)
+    return Access(min(access.role, ceiling),
+                  tuple((min(role, ceiling), f"{why}, token ceiling {ceiling.label}")
+                        for role, why in access.sources))
+
+
+def grants_of(user: User, targets: Iterable[Target]) -> list[tuple[Target, Access]]:
+    """The targets (in order) on which ``user`` holds a per-target or
+    per-tier grant from the targets file, with the access it gives there
+    (what the admin page lists next to the global role)."""
+    found = []
+    for target in targets:
+        access = access_on(user, target)
+        if any(why != "global role" for _, why in access.sources):
+            found.append((target, access))
+    return found
 
 
 def role_on(user: User, target: Target | None) -> Role:

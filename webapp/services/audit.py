@@ -37,8 +37,9 @@ class Actor:
 
     @classmethod
     def of(cls, user, address: str | None) -> Actor:
-        """The actor for an account (a :class:`~webapp.models.User`) at ``address``."""
-        return cls(user.username, address, getattr(user, "oidc_issuer", None),
+        """The actor for an account (a :class:`~webapp.models.User`) at
+        ``address``; anonymous (username None) for one not logged in."""
+        return cls(getattr(user, "username", None), address, getattr(user, "oidc_issuer", None),
                    getattr(user, "oidc_subject", None))
 
     def granted(self, granted_by: list[str]) -> Actor:

@@ -1,4 +1,4 @@
-"""Log in and out."""
+"""Log in and out; choose a password through an invitation or reset link."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ..services import accounts, audit
-from .common import safe_next
+from ..services import accounts, audit, password_links
+from ..services.refusals import Reason, Refused
+from .common import answer_refusal, audits_refusals, http_status, safe_next
+from .schemas import PasswordBody
 
 bp = Blueprint("auth", __name__)
 
@@ -79,3 +81,49 @@ def logout():
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.errorhandler(Refused)
+def refused(exc: Refused):
+    """Every refusal of this blueprint: audited once, then the view's answer."""
+    return answer_refusal(exc)
+
+
+# the link's token is in the path: no page of it tells another site where it came from
+_LINK_HEADERS = {"Referrer-Policy": "no-referrer"}
+
+
+def _password_page(exc: Refused):
+    """A refused password choice: the form again with the reason (the link
+    still works), or the error page when the link itself does not."""
+    user = password_links.user_for_link(request.view_args["token"])
+    if user is None:
+        from .common import error_page
+
+        page, code = error_page(exc)
+        return page, code, _LINK_HEADERS
+    return render_template("auth/password.html", user=user, error=str(exc),
+                           form=EmptyForm()), http_status(exc), _LINK_HEADERS
+
+
+@bp.route("/password/<token>", methods=["GET", "POST"])
+@audits_refusals("account.password_set", answer=_password_page)
+def password_link(token: str):
+    """An invitation or reset link (:mod:`webapp.services.password_links`):
+    GET shows the form to choose a password, POST (``password``,
+    ``confirm``, CSRF) sets it, closes the link and goes to the login page.
+    A link that does not work is a 404 either way."""
+    if request.method == "GET":
+        user = password_links.user_for_link(token)
+        if user is None:
+            raise Refused(Reason.NOT_FOUND, password_links.INVALID_LINK)
+        return render_template("auth/password.html", user=user, error=None,
+                               form=EmptyForm()), 200, _LINK_HEADERS
+    body = PasswordBody.load(PasswordBody.from_form(request.form))
+    if body.password != body.confirm:
+        raise Refused(Reason.BAD_INPUT, "The two passwords differ.")
+    user = password_links.use_link(token, body.password)
+    audit.record(audit.Actor(user.username, request.remote_addr), "account.password_set",
+                 "ok")
+    flash("Your password is set: log in with it.", "info")
+    return redirect(url_for("auth.login"), code=303)

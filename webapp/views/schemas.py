@@ -16,7 +16,7 @@ these models check shape, types and the size of identifiers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -286,3 +286,65 @@ class CancelBlockerBody(Body):
     MESSAGES: ClassVar[dict[str, str]] = {"pid": "pid must be the number of a blocking session"}
 
     pid: Annotated[int, BeforeValidator(_session_id), Field(gt=0, lt=2**31)]
+
+
+class AccountBody(Body):
+    """Create an account: ``{"username", "role", "kind": "person" |
+    "service"}``. A person is invited (a link to choose a password), a
+    service account gets API tokens only. What a username and a role may be
+    is the accounts service's rule."""
+
+    SHAPE: ClassVar[str] = ('send {"username", "role", "kind": "person" | "service"} '
+                            'as text')
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "username:too_long": "username: 1-64 letters, digits or . _ @ -",
+        "role:too_long": "not a role",
+        "kind": 'kind must be "person" or "service"',
+    }
+
+    username: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
+    role: Annotated[str, StringConstraints(strip_whitespace=True, max_length=16)]
+    kind: Literal["person", "service"] = "person"
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
+        """The form's fields; a kind left out is a person."""
+        return {"username": form.get("username", ""), "role": form.get("role", ""),
+                "kind": form.get("kind") or "person"}
+
+
+def _ceiling(value: Any) -> Any:
+    """``""`` / ``"none"`` / None → None (no ceiling); anything else as sent."""
+    return None if value in (None, "", "none") else value
+
+
+class TokenBody(Body):
+    """Create an API token: ``{"name", "expires_days", "role_ceiling"}``
+    (days a whole number, default the service's; ceiling a role or none).
+    Their ranges are the accounts service's rules."""
+
+    SHAPE: ClassVar[str] = 'send {"name", "expires_days", "role_ceiling"}'
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "name": "token name must have 1-100 characters",
+        "expires_days": "expires_days must be a whole number of days",
+        "role_ceiling": "role ceiling must be a role (or none)",
+    }
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+    expires_days: WholeNumber = None
+    role_ceiling: Annotated[Annotated[str, StringConstraints(max_length=16)] | None,
+                            BeforeValidator(_ceiling)] = None
+
+
+class PasswordBody(Body):
+    """Choose a password through a password link: ``{"password",
+    "confirm"}`` (the same twice; the policy is the accounts service's)."""
+
+    SHAPE: ClassVar[str] = 'send {"password", "confirm"}'
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "password:too_long": "the password is too long",
+        "confirm:too_long": "the password is too long",
+    }
+
+    password: Annotated[str, StringConstraints(max_length=1024)]
+    confirm: Annotated[str, StringConstraints(max_length=1024)]
