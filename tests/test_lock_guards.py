@@ -146,7 +146,7 @@ def test_helpers_lock_timeouts_concurrent_indexes_and_redacted_queries():
     assert [lock_guard.backoff(n) for n in (1, 2, 3, 10)] == [0.25, 0.5, 1.0, 5.0]
     assert redact_query("UPDATE users SET email = 'bob@example.com', n = 3 WHERE name = "
                         "'O''Brien'") == "UPDATE users SET email = '…', n = 3 WHERE name = '…'"
-    assert redact_query(None) is None and len(redact_query("x" * 5000)) == 2001
+    assert redact_query(None) is None and len(redact_query("select 1, " * 500)) == 2001
 
 
 def test_a_whole_retry_forgets_only_the_rolled_back_steps():
