@@ -96,17 +96,42 @@ def _table(inspector, table: str) -> dict:
             "indexes": _indexes(inspector, table)}
 
 
-def snapshot_connection(connection, version_table: str = "alembic_version") -> dict:
+def _sqlite_fingerprints(connection) -> dict[str, str]:
+    """{table: the CREATE statements of it and its indexes} from SQLite's
+    ``sqlite_master``: a table whose text is unchanged reflects the same."""
+    from sqlalchemy import text
+
+    rows = connection.execute(text(
+        "SELECT tbl_name, group_concat(coalesce(sql, name), ';') FROM "
+        "(SELECT tbl_name, sql, name FROM sqlite_master ORDER BY type, name) "
+        "GROUP BY tbl_name")).all()
+    return {name: sql for name, sql in rows}
+
+
+def snapshot_connection(connection, version_table: str = "alembic_version",
+                        cache: dict | None = None) -> dict:
     """The snapshot (module docstring) of the database behind ``connection``
-    (a SQLAlchemy Connection, any dialect)."""
+    (a SQLAlchemy Connection, any dialect). ``cache``: a dict kept between
+    snapshots of one SQLite database (the stairway takes hundreds): a table
+    whose ``sqlite_master`` text did not change is not reflected again."""
     from sqlalchemy import inspect
 
     from .database import read_current
 
     inspector = inspect(connection)
     tables = [t for t in inspector.get_table_names() if t != version_table]
-    snapshot = {"dialect": connection.dialect.name,
-                "tables": {table: _table(inspector, table) for table in sorted(tables)},
+    fingerprints = _sqlite_fingerprints(connection) \
+        if cache is not None and connection.dialect.name == "sqlite" else {}
+    reflected = {}
+    for table in sorted(tables):
+        key = (table, fingerprints.get(table))
+        if key[1] is not None and key in cache:
+            reflected[table] = cache[key]
+            continue
+        reflected[table] = _table(inspector, table)
+        if key[1] is not None:
+            cache[key] = reflected[table]
+    snapshot = {"dialect": connection.dialect.name, "tables": reflected,
                 "enums": {}, "sequences": []}
     if hasattr(inspector, "get_enums"):  # PostgreSQL's native enum types
         snapshot["enums"] = {e["name"]: list(e["labels"]) for e in inspector.get_enums()}
