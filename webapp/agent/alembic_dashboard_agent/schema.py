@@ -45,10 +45,10 @@ def _type_names(column_type, dialect) -> tuple[str, str]:
     return spelled, generic
 
 
-def _columns(inspector, table: str) -> dict:
+def _columns(dialect, reflected: list[dict]) -> dict:
     columns = {}
-    for column in inspector.get_columns(table):
-        spelled, generic = _type_names(column["type"], inspector.dialect)
+    for column in reflected:
+        spelled, generic = _type_names(column["type"], dialect)
         default = column.get("default")
         columns[column["name"]] = {
             "type": spelled, "generic": generic, "nullable": bool(column.get("nullable", True)),
@@ -56,9 +56,9 @@ def _columns(inspector, table: str) -> dict:
     return columns
 
 
-def _indexes(inspector, table: str) -> list[dict]:
+def _indexes(reflected: list[dict]) -> list[dict]:
     found = []
-    for index in inspector.get_indexes(table):
+    for index in reflected:
         options = index.get("dialect_options") or {}
         where = options.get("postgresql_where") or options.get("sqlite_where")
         # "expressions" (SQLAlchemy 2) names every element, columns and expressions
@@ -70,30 +70,63 @@ def _indexes(inspector, table: str) -> list[dict]:
     return sorted(found, key=lambda i: (i["name"] or "", i["columns"]))
 
 
-def _optional(reflect, table: str) -> list:
-    """A reflection a dialect may not implement (check constraints on old servers)."""
-    try:
-        return reflect(table)
-    except NotImplementedError:
-        return []
+_KINDS = ("columns", "pk_constraint", "foreign_keys", "unique_constraints",
+          "check_constraints", "indexes")
 
 
-def _table(inspector, table: str) -> dict:
-    pk = inspector.get_pk_constraint(table) or {}
+def _reflect_one(inspector, table: str) -> dict:
+    """{kind: what ``inspector.get_<kind>(table)`` gives} for one table (a
+    kind the dialect does not implement, e.g. check constraints on an old
+    server, is empty)."""
+    raw = {}
+    for kind in _KINDS:
+        try:
+            raw[kind] = getattr(inspector, f"get_{kind}")(table)
+        except NotImplementedError:
+            raw[kind] = {} if kind == "pk_constraint" else []
+    return raw
+
+
+def _reflect_many(inspector, tables: list[str]) -> dict[str, dict]:
+    """{table: {kind: ...}} for ``tables`` with SQLAlchemy 2's
+    ``get_multi_<kind>`` (one query per kind for the whole schema on
+    PostgreSQL and MySQL instead of one per table), or per table on an
+    older SQLAlchemy."""
+    if not tables or not hasattr(inspector, "get_multi_columns"):
+        return {table: _reflect_one(inspector, table) for table in tables}
+    raw: dict[str, dict] = {table: {} for table in tables}
+    for kind in _KINDS:
+        try:
+            found = getattr(inspector, f"get_multi_{kind}")(filter_names=tables)
+        except NotImplementedError:
+            found = {}
+        for (_schema, table), value in found.items():
+            if table in raw:
+                raw[table][kind] = value
+    for table in tables:
+        raw[table].setdefault("pk_constraint", {})
+        for kind in _KINDS:
+            raw[table].setdefault(kind, [])
+    return raw
+
+
+def _table(dialect, raw: dict) -> dict:
+    """One table of a snapshot from its reflected ``raw`` kinds."""
+    pk = raw["pk_constraint"] or {}
     fks = [{"name": fk.get("name"), "columns": fk["constrained_columns"],
             "referred_table": fk["referred_table"], "referred_columns": fk["referred_columns"],
             "ondelete": (fk.get("options") or {}).get("ondelete")}
-           for fk in inspector.get_foreign_keys(table)]
+           for fk in raw["foreign_keys"]]
     uniques = [{"name": u.get("name"), "columns": u["column_names"]}
-               for u in _optional(inspector.get_unique_constraints, table)]
+               for u in raw["unique_constraints"]]
     checks = [{"name": c.get("name"), "sqltext": str(c.get("sqltext"))}
-              for c in _optional(inspector.get_check_constraints, table)]
-    return {"columns": _columns(inspector, table),
+              for c in raw["check_constraints"]]
+    return {"columns": _columns(dialect, raw["columns"]),
             "primary_key": list(pk.get("constrained_columns") or []),
             "foreign_keys": sorted(fks, key=lambda f: (f["columns"], f["referred_table"])),
             "unique": sorted(uniques, key=lambda u: u["columns"]),
             "checks": sorted(checks, key=lambda c: (c["name"] or "", c["sqltext"])),
-            "indexes": _indexes(inspector, table)}
+            "indexes": _indexes(raw["indexes"])}
 
 
 def _sqlite_fingerprints(connection) -> dict[str, str]:
@@ -122,15 +155,18 @@ def snapshot_connection(connection, version_table: str = "alembic_version",
     tables = [t for t in inspector.get_table_names() if t != version_table]
     fingerprints = _sqlite_fingerprints(connection) \
         if cache is not None and connection.dialect.name == "sqlite" else {}
-    reflected = {}
+    reflected, missing = {}, []
     for table in sorted(tables):
         key = (table, fingerprints.get(table))
         if key[1] is not None and key in cache:
             reflected[table] = cache[key]
-            continue
-        reflected[table] = _table(inspector, table)
-        if key[1] is not None:
-            cache[key] = reflected[table]
+        else:
+            missing.append(table)
+    for table, raw in _reflect_many(inspector, missing).items():
+        reflected[table] = _table(inspector.dialect, raw)
+        if fingerprints.get(table) is not None:
+            cache[(table, fingerprints[table])] = reflected[table]
+    reflected = dict(sorted(reflected.items()))
     snapshot = {"dialect": connection.dialect.name, "tables": reflected,
                 "enums": {}, "sequences": []}
     if hasattr(inspector, "get_enums"):  # PostgreSQL's native enum types
