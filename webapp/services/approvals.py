@@ -94,7 +94,8 @@ def expire_requests() -> list[int]:
 
         catalog = get_catalog()
         for request in stale:
-            notify.send("request.expired", request.target, request=request.id)
+            notify.send("request.expired", request.target, request=request.id,
+                        approvers=eligible_approvers(catalog, request))
             events.request_ended.send(request, catalog=catalog)
     return [r.id for r in stale]
 
@@ -156,9 +157,23 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
     notify.send("request.created", req.target.name, request=request.id,
                 requester=user.username, command=req.command, revision=req.revision,
                 reason=reason, required=req.target.policy.approvals_required,
+                approvers=eligible_approvers(catalog, request),
                 text=f"{user.username} requests approval for `alembic {req.command} "
                      f"{req.revision}` on {req.target.name}: {reason}")
+    events.request_waiting.send(request, catalog=catalog, waits_for="approvers")
     return request
+
+
+def eligible_approvers(catalog: Catalog, request: ApprovalRequest) -> list[str]:
+    """Usernames of the active accounts that may decide ``request`` (the
+    approver role on its target, from their global role or a grant; never
+    its requester), by name; from the dashboard database. Empty when the
+    target is no longer configured."""
+    if catalog.get(request.target) is None:
+        return []
+    return [u.username for u in accounts.list_users()
+            if u.is_active and u.id != request.requester_id
+            and bool(can_decide_grants(catalog, request, u))]
 
 
 def has_decided(request: ApprovalRequest, user: User) -> bool:
@@ -267,6 +282,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
     notify.send(event, request.target, request=request.id,
                 approver=user.username, comment=comment, approvals=len(approvers),
                 required=required, status=request.status,
+                approvers=eligible_approvers(catalog, request),
                 text=f"{user.username} approved request {request.id} on {request.target} "
                      f"({len(approvers)}/{required})")
     job = None
@@ -293,10 +309,14 @@ def _ended_or_waiting(catalog: Catalog, request: ApprovalRequest, user: User, de
                  request=request.id, comment=comment)
     db.session.commit()
     notify.send(event, request.target, request=request.id, approver=user.username,
-                comment=comment, text=f"{user.username} {line} on request {request.id} on "
-                                      f"{request.target}: {comment}")
+                comment=comment, approvers=eligible_approvers(catalog, request),
+                text=f"{user.username} {line} on request {request.id} on {request.target}: "
+                     f"{comment}")
     if decision == "reject":
         events.request_ended.send(request, catalog=catalog)
+    else:
+        events.request_waiting.send(request, catalog=catalog, waits_for="requester",
+                                    by=user.username, comment=comment)
     return request
 
 
