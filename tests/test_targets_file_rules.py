@@ -19,6 +19,7 @@ KNOWN_KEYS = ("alembic_ini, cwd, directory, env, flask_app, ini_section, label, 
               "version_table, webhook_url")
 POLICY_KEYS = ("approvals_required, allow_downgrade, allow_revision_authoring, "
                "run_on_approval, lock_timeout, statement_timeout, lock_retries, "
+               "promote_from, promote_requires_rehearsal, promote_requires_stairway, "
                "viewers, operators, approvers, admins")
 
 

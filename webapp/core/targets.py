@@ -33,6 +33,7 @@ from .redaction import (  # noqa: F401  (re-exported: the secrets used to live h
 from .targets_schema import (  # noqa: F401  (TAG_RE, _interpreter re-exported)
     LOCK_GUARD_KEYS,
     POLICY_FLAGS,
+    PROMOTION_KEYS,
     TAG_RE,
     TARGET_NAME_RE,
     TIERS,
@@ -77,6 +78,12 @@ class Policy:
     :mod:`webapp.core.permissions`). ``lock_timeout`` and ``statement_timeout``
     (seconds, 0 = off) and ``lock_retries`` are a job's lock guard, the
     tier's defaults filled in (:data:`~webapp.core.targets_schema.TIER_LOCK_GUARDS`).
+
+    ``promote_from`` names the (staging) target an upgrade here is promoted
+    from: every revision it applies must be applied there first, with the
+    same file; ``promote_requires_rehearsal`` / ``promote_requires_stairway``
+    also ask for a passing rehearsal / stairway test of the exact plan on
+    this target (:mod:`webapp.services.promotion`). None / False: no gate.
     """
 
     approvals_required: int = 0
@@ -87,6 +94,9 @@ class Policy:
     lock_timeout: float = 0.0
     statement_timeout: float = 0.0
     lock_retries: int = 0
+    promote_from: str | None = None
+    promote_requires_rehearsal: bool = False
+    promote_requires_stairway: bool = False
 
     @property
     def lock_guard(self) -> dict:
@@ -256,7 +266,35 @@ def load_targets(path: str | Path, *, url_defaults: Mapping[str, str] | None = N
         tier = tier_grants.get(result[name].tier)
         if tier is not None:
             result[name] = replace(result[name], tier_grants=tier)
+    _check_promotions(path, text, result)
     return result
+
+
+def _check_promotions(path: Path, text: str, targets: Mapping[str, Target]) -> None:
+    """Every ``promote_from`` names another configured target; the
+    ``promote_requires_*`` flags need a ``promote_from``.
+
+    :raises TargetsFileError: the first target that breaks a rule.
+    """
+    for name, target in targets.items():
+        policy = target.policy
+        source = policy.promote_from
+
+        def fail(problem: str, key: str, name: str = name) -> TargetsFileError:
+            return TargetsFileError(path, problem, key=f"targets.{name}.{key}",
+                                    line=_line_of(text, name, key))
+
+        if source is not None and source == name:
+            raise fail("must name another target (the staging target this one is "
+                       "promoted from), not itself", "policy.promote_from")
+        if source is not None and source not in targets:
+            raise fail(f"names no configured target: {source!r} (known: "
+                       f"{', '.join(n for n in targets if n != name)})",
+                       "policy.promote_from")
+        for flag in ("promote_requires_rehearsal", "promote_requires_stairway"):
+            if getattr(policy, flag) and source is None:
+                raise fail("needs promote_from (the staging target this one is promoted "
+                           "from)", f"policy.{flag}")
 
 
 def _tier_grants(path: Path, raw: object) -> dict[str, Grants]:
@@ -320,7 +358,7 @@ def _first_problem(exc: ValidationError, raw: Mapping[str, object], prefix: str 
     if error["type"] == "extra_forbidden":
         if len(error["loc"]) == 1:
             return key, f"unknown key (known keys: {', '.join(sorted(_TARGET_KEYS))})"
-        known = [*POLICY_FLAGS, *LOCK_GUARD_KEYS, *GRANT_LISTS]
+        known = [*POLICY_FLAGS, *LOCK_GUARD_KEYS, *PROMOTION_KEYS, *GRANT_LISTS]
         return key, f"unknown policy key (known: {', '.join(known)})"
     return key, error["msg"]
 
@@ -361,7 +399,8 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         flask_app=entry.flask_app,
         directory=entry.migrations_directory(base),
         env=dict(entry.env),
-        policy=Policy(**{flag: getattr(policy, flag) for flag in POLICY_FLAGS},
+        policy=Policy(**{flag: getattr(policy, flag) for flag in (*POLICY_FLAGS,
+                                                                   *PROMOTION_KEYS)},
                       grants=Grants(**{n: getattr(policy, n) for n in GRANT_LISTS}),
                       **policy.lock_guard(entry.tier or "")),
         tags=entry.tags,

@@ -34,7 +34,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import accounts, audit, events, notify, review
+from . import accounts, audit, events, notify, promotion, review
 from .authorization import authorize_run_as
 from .catalog import Catalog
 from .jobs import JobRequest, plan_job, start_job
@@ -292,7 +292,12 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
             check_requester(request, target, actor)
         except Refused:  # recorded on the request and audited; the approval stands
             return request, None
-        job = run_approved(catalog, request, actor)
+        try:
+            job = run_approved(catalog, request, actor)
+        except Refused as exc:
+            if exc.reason != Reason.NOT_PROMOTED:
+                raise
+            return request, None  # recorded on the request and audited; the approval stands
     return request, job
 
 
@@ -333,15 +338,22 @@ def check_requester(request: ApprovalRequest, target: Target, actor: audit.Actor
     try:
         authorize_run_as(requester, target, request.command, who="requester")
     except Refused as exc:
-        request.note = f"Not run: {exc}."  # shown on the request page and in its JSON
-        db.session.execute(update(RolloutStep).where(
-            RolloutStep.request_id == request.id,
-            RolloutStep.status == StepStatus.AWAITING_APPROVAL).values(note=request.note))
-        audit.record(actor, "request.run", "refused", target=request.target, commit=False,
-                     request=request.id, requester=requester.username if requester else None,
-                     reason=exc.reason, message=str(exc))
-        db.session.commit()
+        _not_run(request, exc, actor, requester)
         raise
+
+
+def _not_run(request: ApprovalRequest, exc: Refused, actor: audit.Actor,
+             requester: User | None) -> None:
+    """Record why the approved ``request`` did not run (its note, its
+    rollout step's note, the audit log) and commit; it stays approved."""
+    request.note = f"Not run: {exc}."  # shown on the request page and in its JSON
+    db.session.execute(update(RolloutStep).where(
+        RolloutStep.request_id == request.id,
+        RolloutStep.status == StepStatus.AWAITING_APPROVAL).values(note=request.note))
+    audit.record(actor, "request.run", "refused", target=request.target, commit=False,
+                 request=request.id, requester=requester.username if requester else None,
+                 reason=exc.reason, message=str(exc))
+    db.session.commit()
 
 
 def run_approved_by(catalog: Catalog, request: ApprovalRequest, user: User,
@@ -365,7 +377,8 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
 
     :raises Refused: 403 the requester is disabled or no longer allowed
         (audited, shown on the request), 409 plan changed since approval (the
-        approvals are void and the request is open again), 409 busy, 403/503
+        approvals are void and the request is open again), 409 not promoted
+        (:func:`webapp.services.promotion.check`), 409 busy, 403/503
         as start_job.
     """
     expire_requests()  # an approved request past its time never runs
@@ -390,6 +403,11 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
         raise Refused(Reason.PLAN_CHANGED, "Plan changed since approval: the approvals "
                          f"are void and request {request.id} is back to review.")
     requester = request.requester or db.session.get(User, request.requester_id)
+    try:  # staging may have moved since (a revision downgraded there, a file edited)
+        promotion.check(target, plan)
+    except Refused as exc:
+        _not_run(request, exc, actor, requester)
+        raise
     job = start_job(catalog, requester, req, plan, actor, confirmed_hash=request.plan_hash,
                     approved_request=request.id)
     request.status, request.job_id = RequestStatus.EXECUTED, job.id

@@ -25,7 +25,7 @@ from ..models import (
     RequestView,
     User,
 )
-from . import accounts, audit
+from . import accounts, audit, promotion
 from .catalog import Catalog
 from .refusals import Reason, Refused
 
@@ -164,7 +164,8 @@ class ChecksSummary:
     ``staging``: per plan revision, ``{"revision", "target", "same_file",
     "applied_at"}`` when a staging-tier target applied it (from the
     dashboard's applied-revision checksums), else ``{"revision", "target":
-    None}``.
+    None}``; ``promotion``: the evidence when the target is promoted from
+    another (policy ``promote_from``; :mod:`webapp.services.promotion`).
     """
 
     state: str
@@ -172,6 +173,7 @@ class ChecksSummary:
     warnings: list[dict] = field(default_factory=list)
     notes: list[dict] = field(default_factory=list)
     staging: list[dict] = field(default_factory=list)
+    promotion: promotion.Evidence | None = None
 
 
 def checks_summary(catalog: Catalog, request: ApprovalRequest, plan: Plan,
@@ -196,8 +198,10 @@ def checks_summary(catalog: Catalog, request: ApprovalRequest, plan: Plan,
         state = "unrehearsed"
     else:
         state = "ok"
+    target = catalog.get(request.target)
     return ChecksSummary(state, rehearsal, warnings, list(notes.values()),
-                         _staging(catalog, request, plan))
+                         _staging(catalog, request, plan),
+                         promotion.evidence(target, plan) if target else None)
 
 
 def _staging(catalog: Catalog, request: ApprovalRequest, plan: Plan) -> list[dict]:
