@@ -34,7 +34,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import accounts, audit, events, notify, promotion, review
+from . import accounts, audit, events, lint_gate, notify, promotion, review
 from .authorization import authorize_run_as
 from .catalog import Catalog
 from .jobs import JobRequest, plan_job, start_job
@@ -295,7 +295,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
         try:
             job = run_approved(catalog, request, actor)
         except Refused as exc:
-            if exc.reason != Reason.NOT_PROMOTED:
+            if exc.reason not in (Reason.NOT_PROMOTED, Reason.LINT_BLOCKED):
                 raise
             return request, None  # recorded on the request and audited; the approval stands
     return request, job
@@ -405,6 +405,7 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
     requester = request.requester or db.session.get(User, request.requester_id)
     try:  # staging may have moved since (a revision downgraded there, a file edited)
         promotion.check(target, plan)
+        lint_gate.check(target, plan)  # the tier's lint levels may have changed
     except Refused as exc:
         _not_run(request, exc, actor, requester)
         raise

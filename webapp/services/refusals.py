@@ -33,6 +33,7 @@ class Reason(StrEnum):
     UNREACHABLE = "unreachable"            # the database cannot be reached
     UNSUPPORTED = "unsupported"            # the target cannot do this (e.g. rehearse a Flask app)
     NOT_PROMOTED = "not_promoted"          # not yet applied on / rehearsed for promote_from
+    LINT_BLOCKED = "lint_blocked"          # an error-level lint finding on a blocking tier
 
 
 class Refused(Exception):

@@ -25,7 +25,7 @@ from ..models import (
     RequestView,
     User,
 )
-from . import accounts, audit, promotion
+from . import accounts, audit, lint_gate, promotion
 from .catalog import Catalog
 from .refusals import Reason, Refused
 
@@ -147,7 +147,7 @@ def comment(catalog: Catalog, request_id: int, user: User, body: str,
 
 
 # how bad a finding is, worst first
-_LEVEL_ORDER = {"warning": 0, "info": 1}
+_LEVEL_ORDER = {"error": -1, "warning": 0, "info": 1}
 
 
 @dataclass
@@ -157,8 +157,11 @@ class ChecksSummary:
 
     ``state``: "failed" (the rehearsal failed: never shown as green),
     "warnings" (lint warnings), "unrehearsed" (no rehearsal of this plan),
-    "ok" (rehearsed and no lint warning). ``warnings`` are the lint
-    warnings (dicts as stored with the plan); ``notes`` the info findings,
+    "ok" (rehearsed and no lint warning); "errors" before "warnings" when
+    a finding is error-level (a tier's ``[tiers.<tier>.lint]``).
+    ``warnings`` are the lint errors and warnings, worst first (dicts as
+    stored with the plan); ``lint_blocked`` the errors when the tier blocks
+    on them (the plan cannot run: :mod:`webapp.services.lint_gate`); ``notes`` the info findings,
     one per rule and explanation, with the ``revisions`` it applies to (the
     SQLite table-rebuild note is shown once, not per revision);
     ``staging``: per plan revision, ``{"revision", "target", "same_file",
@@ -174,6 +177,7 @@ class ChecksSummary:
     notes: list[dict] = field(default_factory=list)
     staging: list[dict] = field(default_factory=list)
     promotion: promotion.Evidence | None = None
+    lint_blocked: list[dict] = field(default_factory=list)
 
 
 def checks_summary(catalog: Catalog, request: ApprovalRequest, plan: Plan,
@@ -192,6 +196,8 @@ def checks_summary(catalog: Catalog, request: ApprovalRequest, plan: Plan,
                 note["revisions"].append(f["revision"])
     if rehearsal is not None and not rehearsal.passed:
         state = "failed"
+    elif any(f.get("level") == "error" for f in warnings):
+        state = "errors"
     elif warnings:
         state = "warnings"
     elif rehearsal is None:
@@ -201,7 +207,8 @@ def checks_summary(catalog: Catalog, request: ApprovalRequest, plan: Plan,
     target = catalog.get(request.target)
     return ChecksSummary(state, rehearsal, warnings, list(notes.values()),
                          _staging(catalog, request, plan),
-                         promotion.evidence(target, plan) if target else None)
+                         promotion.evidence(target, plan) if target else None,
+                         lint_gate.blocking(target, plan) if target else [])
 
 
 def _staging(catalog: Catalog, request: ApprovalRequest, plan: Plan) -> list[dict]:
