@@ -322,6 +322,8 @@ def test_webhook_payloads(make_app, tmp_path, monkeypatch):
         created = receiver.payloads[0]
         assert created["target"] == "prod" and created["request"] == request_id
         assert "olga requests approval" in created["text"]  # Slack-compatible line
+        assert created["approvers"] == ["anna"]  # eligible approvers, never the requester
+        assert receiver.payloads[1]["approvers"] == ["anna"]
         finished = next(p for p in receiver.payloads if p["event"] == "job.finished")
         assert finished["status"] == "succeeded" and finished["to"] == ["r002"]
         assert "sqlite" not in json.dumps(receiver.payloads)

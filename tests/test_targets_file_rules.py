@@ -19,6 +19,7 @@ KNOWN_KEYS = ("alembic_ini, cwd, directory, env, flask_app, ini_section, label, 
               "version_table, webhook_url")
 POLICY_KEYS = ("approvals_required, allow_downgrade, allow_revision_authoring, "
                "run_on_approval, lock_timeout, statement_timeout, lock_retries, "
+               "promote_from, promote_requires_rehearsal, promote_requires_stairway, "
                "viewers, operators, approvers, admins")
 
 
@@ -84,8 +85,8 @@ def test_each_rule_of_a_target_names_line_key_and_problem(folder, extra, line, k
     ('colour = 1\n' + HEAD, "key colour: unknown top-level key (expected [targets.<name>] "
      "and optional [tiers.<tier>.policy])"),
     ('tiers = 1\n' + HEAD, "key tiers: must be a table of [tiers.<tier>.policy]"),
-    (HEAD + '[tiers.staging.other]\n', "key tiers.staging: only a [tiers.<tier>.policy] "
-     "table is allowed"),
+    (HEAD + '[tiers.staging.other]\n', "key tiers.staging: only [tiers.<tier>.policy] and "
+     "[tiers.<tier>.lint] tables are allowed"),
     (HEAD + '[tiers.staging.policy]\nviewers = ["x"]\nzz = 1\nbb = 2\n',
      "key tiers.staging.policy.bb: unknown tier policy key (known: viewers, operators, "
      "approvers, admins)"),

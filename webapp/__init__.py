@@ -88,7 +88,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from .services import housekeeping, launchers, rollout_advance
+    from .services import housekeeping, launchers, request_mail, rollout_advance
     from .services.catalog import Catalog
 
     launchers.init_app(app)  # how jobs run: decided here, once (BROKER_URL, JOB_LAUNCHER)
@@ -96,6 +96,7 @@ def create_app(config_overrides: Mapping | None = None) -> Flask:
 
     configure_agent_forkservers(app.config["AGENT_STANDBYS"])  # warm agents for reads
     rollout_advance.subscribe()  # job and request ends (services.events) reach rollouts
+    request_mail.subscribe()  # a request waiting for someone: mail them (DASHBOARD_SMTP_*)
     housekeeping.init_app(app)  # reads trigger it at most every 2 s (or: flask housekeeping)
 
     catalog = Catalog.from_config(app.config, Path(app.instance_path))

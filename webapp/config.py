@@ -5,7 +5,8 @@
 production), ``DASHBOARD_COOKIE_SECURE``, ``DASHBOARD_TRUSTED_PROXIES``,
 ``DASHBOARD_RATELIMIT_STORAGE_URL``, ``DASHBOARD_LOGIN_RATE_LIMIT``,
 ``DASHBOARD_MAX_CONTENT_LENGTH``, ``DASHBOARD_SESSION_IDLE_MINUTES``,
-``DASHBOARD_SESSION_MAX_HOURS``;
+``DASHBOARD_SESSION_MAX_HOURS``; notification mails: ``DASHBOARD_SMTP_*``
+(see :func:`_smtp`);
 single sign-on: ``DASHBOARD_OIDC_*`` and ``DASHBOARD_LOCAL_LOGIN`` (see
 :func:`oidc_settings`).
 """
@@ -107,6 +108,16 @@ def _session(settings: EnvironmentSettings) -> dict:
             "REMEMBER_COOKIE_DURATION": timedelta(hours=hours)}
 
 
+def _smtp(settings: EnvironmentSettings) -> dict:
+    """Notification mail settings (:mod:`webapp.services.mail`): ``SMTP_HOST``
+    (None: no mail), ``SMTP_PORT`` (default 587), ``SMTP_USERNAME`` and
+    ``SMTP_PASSWORD`` (both or neither; the password is never logged),
+    ``SMTP_FROM`` (the sender address), ``SMTP_STARTTLS`` (default on)."""
+    return {"SMTP_HOST": settings.smtp_host, "SMTP_PORT": settings.smtp_port,
+            "SMTP_USERNAME": settings.smtp_username, "SMTP_PASSWORD": settings.smtp_password,
+            "SMTP_FROM": settings.smtp_from, "SMTP_STARTTLS": settings.smtp_starttls}
+
+
 def job_standbys(environ: Mapping[str, str], name: str = "DASHBOARD_JOB_STANDBYS") -> int:
     """``DASHBOARD_JOB_STANDBYS``: how many warm job processes each web
     process keeps for local jobs; ``DASHBOARD_AGENT_STANDBYS`` (``name``):
@@ -180,4 +191,5 @@ def settings_from_environment(environ: Mapping[str, str], instance_path: Path) -
         "AGENT_STANDBYS": settings.agent_standbys,
         **_session(settings),
         **_oidc(settings),
+        **_smtp(settings),
     }

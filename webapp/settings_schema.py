@@ -79,7 +79,22 @@ def whole_number(name: str, text: str) -> int:
 
 # whole-number variables: (lowest, highest or None)
 _WHOLE = {"DASHBOARD_TRUSTED_PROXIES": (0, None), "DASHBOARD_MAX_CONTENT_LENGTH": (1, None),
-          "DASHBOARD_JOB_STANDBYS": (0, 8), "DASHBOARD_AGENT_STANDBYS": (0, 8)}
+          "DASHBOARD_JOB_STANDBYS": (0, 8), "DASHBOARD_AGENT_STANDBYS": (0, 8),
+          "DASHBOARD_SMTP_PORT": (1, 65535)}
+
+
+def email_address(text: str) -> str:
+    """``text`` as a normalised email address (syntax only: no DNS lookup),
+    by ``email-validator``.
+
+    :raises ValueError: not an email address (the message says why).
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class EnvironmentSettings(BaseModel):
@@ -120,6 +135,12 @@ class EnvironmentSettings(BaseModel):
     oidc_roles_claim: str = Field("groups", alias="DASHBOARD_OIDC_ROLES_CLAIM")
     oidc_role_map: dict[str, str] = Field(default_factory=dict, alias="DASHBOARD_OIDC_ROLE_MAP")
     oidc_name: str = Field("single sign-on", alias="DASHBOARD_OIDC_NAME")
+    smtp_host: str | None = Field(None, alias="DASHBOARD_SMTP_HOST")
+    smtp_port: int = Field(587, alias="DASHBOARD_SMTP_PORT")
+    smtp_username: str | None = Field(None, alias="DASHBOARD_SMTP_USERNAME")
+    smtp_password: str | None = Field(None, alias="DASHBOARD_SMTP_PASSWORD")
+    smtp_from: str | None = Field(None, alias="DASHBOARD_SMTP_FROM")
+    smtp_starttls: bool = Field(True, alias="DASHBOARD_SMTP_STARTTLS")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> EnvironmentSettings:
@@ -160,7 +181,7 @@ class EnvironmentSettings(BaseModel):
         return _positive(cls.model_fields[info.field_name].alias, text)
 
     @field_validator("trusted_proxies", "max_content_length", "job_standbys",
-                     "agent_standbys", mode="before")
+                     "agent_standbys", "smtp_port", mode="before")
     @classmethod
     def _whole_number(cls, text, info) -> int:
         if not isinstance(text, str):
@@ -187,6 +208,22 @@ class EnvironmentSettings(BaseModel):
             raise ConfigurationError(f"DASHBOARD_LOCAL_LOGIN must be on or off, got {text!r}")
         return text.lower() in _ON
 
+    @field_validator("smtp_starttls", mode="before")
+    @classmethod
+    def _smtp_starttls(cls, text: str) -> bool:
+        if text.lower() not in _ON + _OFF:
+            raise ConfigurationError(f"DASHBOARD_SMTP_STARTTLS must be on or off, got {text!r}")
+        return text.lower() in _ON
+
+    @field_validator("smtp_from", mode="before")
+    @classmethod
+    def _smtp_from(cls, text: str) -> str:
+        try:
+            return email_address(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"DASHBOARD_SMTP_FROM is not an email address: "
+                                     f"{exc}") from None
+
     @field_validator("oidc_role_map", mode="before")
     @classmethod
     def _role_map(cls, text) -> dict[str, str]:
@@ -198,6 +235,12 @@ class EnvironmentSettings(BaseModel):
         if any(part is None for part in parts) and any(part is not None for part in parts):
             raise ConfigurationError("single sign-on needs all of DASHBOARD_OIDC_ISSUER, "
                                      "DASHBOARD_OIDC_CLIENT_ID and DASHBOARD_OIDC_CLIENT_SECRET")
+        if self.smtp_host is not None and self.smtp_from is None:
+            raise ConfigurationError("DASHBOARD_SMTP_HOST needs DASHBOARD_SMTP_FROM (the "
+                                     "sender address of notification mails)")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ConfigurationError("DASHBOARD_SMTP_USERNAME and DASHBOARD_SMTP_PASSWORD go "
+                                     "together (set both, or neither for no login)")
         if not self.local_login and self.oidc_issuer is None:
             raise ConfigurationError("DASHBOARD_LOCAL_LOGIN=off needs single sign-on "
                                      "(DASHBOARD_OIDC_ISSUER...): nobody could log in")

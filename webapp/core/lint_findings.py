@@ -10,6 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+#: every rule id lint reports (``not_seen``: a revision whose SQL lint could not read)
+RULES = ("drop_table", "drop_column", "rename", "type_change", "not_null_without_default",
+         "index_not_concurrent", "mysql_table_copy", "table_rebuild", "not_seen")
+#: the levels a finding may have, worst first ("error" only from a tier's lint table)
+LEVELS = ("error", "warning", "info")
+
 _MARKER = re.compile(r"^-- Running (upgrade|downgrade) (.*?) -> (\S*)", re.M)
 
 
@@ -20,7 +26,9 @@ class Finding:
     ``index_not_concurrent``, ``mysql_table_copy``, ``table_rebuild``);
     ``revision`` the revision whose SQL holds the statement (None when
     unknown); ``level`` is "warning" (data or uptime at risk) or "info"
-    (worth knowing, e.g. a batch table rebuild)."""
+    (worth knowing, e.g. a batch table rebuild) as lint reports it, or
+    "error" when a tier's ``[tiers.<tier>.lint]`` table says so
+    (:meth:`webapp.core.targets.LintPolicy.apply`)."""
 
     rule: str
     revision: str | None

@@ -240,5 +240,6 @@ def compute_plan(target: Target, command: str, revision: str, *, url: str,
                 rehearsal_error=data.get("rehearsal_error"))
     plan.findings = [f.as_dict() for f in lint_sql(plan.sql, plan.dialect)]
     plan.findings += unseen_findings(plan)
+    plan.findings = target.lint.apply(plan.findings)  # the tier's levels ([tiers.<tier>.lint])
     plan.warnings = plan_warnings(plan, heads)
     return plan

@@ -116,7 +116,8 @@ def configured_secrets(settings: Mapping, environ: Mapping[str, str],
     """Every secret a dashboard configured with ``settings`` knows.
 
     :param settings: the app's settings (``SECRET_KEY``, ``SQLALCHEMY_DATABASE_URI``,
-        ``BROKER_URL``, ``RATELIMIT_STORAGE_URI``, ``OIDC_CLIENT_SECRET``).
+        ``BROKER_URL``, ``RATELIMIT_STORAGE_URI``, ``OIDC_CLIENT_SECRET``,
+        ``SMTP_PASSWORD``).
     :param environ: the process environment (``DASHBOARD_ADMIN_PASSWORD`` and
         the ``DASHBOARD_*`` secrets, the targets' URL variables).
     :param targets: the configured targets: their URLs (``url_env``,
@@ -126,11 +127,11 @@ def configured_secrets(settings: Mapping, environ: Mapping[str, str],
     """
     found: list[str | None] = [settings.get(key) for key in (
         "SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "BROKER_URL", "RATELIMIT_STORAGE_URI",
-        "OIDC_CLIENT_SECRET")]
+        "OIDC_CLIENT_SECRET", "SMTP_PASSWORD")]
     found += [environ.get(name) for name in (
         "DASHBOARD_SECRET_KEY", "DASHBOARD_ADMIN_PASSWORD", "DASHBOARD_DATABASE_URL",
         "DASHBOARD_BROKER_URL", "DASHBOARD_RATELIMIT_STORAGE_URL",
-        "DASHBOARD_OIDC_CLIENT_SECRET")]
+        "DASHBOARD_OIDC_CLIENT_SECRET", "DASHBOARD_SMTP_PASSWORD")]
     for target in targets:
         for name in (target.url_env, target.readonly_url_env, target.rehearsal_url_env):
             if name:

@@ -22,6 +22,8 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from .lint_findings import LEVELS as LINT_LEVELS
+from .lint_findings import RULES as LINT_RULES
 from .permissions import GRANT_LISTS, Grants
 from .redaction import (  # noqa: F401  (re-exported: the secrets used to live here)
     MIN_SECRET_LENGTH,
@@ -33,6 +35,7 @@ from .redaction import (  # noqa: F401  (re-exported: the secrets used to live h
 from .targets_schema import (  # noqa: F401  (TAG_RE, _interpreter re-exported)
     LOCK_GUARD_KEYS,
     POLICY_FLAGS,
+    PROMOTION_KEYS,
     TAG_RE,
     TARGET_NAME_RE,
     TIERS,
@@ -77,6 +80,12 @@ class Policy:
     :mod:`webapp.core.permissions`). ``lock_timeout`` and ``statement_timeout``
     (seconds, 0 = off) and ``lock_retries`` are a job's lock guard, the
     tier's defaults filled in (:data:`~webapp.core.targets_schema.TIER_LOCK_GUARDS`).
+
+    ``promote_from`` names the (staging) target an upgrade here is promoted
+    from: every revision it applies must be applied there first, with the
+    same file; ``promote_requires_rehearsal`` / ``promote_requires_stairway``
+    also ask for a passing rehearsal / stairway test of the exact plan on
+    this target (:mod:`webapp.services.promotion`). None / False: no gate.
     """
 
     approvals_required: int = 0
@@ -87,6 +96,9 @@ class Policy:
     lock_timeout: float = 0.0
     statement_timeout: float = 0.0
     lock_retries: int = 0
+    promote_from: str | None = None
+    promote_requires_rehearsal: bool = False
+    promote_requires_stairway: bool = False
 
     @property
     def lock_guard(self) -> dict:
@@ -97,6 +109,29 @@ class Policy:
     def is_protected(self) -> bool:
         """True when jobs on this target must first be approved."""
         return self.approvals_required > 0
+
+
+@dataclass(frozen=True)
+class LintPolicy:
+    """A tier's ``[tiers.<tier>.lint]`` table: ``levels`` maps lint rule ids
+    (:data:`~webapp.core.lint_findings.RULES`) to "error" | "warning" |
+    "info", overriding lint's own level; ``block_on_error``: a plan with an
+    error-level finding may not be requested or run on the tier's targets."""
+
+    levels: Mapping[str, str] = field(default_factory=dict)
+    block_on_error: bool = False
+
+    def apply(self, findings: list[dict]) -> list[dict]:
+        """``findings`` (dicts as :meth:`Finding.as_dict` gives) with each
+        rule's level from :attr:`levels` (others unchanged); new dicts."""
+        return [{**f, "level": self.levels.get(f.get("rule"), f.get("level") or "warning")}
+                for f in findings]
+
+    def blocking(self, findings: list[dict]) -> list[dict]:
+        """The error-level ``findings`` when the tier blocks on them, else []."""
+        if not self.block_on_error:
+            return []
+        return [f for f in findings if f.get("level") == "error"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,7 @@ class Target:
     webhook_url: str | None = None
     queue: str | None = None  # the Celery queue whose workers run this target's jobs
     tier_grants: Grants = field(default_factory=Grants)  # [tiers.<tier>.policy] lists
+    lint: LintPolicy = field(default_factory=LintPolicy)  # [tiers.<tier>.lint]
     url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
@@ -245,6 +281,7 @@ def load_targets(path: str | Path, *, url_defaults: Mapping[str, str] | None = N
         raise TargetsFileError(path, "unknown top-level key (expected [targets.<name>] "
                                "and optional [tiers.<tier>.policy])", key=key)
     tier_grants = _tier_grants(path, data.get("tiers", {}))
+    tier_lint = _tier_lint(path, data.get("tiers", {}))
     raw_targets = data.get("targets")
     if not isinstance(raw_targets, dict) or not raw_targets:
         raise TargetsFileError(path, "no targets defined; add a [targets.<name>] table",
@@ -256,7 +293,38 @@ def load_targets(path: str | Path, *, url_defaults: Mapping[str, str] | None = N
         tier = tier_grants.get(result[name].tier)
         if tier is not None:
             result[name] = replace(result[name], tier_grants=tier)
+        lint = tier_lint.get(result[name].tier)
+        if lint is not None:
+            result[name] = replace(result[name], lint=lint)
+    _check_promotions(path, text, result)
     return result
+
+
+def _check_promotions(path: Path, text: str, targets: Mapping[str, Target]) -> None:
+    """Every ``promote_from`` names another configured target; the
+    ``promote_requires_*`` flags need a ``promote_from``.
+
+    :raises TargetsFileError: the first target that breaks a rule.
+    """
+    for name, target in targets.items():
+        policy = target.policy
+        source = policy.promote_from
+
+        def fail(problem: str, key: str, name: str = name) -> TargetsFileError:
+            return TargetsFileError(path, problem, key=f"targets.{name}.{key}",
+                                    line=_line_of(text, name, key))
+
+        if source is not None and source == name:
+            raise fail("must name another target (the staging target this one is "
+                       "promoted from), not itself", "policy.promote_from")
+        if source is not None and source not in targets:
+            raise fail(f"names no configured target: {source!r} (known: "
+                       f"{', '.join(n for n in targets if n != name)})",
+                       "policy.promote_from")
+        for flag in ("promote_requires_rehearsal", "promote_requires_stairway"):
+            if getattr(policy, flag) and source is None:
+                raise fail("needs promote_from (the staging target this one is promoted "
+                           "from)", f"policy.{flag}")
 
 
 def _tier_grants(path: Path, raw: object) -> dict[str, Grants]:
@@ -271,10 +339,10 @@ def _tier_grants(path: Path, raw: object) -> dict[str, Grants]:
         if tier not in TIERS:
             raise TargetsFileError(path, f"must be one of {', '.join(TIERS)}",
                                    key=f"tiers.{tier}")
-        if not isinstance(table, dict) or set(table) - {"policy"} \
+        if not isinstance(table, dict) or set(table) - {"policy", "lint"} \
                 or not isinstance(table.get("policy", {}), dict):
-            raise TargetsFileError(path, "only a [tiers.<tier>.policy] table is allowed",
-                                   key=f"tiers.{tier}")
+            raise TargetsFileError(path, "only [tiers.<tier>.policy] and [tiers.<tier>.lint] "
+                                   "tables are allowed", key=f"tiers.{tier}")
         policy = table.get("policy", {})
         try:
             entry = TierPolicyEntry.model_validate(policy)
@@ -286,6 +354,39 @@ def _tier_grants(path: Path, raw: object) -> dict[str, Grants]:
                 else _first_problem(exc, {"policy": policy}, "policy")
             raise TargetsFileError(path, why, key=f"tiers.{tier}.{key}") from None
         result[tier] = Grants(**{name: getattr(entry, name) for name in GRANT_LISTS})
+    return result
+
+
+def _tier_lint(path: Path, raw: Mapping[str, object]) -> dict[str, LintPolicy]:
+    """``[tiers.<tier>.lint]`` tables → lint policy by tier (``raw`` is the
+    ``tiers`` table, already checked by :func:`_tier_grants`).
+
+    :raises TargetsFileError: not a table, an unknown rule, a level other
+        than error / warning / info, ``block_on_error`` not a boolean.
+    """
+    result = {}
+    for tier, table in raw.items():
+        lint = table.get("lint") if isinstance(table, dict) else None
+        if lint is None:
+            continue
+        where = f"tiers.{tier}.lint"
+        if not isinstance(lint, dict):
+            raise TargetsFileError(path, "must be a table", key=where)
+        levels, block = {}, lint.get("block_on_error", False)
+        if type(block) is not bool:
+            raise TargetsFileError(path, "must be true or false",
+                                   key=f"{where}.block_on_error")
+        for rule, level in lint.items():
+            if rule == "block_on_error":
+                continue
+            if rule not in LINT_RULES:
+                raise TargetsFileError(path, f"unknown lint rule (known: block_on_error, "
+                                       f"{', '.join(LINT_RULES)})", key=f"{where}.{rule}")
+            if level not in LINT_LEVELS:
+                raise TargetsFileError(path, f"must be one of {', '.join(LINT_LEVELS)}",
+                                       key=f"{where}.{rule}")
+            levels[rule] = level
+        result[tier] = LintPolicy(levels, block)
     return result
 
 
@@ -320,7 +421,7 @@ def _first_problem(exc: ValidationError, raw: Mapping[str, object], prefix: str 
     if error["type"] == "extra_forbidden":
         if len(error["loc"]) == 1:
             return key, f"unknown key (known keys: {', '.join(sorted(_TARGET_KEYS))})"
-        known = [*POLICY_FLAGS, *LOCK_GUARD_KEYS, *GRANT_LISTS]
+        known = [*POLICY_FLAGS, *LOCK_GUARD_KEYS, *PROMOTION_KEYS, *GRANT_LISTS]
         return key, f"unknown policy key (known: {', '.join(known)})"
     return key, error["msg"]
 
@@ -361,7 +462,8 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         flask_app=entry.flask_app,
         directory=entry.migrations_directory(base),
         env=dict(entry.env),
-        policy=Policy(**{flag: getattr(policy, flag) for flag in POLICY_FLAGS},
+        policy=Policy(**{flag: getattr(policy, flag) for flag in (*POLICY_FLAGS,
+                                                                   *PROMOTION_KEYS)},
                       grants=Grants(**{n: getattr(policy, n) for n in GRANT_LISTS}),
                       **policy.lock_guard(entry.tier or "")),
         tags=entry.tags,

@@ -33,6 +33,8 @@ TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 POLICY_FLAGS = ("approvals_required", "allow_downgrade", "allow_revision_authoring",
                 "run_on_approval")
+# promotion: an upgrade here needs its revisions applied on promote_from first
+PROMOTION_KEYS = ("promote_from", "promote_requires_rehearsal", "promote_requires_stairway")
 # the lock guard of a job (seconds, 0 = off; retries after a lock timeout)
 LOCK_GUARD_KEYS = ("lock_timeout", "statement_timeout", "lock_retries")
 #: the lock guard a tier gets when its target's policy leaves a key out
@@ -143,6 +145,11 @@ class PolicyEntry(_GrantLists):
     lock_timeout: Annotated[float | None, BeforeValidator(_seconds)] = None
     statement_timeout: Annotated[float | None, BeforeValidator(_seconds)] = None
     lock_retries: Annotated[int | None, BeforeValidator(_retries)] = None
+    # the staging target this one is promoted from (another target's name,
+    # checked by webapp.core.targets.load_targets once every target is read)
+    promote_from: Text = None
+    promote_requires_rehearsal: Flag = False
+    promote_requires_stairway: Flag = False
 
     def lock_guard(self, tier: str) -> dict:
         """``{"lock_timeout", "statement_timeout", "lock_retries"}``: the keys

@@ -28,6 +28,8 @@ class User(UserMixin, db.Model):
     SHA-256 of the one open password link (an invitation or a reset, see
     :mod:`webapp.services.password_links`), valid until
     ``password_link_expires_at`` (UTC); both are None when there is none.
+    ``email``: the address notification mails go to (set by an admin on the
+    users page or the invitation form), None for no mail.
 
     ``token_ceiling`` is not stored: the role ceiling of the API token this
     request was authenticated by (None for a session), set by
@@ -54,6 +56,8 @@ class User(UserMixin, db.Model):
     is_service: Mapped[bool] = mapped_column(default=False, server_default=false())
     password_link_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     password_link_expires_at: Mapped[datetime | None]
+    # where notification mails go (webapp.services.mail); None: no mail
+    email: Mapped[str | None] = mapped_column(String(254))
 
     token_ceiling = None  # str | None, per request, never stored (see above)
 

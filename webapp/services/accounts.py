@@ -99,7 +99,7 @@ def _check_new_account(username: str, role: str) -> None:
 
 
 def create_user(username: str, role: str, password: str | None, *,
-                is_service: bool = False) -> User:
+                is_service: bool = False, email: str | None = None) -> User:
     """Create and commit a user.
 
     :param password: the password (checked by :func:`check_password_policy`),
@@ -107,6 +107,8 @@ def create_user(username: str, role: str, password: str | None, *,
         (``is_service``, which only ever acts through API tokens) or a person
         who sets it through an invitation link
         (:func:`webapp.services.password_links.invite`).
+    :param email: the address notification mails go to (already checked,
+        e.g. by the web layer's input schema), or None.
     :raises AccountError: invalid or taken username, unknown role, password
         refused by the policy, or a password given to a service account.
     """
@@ -115,7 +117,7 @@ def create_user(username: str, role: str, password: str | None, *,
         raise AccountError("a service account has no password: it uses API tokens")
     if password is not None:
         check_password_policy(password, username)
-    user = User(username=username, role=role, is_service=is_service,
+    user = User(username=username, role=role, is_service=is_service, email=email or None,
                 password_hash=hash_password(password) if password is not None else "")
     db.session.add(user)
     db.session.commit()
@@ -172,6 +174,14 @@ def _check_keeps_an_admin(user: User) -> None:
                                                     User.is_active_flag.is_(True))
     ).scalar_one() <= 1:
         raise AccountError(f"{user.username} is the last active admin")
+
+
+def set_email(user: User, email: str | None) -> None:
+    """Set (or, with None, clear) the address ``user``'s notification mails
+    go to, and commit. ``email`` is already checked (the web layer's input
+    schema); sessions stay."""
+    user.email = email or None
+    db.session.commit()
 
 
 def set_role(user: User, role: str) -> None:

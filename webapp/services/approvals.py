@@ -34,7 +34,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import accounts, audit, events, notify, review
+from . import accounts, audit, events, lint_gate, notify, promotion, review
 from .authorization import authorize_run_as
 from .catalog import Catalog
 from .jobs import JobRequest, plan_job, start_job
@@ -94,7 +94,8 @@ def expire_requests() -> list[int]:
 
         catalog = get_catalog()
         for request in stale:
-            notify.send("request.expired", request.target, request=request.id)
+            notify.send("request.expired", request.target, request=request.id,
+                        approvers=eligible_approvers(catalog, request))
             events.request_ended.send(request, catalog=catalog)
     return [r.id for r in stale]
 
@@ -156,9 +157,23 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
     notify.send("request.created", req.target.name, request=request.id,
                 requester=user.username, command=req.command, revision=req.revision,
                 reason=reason, required=req.target.policy.approvals_required,
+                approvers=eligible_approvers(catalog, request),
                 text=f"{user.username} requests approval for `alembic {req.command} "
                      f"{req.revision}` on {req.target.name}: {reason}")
+    events.request_waiting.send(request, catalog=catalog, waits_for="approvers")
     return request
+
+
+def eligible_approvers(catalog: Catalog, request: ApprovalRequest) -> list[str]:
+    """Usernames of the active accounts that may decide ``request`` (the
+    approver role on its target, from their global role or a grant; never
+    its requester), by name; from the dashboard database. Empty when the
+    target is no longer configured."""
+    if catalog.get(request.target) is None:
+        return []
+    return [u.username for u in accounts.list_users()
+            if u.is_active and u.id != request.requester_id
+            and bool(can_decide_grants(catalog, request, u))]
 
 
 def has_decided(request: ApprovalRequest, user: User) -> bool:
@@ -267,6 +282,7 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
     notify.send(event, request.target, request=request.id,
                 approver=user.username, comment=comment, approvals=len(approvers),
                 required=required, status=request.status,
+                approvers=eligible_approvers(catalog, request),
                 text=f"{user.username} approved request {request.id} on {request.target} "
                      f"({len(approvers)}/{required})")
     job = None
@@ -276,7 +292,12 @@ def decide(catalog: Catalog, request_id: int, user: User, decision: str, comment
             check_requester(request, target, actor)
         except Refused:  # recorded on the request and audited; the approval stands
             return request, None
-        job = run_approved(catalog, request, actor)
+        try:
+            job = run_approved(catalog, request, actor)
+        except Refused as exc:
+            if exc.reason not in (Reason.NOT_PROMOTED, Reason.LINT_BLOCKED):
+                raise
+            return request, None  # recorded on the request and audited; the approval stands
     return request, job
 
 
@@ -293,10 +314,14 @@ def _ended_or_waiting(catalog: Catalog, request: ApprovalRequest, user: User, de
                  request=request.id, comment=comment)
     db.session.commit()
     notify.send(event, request.target, request=request.id, approver=user.username,
-                comment=comment, text=f"{user.username} {line} on request {request.id} on "
-                                      f"{request.target}: {comment}")
+                comment=comment, approvers=eligible_approvers(catalog, request),
+                text=f"{user.username} {line} on request {request.id} on {request.target}: "
+                     f"{comment}")
     if decision == "reject":
         events.request_ended.send(request, catalog=catalog)
+    else:
+        events.request_waiting.send(request, catalog=catalog, waits_for="requester",
+                                    by=user.username, comment=comment)
     return request
 
 
@@ -313,15 +338,22 @@ def check_requester(request: ApprovalRequest, target: Target, actor: audit.Actor
     try:
         authorize_run_as(requester, target, request.command, who="requester")
     except Refused as exc:
-        request.note = f"Not run: {exc}."  # shown on the request page and in its JSON
-        db.session.execute(update(RolloutStep).where(
-            RolloutStep.request_id == request.id,
-            RolloutStep.status == StepStatus.AWAITING_APPROVAL).values(note=request.note))
-        audit.record(actor, "request.run", "refused", target=request.target, commit=False,
-                     request=request.id, requester=requester.username if requester else None,
-                     reason=exc.reason, message=str(exc))
-        db.session.commit()
+        _not_run(request, exc, actor, requester)
         raise
+
+
+def _not_run(request: ApprovalRequest, exc: Refused, actor: audit.Actor,
+             requester: User | None) -> None:
+    """Record why the approved ``request`` did not run (its note, its
+    rollout step's note, the audit log) and commit; it stays approved."""
+    request.note = f"Not run: {exc}."  # shown on the request page and in its JSON
+    db.session.execute(update(RolloutStep).where(
+        RolloutStep.request_id == request.id,
+        RolloutStep.status == StepStatus.AWAITING_APPROVAL).values(note=request.note))
+    audit.record(actor, "request.run", "refused", target=request.target, commit=False,
+                 request=request.id, requester=requester.username if requester else None,
+                 reason=exc.reason, message=str(exc))
+    db.session.commit()
 
 
 def run_approved_by(catalog: Catalog, request: ApprovalRequest, user: User,
@@ -345,7 +377,8 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
 
     :raises Refused: 403 the requester is disabled or no longer allowed
         (audited, shown on the request), 409 plan changed since approval (the
-        approvals are void and the request is open again), 409 busy, 403/503
+        approvals are void and the request is open again), 409 not promoted
+        (:func:`webapp.services.promotion.check`), 409 busy, 403/503
         as start_job.
     """
     expire_requests()  # an approved request past its time never runs
@@ -370,6 +403,12 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
         raise Refused(Reason.PLAN_CHANGED, "Plan changed since approval: the approvals "
                          f"are void and request {request.id} is back to review.")
     requester = request.requester or db.session.get(User, request.requester_id)
+    try:  # staging may have moved since (a revision downgraded there, a file edited)
+        promotion.check(target, plan)
+        lint_gate.check(target, plan)  # the tier's lint levels may have changed
+    except Refused as exc:
+        _not_run(request, exc, actor, requester)
+        raise
     job = start_job(catalog, requester, req, plan, actor, confirmed_hash=request.plan_hash,
                     approved_request=request.id)
     request.status, request.job_id = RequestStatus.EXECUTED, job.id

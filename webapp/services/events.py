@@ -16,6 +16,12 @@ Signals (blinker, in this module's own namespace):
   (:class:`~webapp.services.catalog.Catalog`).
 - :data:`request_ended` — sender: the :class:`~webapp.models.ApprovalRequest`,
   rejected, withdrawn or expired and committed; keyword ``catalog``.
+- :data:`request_waiting` — sender: the :class:`~webapp.models.ApprovalRequest`,
+  committed, now waiting for someone: keyword ``waits_for`` is
+  ``"approvers"`` (created, or a new plan submitted: keyword ``new_plan``) or ``"requester"``
+  (changes requested; keywords ``by``, the approver's username, and
+  ``comment``); keyword ``catalog``. Notification mails subscribe
+  (:func:`webapp.services.request_mail.subscribe`).
 - :data:`state_read` — sender: None; sent by the read functions (a job, the
   requests, a rollout, a target's recent jobs) before they read: the
   housekeeping fallback (:func:`webapp.services.housekeeping.fallback`, at
@@ -36,6 +42,11 @@ job_finished = signals.signal("job-finished", doc="A job reached a final state "
 request_ended = signals.signal("request-ended", doc="An approval request was rejected, "
                                "withdrawn or expired (sender: the ApprovalRequest; "
                                "keyword: catalog).")
+request_waiting = signals.signal("request-waiting", doc="An approval request waits for "
+                                 "its approvers (created, new plan) or its requester "
+                                 "(changes requested) (sender: the ApprovalRequest; "
+                                 "keywords: catalog, waits_for, and by/comment for "
+                                 "the requester).")
 state_read = signals.signal("state-read", doc="A read of job, request or rollout state "
                             "is about to be answered (sender: None). The throttled "
                             "housekeeping fallback subscribes.")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from ..extensions import db
 from ..models import ApprovalRequest, RequestStatus, User, utcnow
-from . import accounts
-from .approvals import can_decide_grants, has_decided
+from .approvals import can_decide_grants, eligible_approvers, has_decided
 from .catalog import Catalog
+
+__all__ = ["INBOX_LIMIT", "awaiting", "eligible_approvers", "may_decide"]
 
 # most requests an inbox looks at (newest first)
 INBOX_LIMIT = 200
@@ -36,14 +37,3 @@ def awaiting(catalog: Catalog, user: User) -> list[ApprovalRequest]:
         .order_by(ApprovalRequest.id.desc()).limit(INBOX_LIMIT)).scalars()
     return [r for r in rows if may_decide(catalog, r, user)]
 
-
-def eligible_approvers(catalog: Catalog, request: ApprovalRequest) -> list[str]:
-    """Usernames of the active accounts that may decide ``request`` (the
-    approver role on its target, from their global role or a grant; never
-    its requester), by name."""
-    target = catalog.get(request.target)
-    if target is None:
-        return []
-    return [u.username for u in accounts.list_users()
-            if u.is_active and u.id != request.requester_id
-            and bool(can_decide_grants(catalog, request, u))]

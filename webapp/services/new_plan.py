@@ -12,8 +12,14 @@ from __future__ import annotations
 from ..core.plan import Plan
 from ..extensions import db
 from ..models import ApprovalRequest, CommentKind, RequestStatus, User, utcnow
-from . import audit, notify, review
-from .approvals import expire_requests, plan_from_json, plan_to_json, request_ttl
+from . import audit, events, notify, review
+from .approvals import (
+    eligible_approvers,
+    expire_requests,
+    plan_from_json,
+    plan_to_json,
+    request_ttl,
+)
 from .authorization import authorize
 from .catalog import Catalog
 from .jobs import JobRequest, plan_job
@@ -91,6 +97,9 @@ def submit_new_plan(catalog: Catalog, request_id: int, user: User, comment: str,
     db.session.commit()
     notify.send("request.new_plan", request.target, request=request.id,
                 requester=user.username, changed=changed,
+                approvers=eligible_approvers(catalog, request),
                 text=f"{user.username} submitted a new plan for request {request.id} on "
                      f"{request.target}: review it again")
+    events.request_waiting.send(request, catalog=catalog, waits_for="approvers",
+                                new_plan=True)
     return request

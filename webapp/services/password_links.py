@@ -34,14 +34,15 @@ def _issue(user: User) -> str:
     return token
 
 
-def invite(username: str, role: str) -> tuple[User, str]:
-    """Create the account ``username`` with the global ``role`` and no
-    password, and a link to choose one.
+def invite(username: str, role: str, email: str | None = None) -> tuple[User, str]:
+    """Create the account ``username`` with the global ``role``, no
+    password and the notification address ``email`` (or None), and a link
+    to choose a password.
 
     :return: the account and the link's token (shown to the admin once).
     :raises AccountError: invalid or taken username, unknown role.
     """
-    user = accounts.create_user(username, role, None)
+    user = accounts.create_user(username, role, None, email=email)
     return user, _issue(user)
 
 

@@ -32,6 +32,8 @@ class Reason(StrEnum):
     DATABASE_MISSING = "database_missing"  # a SQLite file that does not exist
     UNREACHABLE = "unreachable"            # the database cannot be reached
     UNSUPPORTED = "unsupported"            # the target cannot do this (e.g. rehearse a Flask app)
+    NOT_PROMOTED = "not_promoted"          # not yet applied on / rehearsed for promote_from
+    LINT_BLOCKED = "lint_blocked"          # an error-level lint finding on a blocking tier
 
 
 class Refused(Exception):

@@ -25,7 +25,7 @@ from ..models import (
     RequestView,
     User,
 )
-from . import accounts, audit
+from . import accounts, audit, lint_gate, promotion
 from .catalog import Catalog
 from .refusals import Reason, Refused
 
@@ -147,7 +147,7 @@ def comment(catalog: Catalog, request_id: int, user: User, body: str,
 
 
 # how bad a finding is, worst first
-_LEVEL_ORDER = {"warning": 0, "info": 1}
+_LEVEL_ORDER = {"error": -1, "warning": 0, "info": 1}
 
 
 @dataclass
@@ -157,14 +157,18 @@ class ChecksSummary:
 
     ``state``: "failed" (the rehearsal failed: never shown as green),
     "warnings" (lint warnings), "unrehearsed" (no rehearsal of this plan),
-    "ok" (rehearsed and no lint warning). ``warnings`` are the lint
-    warnings (dicts as stored with the plan); ``notes`` the info findings,
+    "ok" (rehearsed and no lint warning); "errors" before "warnings" when
+    a finding is error-level (a tier's ``[tiers.<tier>.lint]``).
+    ``warnings`` are the lint errors and warnings, worst first (dicts as
+    stored with the plan); ``lint_blocked`` the errors when the tier blocks
+    on them (the plan cannot run: :mod:`webapp.services.lint_gate`); ``notes`` the info findings,
     one per rule and explanation, with the ``revisions`` it applies to (the
     SQLite table-rebuild note is shown once, not per revision);
     ``staging``: per plan revision, ``{"revision", "target", "same_file",
     "applied_at"}`` when a staging-tier target applied it (from the
     dashboard's applied-revision checksums), else ``{"revision", "target":
-    None}``.
+    None}``; ``promotion``: the evidence when the target is promoted from
+    another (policy ``promote_from``; :mod:`webapp.services.promotion`).
     """
 
     state: str
@@ -172,6 +176,8 @@ class ChecksSummary:
     warnings: list[dict] = field(default_factory=list)
     notes: list[dict] = field(default_factory=list)
     staging: list[dict] = field(default_factory=list)
+    promotion: promotion.Evidence | None = None
+    lint_blocked: list[dict] = field(default_factory=list)
 
 
 def checks_summary(catalog: Catalog, request: ApprovalRequest, plan: Plan,
@@ -190,14 +196,19 @@ def checks_summary(catalog: Catalog, request: ApprovalRequest, plan: Plan,
                 note["revisions"].append(f["revision"])
     if rehearsal is not None and not rehearsal.passed:
         state = "failed"
+    elif any(f.get("level") == "error" for f in warnings):
+        state = "errors"
     elif warnings:
         state = "warnings"
     elif rehearsal is None:
         state = "unrehearsed"
     else:
         state = "ok"
+    target = catalog.get(request.target)
     return ChecksSummary(state, rehearsal, warnings, list(notes.values()),
-                         _staging(catalog, request, plan))
+                         _staging(catalog, request, plan),
+                         promotion.evidence(target, plan) if target else None,
+                         lint_gate.blocking(target, plan) if target else [])
 
 
 def _staging(catalog: Catalog, request: ApprovalRequest, plan: Plan) -> list[dict]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..core.targets import Target
 from ..models import ApprovalRequest, Job, User
-from . import approvals, audit, authorization, jobs
+from . import approvals, audit, authorization, jobs, lint_gate, promotion
 from .catalog import Catalog
 from .jobs import JobRequest
 from .refusals import Reason, Refused, approvals_text
@@ -46,18 +46,23 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
         request form): refused (policy) before anything else when the target's
         protection says otherwise; None (the API) takes what the target gives.
     :raises Refused: role, policy, bad input, unknown revision, missing
-        database, nothing to do, plan changed, busy, unreachable...
+        database, nothing to do, not promoted (``promote_from``: see
+        :mod:`webapp.services.promotion`), lint errors on a blocking tier
+        (:mod:`webapp.services.lint_gate`), plan changed, busy, unreachable...
     """
     target = request.target
     _check_asks_for(target, asks_for)
     actor = actor.granted(authorization.authorize(user, target, request.command))
     plan = None
-    if fast_plan and not target.policy.is_protected:  # approvers must see the SQL
+    # approvers must see the SQL, and a tier blocking on lint errors must lint it
+    if fast_plan and not target.policy.is_protected and not target.lint.block_on_error:
         plan = jobs.quick_upgrade_plan(catalog, request)
     if plan is None:
         plan = jobs.plan_job(catalog, request)
     if plan.is_empty:
         raise Refused(Reason.NOTHING_TO_DO, catalog.nothing_to_do(target, plan.current_before))
+    promotion.check(target, plan)  # promote_from: applied there first (and rehearsed)
+    lint_gate.check(target, plan)  # [tiers.<tier>.lint] block_on_error
     if target.policy.is_protected:
         return Submission(request=approvals.create_request(
             catalog, user, request, plan, reason, actor, confirmed_hash=confirmed_hash))

@@ -31,7 +31,7 @@ from ..services import accounts, audit, password_links
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from .common import actor, answer_refusal, audits_refusals, raw_input, url_details
-from .schemas import AccountBody, TokenBody
+from .schemas import AccountBody, EmailBody, TokenBody
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -87,20 +87,21 @@ def _sent_username(exc: Refused) -> dict:
 @require_role("admin")
 @audits_refusals("account.create", _sent_username)
 def create_user():
-    """Create an account (``username``, ``role``, ``kind``): a person gets an
-    invitation link to choose a password; a service account none (it uses
-    API tokens)."""
+    """Create an account (``username``, ``role``, ``kind``, optional
+    ``email`` for notification mails): a person gets an invitation link to
+    choose a password; a service account none (it uses API tokens)."""
     body = AccountBody.load(AccountBody.from_form(request.form))
     if body.kind == "service":
-        user = accounts.create_user(body.username, body.role, None, is_service=True)
+        user = accounts.create_user(body.username, body.role, None, is_service=True,
+                                    email=body.email)
         audit.record(actor(), "account.create", "ok", user=user.username, role=user.role,
-                     kind="service")
+                     kind="service", **({"email": user.email} if user.email else {}))
         flash(f"Service account {user.username} created: give it an API token.", "info")
         return redirect(url_for("admin.users", _anchor=f"user-{user.username}"), code=303)
     _check_local_login()
-    user, token = password_links.invite(body.username, body.role)
+    user, token = password_links.invite(body.username, body.role, body.email)
     audit.record(actor(), "account.create", "ok", user=user.username, role=user.role,
-                 kind="person")
+                 kind="person", **({"email": user.email} if user.email else {}))
     return _shown_once("invitation link", user,
                        url_for("auth.password_link", token=token, _external=True),
                        f"Send it to {user.username}: it works once, for "
@@ -122,6 +123,21 @@ def reset_password(user_id: int):
                        f"{user.username}'s password and sessions have ended. Send the "
                        f"link to {user.username}: it works once, for "
                        f"{password_links.LINK_HOURS} hours.")
+
+
+@bp.route("/users/<int:user_id>/email", methods=["POST"])
+@require_role("admin")
+@audits_refusals("account.email", url_details(user_id="user_id"))
+def set_email(user_id: int):
+    """Set or clear (empty ``email``) the address the account's notification
+    mails go to."""
+    user = _user_or_404(user_id)
+    body = EmailBody.load(EmailBody.from_form(request.form))
+    accounts.set_email(user, body.email)
+    audit.record(actor(), "account.email", "ok", user=user.username, email=user.email)
+    flash(f"{user.username}: " + (f"mails go to {user.email}." if user.email
+                                  else "no email address, no mails."), "info")
+    return redirect(url_for("admin.users", _anchor=f"user-{user.username}"), code=303)
 
 
 @bp.route("/users/<int:user_id>/tokens", methods=["POST"])

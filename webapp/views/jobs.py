@@ -43,7 +43,7 @@ def plan(name: str):
     authorization.authorize(current_user, req.target, req.command)
     plan = jobs.plan_job(get_catalog(), req)
     from ..core.forecast import forecast_sql, with_live_numbers, worst
-    from ..services import rehearsals
+    from ..services import lint_gate, promotion, rehearsals
 
     running = jobs.running_job(name)
     if running is None or not running.is_active:
@@ -57,6 +57,8 @@ def plan(name: str):
                            running=running if running and running.is_active else None,
                            rehearsal=rehearsals.latest_for(name, plan),
                            stairway=rehearsals.latest_for(name, plan, "stairway"),
+                           promotion=promotion.evidence(req.target, plan),
+                           lint_blocked=lint_gate.blocking(req.target, plan),
                            no_revisions=get_catalog().no_revisions(req.target)
                            if plan.is_empty else None)
 

@@ -30,6 +30,7 @@ from pydantic import (
 from ..core.rollouts import Selection
 from ..services.refusals import Reason, Refused
 from ..services.rollouts import RolloutSpec
+from ..settings_schema import email_address
 
 COMMAND_MAX = 32     # characters of a command (upgrade, downgrade, stamp)
 REVISION_MAX = 200   # characters of a revision, a target name, a tier or a tag
@@ -288,29 +289,59 @@ class CancelBlockerBody(Body):
     pid: Annotated[int, BeforeValidator(_session_id), Field(gt=0, lt=2**31)]
 
 
+EMAIL_MAX = 254  # characters of an email address (RFC 5321's path limit)
+EMAIL_MESSAGE = "email must be an email address such as lead@example.com (or empty for none)"
+
+
+def _email(value: Any) -> Any:
+    """``""`` / None → None (no address); a string → the normalised address
+    (``email-validator``, syntax only), a ValueError when it is none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and len(value) <= EMAIL_MAX:
+        return email_address(value.strip())
+    return value
+
+
+Email = Annotated[Annotated[str, StringConstraints(max_length=EMAIL_MAX)] | None,
+                  BeforeValidator(_email)]
+
+
 class AccountBody(Body):
     """Create an account: ``{"username", "role", "kind": "person" |
-    "service"}``. A person is invited (a link to choose a password), a
-    service account gets API tokens only. What a username and a role may be
-    is the accounts service's rule."""
+    "service", "email"}``. A person is invited (a link to choose a
+    password), a service account gets API tokens only; ``email`` (optional)
+    is where notification mails go. What a username and a role may be is
+    the accounts service's rule."""
 
-    SHAPE: ClassVar[str] = ('send {"username", "role", "kind": "person" | "service"} '
-                            'as text')
+    SHAPE: ClassVar[str] = ('send {"username", "role", "kind": "person" | "service", '
+                            '"email"} as text')
     MESSAGES: ClassVar[dict[str, str]] = {
         "username:too_long": "username: 1-64 letters, digits or . _ @ -",
         "role:too_long": "not a role",
         "kind": 'kind must be "person" or "service"',
+        "email": EMAIL_MESSAGE,
     }
 
     username: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
     role: Annotated[str, StringConstraints(strip_whitespace=True, max_length=16)]
     kind: Literal["person", "service"] = "person"
+    email: Email = None
 
     @classmethod
     def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
         """The form's fields; a kind left out is a person."""
         return {"username": form.get("username", ""), "role": form.get("role", ""),
-                "kind": form.get("kind") or "person"}
+                "kind": form.get("kind") or "person", "email": form.get("email", "")}
+
+
+class EmailBody(Body):
+    """Set a user's notification address: ``{"email"}`` (empty: none)."""
+
+    SHAPE: ClassVar[str] = 'send {"email"}'
+    MESSAGES: ClassVar[dict[str, str]] = {"email": EMAIL_MESSAGE}
+
+    email: Email = None
 
 
 def _ceiling(value: Any) -> Any:
