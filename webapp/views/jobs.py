@@ -42,14 +42,14 @@ def plan(name: str):
     req, _ = job_request(name, request.args)
     authorization.authorize(current_user, req.target, req.command)
     plan = jobs.plan_job(get_catalog(), req)
-    from ..core.forecast import forecast_sql, with_live_numbers, worst
+    from ..core.forecast import forecast_live, worst
     from ..services import rehearsals
 
     running = jobs.running_job(name)
     if running is None or not running.is_active:
         jobs.expect_job(get_catalog(), plan)  # a warm process for the confirmation
-    forecast = with_live_numbers(req.target, forecast_sql(plan.sql, plan.dialect),
-                                 url=get_catalog().read_url(req.target))
+    forecast = forecast_live(req.target, plan.sql, plan.dialect,
+                             url=get_catalog().read_url(req.target))
     return render_template("jobs/plan.html", target=req.target, plan=plan,
                            forecast=forecast, worst=worst(forecast),
                            sections=sql_sections_html(plan.sql, plan.findings),
