@@ -186,3 +186,48 @@ def forecast_live(target, sql: str, dialect: str, *, url: str) -> list[dict]:
         lines = forecast_sql(sql, dialect, server_version=stats["server_version"],
                              columns=stats.get("columns"))
     return _fill(lines, stats)
+
+
+def _same_statement(a: str, b: str) -> bool:
+    def norm(text: str) -> str:
+        return " ".join(text.split()).rstrip(";").removesuffix("...")[:_STATEMENT_MAX - 3]
+
+    return norm(a).lower() == norm(b).lower()
+
+
+def rehearsal_marks(lines: list[dict], observed: list[dict] | None) -> dict[int, str]:
+    """The forecast lines the rehearsal proved wrong: ``{index in lines:
+    observed mode}``. ``observed`` is a rehearsal's ``observed_locks``
+    (PostgreSQL, the agent's ``LockWatch``: per statement the modes held
+    right after it, ``locks``, and those it newly took, ``taken``). A line is
+    matched to the first unused observation of its revision with the same
+    statement; it is wrong when the statement newly took another mode on the
+    line's table than forecast, or when the forecast mode is stronger than
+    anything held on it. Lines without a forecast lock, without a matching
+    observation or whose table holds no lock any more (dropped) are not
+    judged."""
+    from .forecast_pg import MODES
+
+    marks: dict[int, str] = {}
+    used: set[int] = set()
+    previous: tuple | None = None  # (revision, statement, observation) of the line before
+    for index, line in enumerate(lines):
+        if previous and previous[:2] == (line["revision"], line["statement"]):
+            found = previous[2]  # another table of the same statement
+        else:
+            found = next((i for i, o in enumerate(observed or []) if i not in used
+                          and o.get("revision") == line["revision"]
+                          and _same_statement(o.get("statement") or "", line["statement"])),
+                         None)
+            if found is not None:
+                used.add(found)
+        previous = (line["revision"], line["statement"], found)
+        if found is None or not line["lock"] or line["lock"] not in MODES or not line["table"]:
+            continue
+        held = observed[found].get("locks", {}).get(line["table"])
+        taken = observed[found].get("taken", {}).get(line["table"])
+        if taken and taken != line["lock"]:
+            marks[index] = taken
+        elif held in MODES and MODES.index(line["lock"]) > MODES.index(held):
+            marks[index] = held
+    return marks

@@ -42,7 +42,7 @@ def plan(name: str):
     req, _ = job_request(name, request.args)
     authorization.authorize(current_user, req.target, req.command)
     plan = jobs.plan_job(get_catalog(), req)
-    from ..core.forecast import forecast_live, worst
+    from ..core.forecast import forecast_live, rehearsal_marks, worst
     from ..services import rehearsals
 
     running = jobs.running_job(name)
@@ -50,12 +50,16 @@ def plan(name: str):
         jobs.expect_job(get_catalog(), plan)  # a warm process for the confirmation
     forecast = forecast_live(req.target, plan.sql, plan.dialect,
                              url=get_catalog().read_url(req.target))
+    rehearsal = rehearsals.latest_for(name, plan)
     return render_template("jobs/plan.html", target=req.target, plan=plan,
                            forecast=forecast, worst=worst(forecast),
+                           forecast_wrong=rehearsal_marks(
+                               forecast, rehearsal.details.get("observed_locks"))
+                           if rehearsal else {},
                            sections=sql_sections_html(plan.sql, plan.findings),
                            pygments_css=PYGMENTS_CSS,
                            running=running if running and running.is_active else None,
-                           rehearsal=rehearsals.latest_for(name, plan),
+                           rehearsal=rehearsal,
                            stairway=rehearsals.latest_for(name, plan, "stairway"),
                            no_revisions=get_catalog().no_revisions(req.target)
                            if plan.is_empty else None)
