@@ -162,3 +162,36 @@ def test_forecast_on_mariadb_reads_the_server_version_columns_and_blockers(
         holder.rollback()
         holder.close()
         engine.dispose()
+
+
+def test_mariadb_blockers_name_a_running_mysqldump_read(mysql_url):
+    """A session reading as mysqldump does (``SELECT /*!40001 SQL_NO_CACHE */``)
+    is a blocker of every table read; the reader's own session is not."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from webapp.agent.alembic_dashboard_agent.table_stats import _mysql as mysql_stats
+
+    engine = sa.create_engine(mysql_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE items (id INT PRIMARY KEY)"))
+    dump = engine.connect()
+    pid = dump.execute(sa.text("SELECT CONNECTION_ID()")).scalar()
+    reading = threading.Thread(target=dump.execute, args=(sa.text(
+        "SELECT /*!40001 SQL_NO_CACHE */ SLEEP(3) FROM (SELECT 1) x"),), daemon=True)
+    reading.start()
+    try:
+        with engine.connect() as conn:
+            for _ in range(50):  # until the server shows the read (at most 5 s)
+                stats = mysql_stats(conn, ["items"])
+                if stats["tables"]["items"]["blockers"]:
+                    break
+                threading.Event().wait(0.1)
+        blockers = stats["tables"]["items"]["blockers"]
+        assert [b["pid"] for b in blockers] == [pid], blockers
+        assert "SQL_NO_CACHE" in blockers[0]["query"]
+    finally:
+        reading.join(10)
+        dump.close()
+        engine.dispose()

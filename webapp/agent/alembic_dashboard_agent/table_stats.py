@@ -51,7 +51,7 @@ _MYSQL_BLOCKERS = (
     "AND (p.COMMAND = 'Sleep' OR t.trx_started < NOW() - INTERVAL :long SECOND) "
     "UNION SELECT p.ID, p.USER, p.COMMAND, NULL, LEFT(p.INFO, 200) "
     "FROM information_schema.PROCESSLIST p WHERE p.ID <> CONNECTION_ID() "
-    "AND p.INFO LIKE '%SQL_NO_CACHE%'")  # mysqldump's reads: SELECT /*!40001 SQL_NO_CACHE */
+    "AND p.INFO LIKE 'SELECT /*!40001 SQL\\_NO\\_CACHE */%'")  # how mysqldump reads a table
 
 
 def _mysql(conn, names: list[str]) -> dict:
