@@ -119,3 +119,79 @@ def test_forecast_reads_rows_size_and_blockers_live(make_app, tmp_path, monkeypa
         holder.rollback()
         holder.close()
         engine.dispose()
+
+
+#: on MariaDB: a VARCHAR extension within its length class (instant only when
+#: the live column is known), and an index
+MYSQL_REVISIONS = [REVISIONS[0], Rev("r001", "r000", "wider", upgrade='op.alter_column('
+                   '"items", "name", existing_type=sa.String(50), type_=sa.String(60), '
+                   'existing_nullable=True)'), REVISIONS[2]]
+
+
+def test_forecast_on_mariadb_reads_the_server_version_columns_and_blockers(
+        make_app, tmp_path, monkeypatch, mysql_url):
+    import sqlalchemy as sa
+
+    from webapp.core.forecast import forecast_sql
+    from webapp.core.runner import run_command
+    from webapp.core.targets import load_targets
+
+    client = _client(make_app, tmp_path, monkeypatch, mysql_url, revisions=MYSQL_REVISIONS)
+    run_command(load_targets(tmp_path / "targets.toml")["shop"], "upgrade", "r000",
+                url=mysql_url)
+    engine = sa.create_engine(mysql_url)
+    holder = engine.connect()
+    try:
+        holder.execute(sa.text("SELECT count(*) FROM items"))  # an open transaction, idle
+        pid = holder.execute(sa.text("SELECT CONNECTION_ID()")).scalar()
+        body = client.get("/api/v1/targets/shop/plan?command=upgrade&revision=heads").get_json()
+        by_revision = {line["revision"]: line for line in body["forecast"]}
+        assert set(by_revision["r001"]) == FORECAST_KEYS
+        # the SQL alone cannot tell an extension from a type change: COPY
+        offline = forecast_sql(body["sql"], "mysql")
+        assert next(x for x in offline if x["revision"] == "r001")["lock"] == \
+            "ALGORITHM=COPY, LOCK=SHARED"
+        assert by_revision["r001"]["lock"] == "ALGORITHM=INSTANT, LOCK=NONE"
+        assert by_revision["r001"]["blocks"] == "nothing"
+        assert by_revision["r002"]["lock"] == "ALGORITHM=INPLACE, LOCK=NONE"
+        assert by_revision["r002"]["rewrites"] == "scan"
+        assert by_revision["r002"]["rows"] == 0 and by_revision["r002"]["bytes"] > 0
+        assert [b["pid"] for b in by_revision["r002"]["blockers"]] == [pid]
+        assert by_revision["r002"]["blockers"][0]["state"] == "idle in transaction"
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+
+
+def test_mariadb_blockers_name_a_running_mysqldump_read(mysql_url):
+    """A session reading as mysqldump does (``SELECT /*!40001 SQL_NO_CACHE */``)
+    is a blocker of every table read; the reader's own session is not."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from webapp.agent.alembic_dashboard_agent.table_stats import _mysql as mysql_stats
+
+    engine = sa.create_engine(mysql_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE items (id INT PRIMARY KEY)"))
+    dump = engine.connect()
+    pid = dump.execute(sa.text("SELECT CONNECTION_ID()")).scalar()
+    reading = threading.Thread(target=dump.execute, args=(sa.text(
+        "SELECT /*!40001 SQL_NO_CACHE */ SLEEP(3) FROM (SELECT 1) x"),), daemon=True)
+    reading.start()
+    try:
+        with engine.connect() as conn:
+            for _ in range(50):  # until the server shows the read (at most 5 s)
+                stats = mysql_stats(conn, ["items"])
+                if stats["tables"]["items"]["blockers"]:
+                    break
+                threading.Event().wait(0.1)
+        blockers = stats["tables"]["items"]["blockers"]
+        assert [b["pid"] for b in blockers] == [pid], blockers
+        assert "SQL_NO_CACHE" in blockers[0]["query"]
+    finally:
+        reading.join(10)
+        dump.close()
+        engine.dispose()

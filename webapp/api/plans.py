@@ -8,7 +8,7 @@ from dataclasses import asdict
 from flask import jsonify, request
 from flask_login import current_user
 
-from ..core.forecast import forecast_sql, with_live_numbers
+from ..core.forecast import forecast_live
 from ..services import authorization, jobs
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
@@ -41,5 +41,5 @@ def plan(name: str):
         "from": found.current_before, "to": found.current_after,
         "steps": [asdict(step) for step in found.steps], "sql": found.sql,
         "dialect": found.dialect, "lint": found.findings, "warnings": found.warnings,
-        "plan_hash": found.hash, "forecast": with_live_numbers(
-            target, forecast_sql(found.sql, found.dialect), url=catalog.read_url(target))})
+        "plan_hash": found.hash, "forecast": forecast_live(
+            target, found.sql, found.dialect, url=catalog.read_url(target))})

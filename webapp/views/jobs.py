@@ -42,20 +42,24 @@ def plan(name: str):
     req, _ = job_request(name, request.args)
     authorization.authorize(current_user, req.target, req.command)
     plan = jobs.plan_job(get_catalog(), req)
-    from ..core.forecast import forecast_sql, with_live_numbers, worst
+    from ..core.forecast import forecast_live, rehearsal_marks, worst
     from ..services import lint_gate, promotion, rehearsals
 
     running = jobs.running_job(name)
     if running is None or not running.is_active:
         jobs.expect_job(get_catalog(), plan)  # a warm process for the confirmation
-    forecast = with_live_numbers(req.target, forecast_sql(plan.sql, plan.dialect),
-                                 url=get_catalog().read_url(req.target))
+    forecast = forecast_live(req.target, plan.sql, plan.dialect,
+                             url=get_catalog().read_url(req.target))
+    rehearsal = rehearsals.latest_for(name, plan)
     return render_template("jobs/plan.html", target=req.target, plan=plan,
                            forecast=forecast, worst=worst(forecast),
+                           forecast_wrong=rehearsal_marks(
+                               forecast, rehearsal.details.get("observed_locks"))
+                           if rehearsal else {},
                            sections=sql_sections_html(plan.sql, plan.findings),
                            pygments_css=PYGMENTS_CSS,
                            running=running if running and running.is_active else None,
-                           rehearsal=rehearsals.latest_for(name, plan),
+                           rehearsal=rehearsal,
                            stairway=rehearsals.latest_for(name, plan, "stairway"),
                            promotion=promotion.evidence(req.target, plan),
                            lint_blocked=lint_gate.blocking(req.target, plan),

@@ -26,13 +26,8 @@ import time
 from . import alembic_private, rehearsal
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads, engine, read_current, sqlite_path
-from .mysql_scratch import (
-    mysql_build,
-    mysql_read,
-    mysql_scratch,
-    scrub,
-    scrubbed_output,
-)
+from .lock_watch import LockWatch
+from .mysql_scratch import mysql_build, mysql_read, mysql_scratch, scrub, scrubbed_output
 from .steps import step_id, steps_for
 
 
@@ -154,6 +149,7 @@ def _run(request: dict, scratch_url: str, check) -> dict:
 
     A revision is blamed only when its migration had started (Alembic pulls
     each step just before running it); a failure before that is env.py's.
+    PostgreSQL: ``observed_locks`` per statement (:class:`.lock_watch.LockWatch`).
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -183,21 +179,23 @@ def _run(request: dict, scratch_url: str, check) -> dict:
             yield step
 
     began = time.monotonic()
+    watch = LockWatch(scratch_url, started)
     VERSION_APPLY_HOOKS.append(on_apply)
     event.listen(Engine, "before_cursor_execute", remember)
     try:
-        with check:
+        with check, watch:
             destination = tuple(revision.split(",")) if command_name == "stamp" else revision
             with EnvironmentContext(config, script, fn=fn, destination_rev=destination):
                 script.run_env()
-        return {"passed": True, "steps": timings, "seconds": round(time.monotonic() - began, 4)}
+        return {"passed": True, "steps": timings, "seconds": round(time.monotonic() - began, 4),
+                "observed_locks": watch.observed}
     except Exception as exc:
         failed = started[-1] if len(started) > len(timings) else None
         print(f"[dashboard] rehearsal failed: {type(exc).__name__}: {exc}", flush=True)
         return {"passed": False, "steps": timings, "failed_revision": failed,
                 "failed_phase": None if failed else "env",
                 "failing_statement": last["statement"] if failed else None,
-                "error": f"{type(exc).__name__}: {exc}",
+                "error": f"{type(exc).__name__}: {exc}", "observed_locks": watch.observed,
                 "seconds": round(time.monotonic() - began, 4)}
     finally:
         event.remove(Engine, "before_cursor_execute", remember)
@@ -208,12 +206,13 @@ def dry_run(request: dict, work=_run) -> dict:
     """Op ``dry_run`` (``command``, ``revision``): the job's migrations on a
     scratch copy — ``{"passed", "steps": [{"revision", "seconds"}],
     "seconds", "failed_revision", "failed_phase", "failing_statement",
-    "error", "copy", "started_at"}`` (MySQL/MariaDB: also ``"account"``, the
-    user it ran as); ``started_at`` lists the real database's revisions the
-    copy started from. Optional request field ``rehearsal_url``
-    (MySQL/MariaDB): the rehearsal server to build the copy on. Setting up
-    the copy may raise (e.g. no right to create a database); the copy is
-    dropped in every case.
+    "error", "copy", "started_at", "observed_locks"}`` (``observed_locks``:
+    PostgreSQL's per statement, :class:`.lock_watch.LockWatch`; [] elsewhere;
+    MySQL/MariaDB: also ``"account"``, the user it ran as); ``started_at``
+    lists the real database's revisions the copy started from. Optional
+    request field ``rehearsal_url`` (MySQL/MariaDB): the rehearsal server to
+    build the copy on. Setting up the copy may raise (e.g. no right to create
+    a database); the copy is dropped in every case.
 
     ``work(request, scratch_url, check)`` runs on the copy inside ``check``
     (default ``_run``: the job's migrations; :mod:`.stairway` passes its own).

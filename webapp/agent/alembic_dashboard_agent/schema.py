@@ -75,9 +75,7 @@ _KINDS = ("columns", "pk_constraint", "foreign_keys", "unique_constraints",
 
 
 def _reflect_one(inspector, table: str) -> dict:
-    """{kind: what ``inspector.get_<kind>(table)`` gives} for one table (a
-    kind the dialect does not implement, e.g. check constraints on an old
-    server, is empty)."""
+    """{kind: ``inspector.get_<kind>(table)``}; a kind the dialect lacks is empty."""
     raw = {}
     for kind in _KINDS:
         try:

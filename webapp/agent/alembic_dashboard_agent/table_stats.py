@@ -7,7 +7,14 @@ sessions that would block a lock on the table now: those holding a lock on
 it while idle in a transaction or in a transaction older than
 ``LONG_SECONDS``, and any running ``pg_dump``. MySQL/MariaDB:
 ``information_schema.TABLES`` (``TABLE_ROWS``, ``DATA_LENGTH +
-INDEX_LENGTH``); no blockers yet. SQLite: nothing (no statistics).
+INDEX_LENGTH``), the server version and the tables' column definitions
+(``information_schema.COLUMNS``/``STATISTICS``: the online-DDL forecast
+compares a MODIFY with them), and as blockers the sessions of this schema
+with an InnoDB transaction idle or older than ``LONG_SECONDS``
+(``INNODB_TRX`` + ``PROCESSLIST``) and any running mysqldump; the server
+does not say which tables an open transaction has read, so they are listed
+for every table (the account sees the sessions its privileges show).
+SQLite: nothing (no statistics).
 """
 
 from __future__ import annotations
@@ -30,6 +37,46 @@ _PG_BLOCKERS = (
     "OR a.application_name = 'pg_dump')")
 _MYSQL_SIZES = ("SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH "
                 "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()")
+_MYSQL_COLUMNS = (
+    "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE, "
+    "c.CHARACTER_MAXIMUM_LENGTH, c.CHARACTER_OCTET_LENGTH, EXISTS (SELECT 1 FROM "
+    "information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = c.TABLE_SCHEMA AND "
+    "s.TABLE_NAME = c.TABLE_NAME AND s.COLUMN_NAME = c.COLUMN_NAME) "
+    "FROM information_schema.COLUMNS c WHERE c.TABLE_SCHEMA = DATABASE()")
+_MYSQL_BLOCKERS = (
+    "SELECT p.ID, p.USER, p.COMMAND, DATE_FORMAT(CONVERT_TZ(t.trx_started, @@session.time_zone, "
+    "'+00:00'), '%Y-%m-%dT%H:%i:%sZ'), LEFT(COALESCE(p.INFO, t.trx_query, ''), 200) "
+    "FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p "
+    "ON p.ID = t.trx_mysql_thread_id WHERE p.ID <> CONNECTION_ID() AND p.DB = DATABASE() "
+    "AND (p.COMMAND = 'Sleep' OR t.trx_started < NOW() - INTERVAL :long SECOND) "
+    "UNION SELECT p.ID, p.USER, p.COMMAND, NULL, LEFT(p.INFO, 200) "
+    "FROM information_schema.PROCESSLIST p WHERE p.ID <> CONNECTION_ID() "
+    "AND p.INFO LIKE 'SELECT /*!40001 SQL\\_NO\\_CACHE */%'")  # how mysqldump reads a table
+
+
+def _mysql(conn, names: list[str]) -> dict:
+    """The MySQL/MariaDB part of :func:`table_stats`."""
+    from sqlalchemy import text
+
+    wanted, found, columns = set(names), {}, {}
+    for name, rows, size in conn.execute(text(_MYSQL_SIZES)):
+        if name in wanted:
+            found[name] = {"rows": rows, "bytes": size, "blockers": []}
+    for table, column, kind, nullable, length, octets, indexed in conn.execute(
+            text(_MYSQL_COLUMNS)):
+        if table in wanted:
+            columns.setdefault(table, {})[column] = {
+                "type": kind, "nullable": nullable == "YES", "length": length,
+                "octets": octets, "indexed": bool(indexed)}
+    blockers = [{"pid": pid, "user": user, "application": None,
+                 "state": "idle in transaction" if command == "Sleep" else command,
+                 "since": since, "query": query}
+                for pid, user, command, since, query in conn.execute(
+                    text(_MYSQL_BLOCKERS), {"long": LONG_SECONDS})]
+    for table in found.values():
+        table["blockers"] = list(blockers)
+    version = conn.execute(text("SELECT VERSION()")).scalar()
+    return {"tables": found, "server_version": version, "columns": columns}
 
 
 @read_path()
@@ -37,7 +84,9 @@ def table_stats(request: dict) -> dict:
     """Op ``table_stats`` (``tables``: names): ``{"tables": {name: {"rows",
     "bytes", "blockers": [{"pid", "user", "application", "state", "since",
     "query"}]}}}`` for the tables that exist (rows is an estimate: -1 on
-    PostgreSQL for a table never analysed, reported as None)."""
+    PostgreSQL for a table never analysed, reported as None); MySQL/MariaDB
+    add ``"server_version"`` and ``"columns": {table: {column: {"type",
+    "nullable", "length", "octets", "indexed"}}}``."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
@@ -61,10 +110,7 @@ def table_stats(request: dict) -> dict:
                             "pid": pid, "user": user, "application": app, "state": state,
                             "since": since, "query": query})
             else:
-                wanted = set(names)
-                for name, rows, size in conn.execute(text(_MYSQL_SIZES)):
-                    if name in wanted:
-                        found[name] = {"rows": rows, "bytes": size, "blockers": []}
+                return _mysql(conn, names)
     finally:
         eng.dispose()
     return {"tables": found}
