@@ -59,6 +59,11 @@ def test_demo_at_heads_offers_one_step_per_branch(demo_app, logged_in):
     assert plan_steps(logged_in, links[f"downgrade {MAIN_HEAD}@-1"]) == [
         (MAIN_HEAD, "b16a3bad8fca")]
     assert version_table(url) == {MAIN_HEAD, REPORTING_HEAD}  # the plan pages ran nothing
+    # a step that is not there: Alembic's own refusal, as a plan error
+    beyond = logged_in.get("/api/v1/targets/demo-staging/plan?command=upgrade"
+                           "&revision=reporting%40%2B1", headers=headers)
+    assert beyond.status_code == 400 and "didn't produce 1 migrations" in beyond.json["detail"], \
+        beyond.json
 
     # confirm the reporting step down from its plan page: the job runs it
     plan_html = logged_in.get(links["downgrade reporting@-1"]).get_data(as_text=True)
