@@ -3,6 +3,7 @@ drift, and plan lint — compared with Alembic's own output."""
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 import shutil
 import subprocess
@@ -272,11 +273,12 @@ def test_drift_badge(make_app, tmp_path, monkeypatch):
     url = sqlite_url(tmp_path / 'd.db')
     root, config = demo_copy(tmp_path, url)
     app, client = authoring_app(make_app, tmp_path, monkeypatch, root / "alembic.ini", url)
-    assert "in sync" in client.get("/targets/shop/drift").get_data(as_text=True)
+    # the demo's models are one change ahead of its heads: tracking_number + its index
+    assert "2 differences" in client.get("/targets/shop/drift").get_data(as_text=True)
     from webapp.services import authoring
     authoring.forget_drift("shop")
     change_models_and_database(root, url)
-    assert "4 differences" in client.get("/targets/shop/drift").get_data(as_text=True)
+    assert "6 differences" in client.get("/targets/shop/drift").get_data(as_text=True)
     authoring.forget_drift("shop")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -328,6 +330,26 @@ def test_plan_page_shows_lint_findings(make_app, tmp_path, monkeypatch):
     app, client = authoring_app(make_app, tmp_path, monkeypatch, ini, url)
     page = client.get("/targets/shop/plan?command=upgrade&revision=head").get_data(as_text=True)
     assert "drop table" in page and "rule-drop_table" in page
+
+
+def test_the_demo_models_are_one_change_ahead_of_its_heads(make_app, tmp_path, monkeypatch):
+    """At heads, the demo's preview and drift page show the change its models
+    have and no revision makes yet: a nullable column and its index."""
+    url = sqlite_url(tmp_path / "at-heads.db")
+    root, _ = demo_copy(tmp_path, url)
+    app, client = authoring_app(make_app, tmp_path, monkeypatch, root / "alembic.ini", url)
+    page = client.get("/targets/shop/preview/result", headers={"HX-Request": "true"})
+    assert page.status_code == 200
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.get_data(as_text=True)))
+    assert "add column orders.tracking_number VARCHAR(64) NULL" in text, text[:3000]
+    assert "add index ix_orders_tracking_number" in text
+    script = html_lib.unescape(re.sub(r"<[^>]+>", "", page.get_data(as_text=True)))
+    assert "batch_op.add_column(sa.Column('tracking_number'" in script  # SQLite: batch mode
+    drift = client.get("/api/v1/targets/shop/drift").json
+    assert sorted(d["kind"] for d in drift["differences"]) == ["add_column", "add_index"]
+    assert not any(d["destructive"] for d in drift["differences"])
+    differences = client.get("/targets/shop/drift/differences").get_data(as_text=True)
+    assert "orders.tracking_number" in differences and "not-at-head" not in differences
 
 
 def test_preview_of_a_database_behind_head_says_what_to_do(logged_in):

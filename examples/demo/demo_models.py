@@ -1,8 +1,13 @@
-"""SQLAlchemy models of the demo shop, as they look at the heads of the
-revision history in ``versions/``.
+"""SQLAlchemy models of the demo shop: the schema at the heads of the
+revision history in ``versions/``, plus one change the team has modelled but
+not migrated yet (see ``Order.tracking_number``).
 
-Autogenerate (``alembic check``) compares these models against a database
-upgraded to ``heads``; they must stay in sync with the migration scripts.
+Autogenerate compares these models against a database upgraded to
+``heads`` and finds exactly that change: ``add column orders.tracking_number``
+and ``add index ix_orders_tracking_number`` (so the dashboard's autogenerate
+preview and drift page have something real to show, and ``alembic check``
+fails until a revision adds them). Everything else must stay in sync with the
+migration scripts.
 """
 
 from __future__ import annotations
@@ -136,6 +141,11 @@ class Order(Base):
     # a05f2a9c7eb9 add shipping address to orders
     shipping_address_id: Mapped[int | None] = mapped_column(
         ForeignKey("addresses.id", ondelete="SET NULL"), nullable=True
+    )
+    # modelled, NOT migrated yet: the carrier's tracking number, looked up by
+    # the support desk (autogenerate's add_column + add_index)
+    tracking_number: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, index=True
     )
 
     user: Mapped[User] = relationship(back_populates="orders")

@@ -322,6 +322,11 @@ def test_dead_ends_have_a_way_forward(pages, server, flow, size):
     page = pages()
     page.goto("/targets/demo-production")  # at both heads since J1: two current revisions
     expect(page.locator("#one-step-note")).to_contain_text("one step")
+    # one step per branch instead (issue 20, item 7): both branches are at their
+    # heads and production allows no downgrade, so neither has a button
+    expect(page.locator("#branch-steps .branch-step")).to_have_count(2)
+    expect(page.locator('#branch-steps [data-branch="reporting"]')).to_contain_text(
+        "at its head")
     expect(page.locator("#actions a.button", has_text="one step")).to_have_count(0)
     page.goto("/targets/demo-production/plan?command=upgrade&revision=%2B1")
     expect(page.locator("#refused")).to_have_attribute("data-reason", "plan_error")
@@ -404,3 +409,78 @@ def test_live_output_follows_the_tail_and_is_appended(pages, size, artifacts):
     page.goto(f"/targets/{target}")
     expect(page.locator(".last-job-failed")).to_contain_text("failed")
     expect(page.locator(".last-job-failed")).to_contain_text("s002")
+
+
+#: the JavaScript of :func:`phone_layout`: rows of the top bar, badges wider
+#: than their text, code blocks whose lines are cut off without a scrollbar
+PHONE_LAYOUT_JS = """() => {
+  const bar = document.querySelector('header.topbar');
+  const tops = [...bar.querySelectorAll('a, button, .user > span')]
+    .filter(el => el.getClientRects().length)
+    .map(el => Math.round(el.getBoundingClientRect().top));
+  const rows = [];
+  for (const top of tops.sort((a, b) => a - b)) {
+    if (!rows.length || top - rows[rows.length - 1] > 8) rows.push(top);
+  }
+  const stretched = [];
+  for (const el of document.querySelectorAll(
+      'main .badge, main .state, main .job-status, main .count, main .step-status, '
+      + 'main .outcome, main .mark, main .drift')) {
+    if (!el.getClientRects().length) continue;
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const box = el.getBoundingClientRect().width, text = range.getBoundingClientRect().width;
+    if (box - text > 32) stretched.push(`${el.className}: ${Math.round(box)} px for `
+                                        + `${Math.round(text)} px of text`);
+  }
+  const cut = [];
+  for (const pre of document.querySelectorAll('main pre')) {
+    if (!pre.getClientRects().length) continue;
+    // where its longest line ends; a scroll box on screen may hold it, a clipping box not
+    const end = pre.getBoundingClientRect().left + pre.scrollWidth;
+    let el = pre, fine = end <= window.innerWidth + 1;
+    while (el && el !== document.body) {
+      const style = getComputedStyle(el), right = el.getBoundingClientRect().right;
+      if (['auto', 'scroll'].includes(style.overflowX)) {
+        fine = right <= window.innerWidth + 1;
+        break;
+      }
+      if (['hidden', 'clip'].includes(style.overflowX) && end > right + 1) { fine = false; break; }
+      el = el.parentElement;
+    }
+    if (!fine) cut.push(pre.textContent.trim().slice(0, 60));
+  }
+  return {rows: rows.length, height: Math.round(bar.getBoundingClientRect().height),
+          width: document.documentElement.scrollWidth, stretched, cut};
+}"""
+
+
+@pytest.mark.parametrize("size", ["phone"])
+def test_phone_pass(pages, flow, size, artifacts):
+    """Issue 20, item 7, at 390x844: the top bar takes at most two rows, no page
+    is wider than the screen, SQL scrolls inside its block instead of being
+    cut at the right edge, and badges keep the width of their text."""
+    page = pages()
+    screens = [
+        ("/", "dashboard", "article.card[data-loaded=true]"),
+        ("/targets/demo-production", "target", "#actions"),
+        ("/targets/demo-qa/history", "history", "table.history"),
+        ("/targets/demo-qa/plan?command=upgrade&revision=heads", "plan", "#decision"),
+        (f"/requests/{flow['open_request']}", "request", "#review"),
+        (f"/jobs/{flow['job']}", "job", "#job-summary"),
+        ("/audit", "audit", "table.audit"),
+        ("/targets/demo-production/changelog", "changelog", "table.changelog"),
+        ("/targets/demo-production/drift/differences", "drift", "main h1"),
+    ]
+    for url, name, ready in screens:
+        page.goto(url)
+        expect(page.locator(ready).first).to_be_visible()
+        expect(page.locator("main .loading")).to_have_count(0)
+        if name == "plan":  # the SQL must be on screen to be measured
+            page.get_by_role("button", name="Expand all").click()
+        found = page.evaluate(PHONE_LAYOUT_JS)
+        page.screenshot(path=str(artifacts / f"phone-{name}.png"), full_page=True)
+        assert found["width"] <= 391, (url, found)
+        assert found["rows"] <= 2 and found["height"] <= 90, (url, found)
+        assert not found["stretched"], (url, found["stretched"])
+        assert not found["cut"], (url, found["cut"])

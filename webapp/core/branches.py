@@ -117,3 +117,48 @@ def branch_statuses(history: History, current: Sequence[str] | None) -> list[Bra
         history._pending_memo.clear()
     history._pending_memo[key] = tuple(result)
     return branch_statuses(history, current)
+
+
+@dataclass(frozen=True)
+class BranchStep:
+    """One step up or down on one branch of a database at several revisions.
+
+    ``current`` is the branch's current revision; ``anchor`` what Alembic's
+    relative identifiers are written against: the branch label when
+    ``current`` is on exactly one labelled branch (``reporting@+1``), else the
+    revision id itself (``c27b4cbe9a0d@-1``, "one step down from here"), both
+    accepted by ``alembic upgrade``/``downgrade`` on a multi-head tree.
+    ``up`` / ``down`` are those identifiers, or None when there is no step
+    (the branch is at its head; ``current`` has no ``downgrade()``).
+    """
+
+    name: str
+    current: str
+    anchor: str
+    up: str | None
+    down: str | None
+
+
+def branch_steps(history: History, current: Sequence[str]) -> list[BranchStep]:
+    """A one-step upgrade and downgrade per current revision, for a database
+    at several current revisions (one per branch), where a bare ``+1``/``-1``
+    is ambiguous. Order: as ``current``; empty for a single current revision
+    or one the script directory does not know.
+    """
+    if len(current) < 2 or any(rev not in history.by_id for rev in current):
+        return []
+    infos = [history.by_id[rev] for rev in current]
+    steps = []
+    for info in infos:
+        labels = info.branches
+        shared = len(labels) == 1 and any(labels[0] in other.branches
+                                          for other in infos if other is not info)
+        anchor = labels[0] if len(labels) == 1 and not shared else info.revision
+        name = anchor if anchor != info.revision else info.revision[:12]
+        down = f"{anchor}@-1" if info.has_downgrade else None
+        if down is not None and history.downgrade_blockers(tuple(current), down):
+            down = None
+        up = None if info.revision in history.heads else f"{anchor}@+1"
+        steps.append(BranchStep(name=name, current=info.revision, anchor=anchor,
+                                up=up, down=down))
+    return steps

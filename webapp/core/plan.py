@@ -24,6 +24,8 @@ COMMANDS = ("upgrade", "downgrade", "stamp")
 SYMBOLIC_REVISIONS = ("head", "heads", "base", "+1", "-1")
 _REVISION_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 BRANCH_HEAD = "@head"  # <label>@head: the head of a labelled branch (Alembic's syntax)
+# <label>@+1 / <revision>@-1: steps relative to a branch or a revision (Alembic's syntax)
+_RELATIVE_RE = re.compile(r"^(?P<anchor>[A-Za-z0-9_]{1,64})@(?P<step>[+-][1-9][0-9]?)$")
 
 
 class PlanError(ValueError):
@@ -37,6 +39,11 @@ def validate_request(command: str, revision: str, known: set[str],
     :param known: revision ids of the target's script directory.
     :param labels: its branch labels: ``<label>@head`` (Alembic's head of
         that branch) is accepted for each of them.
+
+    Relative steps on one branch, ``<label>@+N`` / ``<label>@-N`` and
+    ``<revision>@+N`` / ``<revision>@-N`` (N from 1 to 99), are accepted for a
+    known label or revision id: Alembic resolves them against the current
+    revisions when the plan is computed (and refuses a step that is not there).
     :raises PlanError: unknown command, malformed revision (400).
     :raises LookupError: well-formed but unknown revision id or branch label (404).
     """
@@ -46,6 +53,13 @@ def validate_request(command: str, revision: str, known: set[str],
         if not isinstance(revision, str):
             raise PlanError("revision must be a string")
         return
+    relative = _RELATIVE_RE.match(revision)
+    if relative is not None:
+        anchor = relative.group("anchor")
+        if anchor in labels or anchor in known:
+            return
+        raise LookupError(f"no branch label or revision {anchor!r} in this target's "
+                          "script directory")
     label = revision[:-len(BRANCH_HEAD)] if revision.endswith(BRANCH_HEAD) else None
     if label is not None and label in labels:
         return
@@ -53,7 +67,8 @@ def validate_request(command: str, revision: str, known: set[str],
         raise LookupError(f"no branch labelled {label!r} in this target's script directory")
     if not _REVISION_RE.match(revision):
         raise PlanError("revision must be a revision id from the list, <branch label>@head, "
-                        "or one of " + ", ".join(SYMBOLIC_REVISIONS))
+                        "<branch label or revision>@+1 / @-1, or one of "
+                        + ", ".join(SYMBOLIC_REVISIONS))
     if revision not in known:
         raise LookupError(f"no revision {revision!r} in this target's script directory")
 

@@ -24,7 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from ..agent.alembic_dashboard_agent.guards import sqlite_file
 from ..agent.alembic_dashboard_agent.readonly import read_only_url
-from .branches import BranchStatus, branch_statuses
+from .branches import BranchStatus, BranchStep, branch_statuses, branch_steps
 from .history import History, HistoryCache, HistoryError, RevisionInfo
 from .runner import TargetProcessError
 from .targets import Target, TargetUrlMissing, redact_url, scrub_secrets
@@ -227,6 +227,15 @@ class TargetStatus:
         unreachable database, unknown revision in the version table, or
         unreadable script directory — in that order — else None."""
         return self.error or self.revision_error or self.history_error
+
+    @property
+    def branch_steps(self) -> list[BranchStep]:
+        """One-step upgrade/downgrade identifiers per branch when the database
+        is at several current revisions (:func:`branch_steps`); empty when it
+        is at one, unreachable, or at a revision the script directory lacks."""
+        if not self.reachable or self.unknown_current or self.history is None:
+            return []
+        return branch_steps(self.history, self.current)
 
 
 def unknown_revision_message(unknown: Iterable[str], history: History) -> str:
