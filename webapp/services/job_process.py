@@ -1,7 +1,8 @@
 """The job's own process: follow a migration to its end and record it.
 
 Called by ``webapp/worker.py`` after it has started the migration (the
-agent's locked ``run``). Streams the output into the job row, records
+agent's locked ``run``). Streams the output into the job row (the statement
+journal's lines into ``job_statements``, :mod:`.journal`), records
 from/to/applied/failed revisions, the checksums of applied files and the
 target's changelog entries (:mod:`.changelog`), frees
 the target's guard, tells the webhooks and sends
@@ -30,7 +31,7 @@ from ..core.runner import Standby, read_blocked, read_launch, write_run_request
 from ..core.targets import scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
-from . import audit, changelog, events
+from . import audit, changelog, events, journal
 from .catalog import Catalog
 from .liveness import process_start_token, what_was_running
 
@@ -233,8 +234,13 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
     thread.start()
     assert proc.stdout is not None
     for raw in proc.stdout:
+        line = raw.decode("utf-8", "replace")
+        if journal.is_journal_line(line):  # kept in job_statements, not in the log
+            with engine.begin() as conn:
+                if journal.record_line(conn, job_id, line.rstrip("\n"), url):
+                    continue
         with guard:
-            lines.append(raw.decode("utf-8", "replace"))
+            lines.append(line)
     returncode = proc.wait()
     done.set()
     thread.join()

@@ -1,0 +1,179 @@
+"""The statement journal: the agent's journal lines kept in ``job_statements``,
+and what a failed job's journal says beside the live schema.
+
+The agent prints one ``[dashboard] journal {json}`` line before and one after
+every statement of a revision on a target whose DDL is not transactional
+(MySQL/MariaDB, SQLite; the line format is in the agent's ``journal``
+module). The job process hands each line to :func:`record_line` as it reads
+it; they are kept out of the visible log. After a failure or a kill,
+:func:`failed_revision_statements` lists the failing revision's statements
+and :func:`cross_check` compares them with a snapshot of the live schema.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+
+from ..core.redaction import redact_query
+from ..extensions import db
+from ..models import JobStatement
+
+PREFIX = "[dashboard] journal "
+
+
+def is_journal_line(line: str) -> bool:
+    """Whether a line of the agent's output is a journal line."""
+    return line.startswith(PREFIX)
+
+
+def _when(at) -> datetime:
+    return datetime.fromtimestamp(float(at), UTC).replace(tzinfo=None)
+
+
+def record_line(connection, job_id: int, line: str, url: str | None) -> bool:
+    """Keep one journal line of job ``job_id`` in ``job_statements`` on
+    ``connection`` (the caller commits: one line, one transaction, so what
+    was read survives the job process). A "started" line inserts the row (SQL
+    redacted: :func:`~webapp.core.redaction.redact_query`), a "finished"
+    line sets its ``finished_at``.
+
+    :return: False when the line is not a well-formed journal line (it is
+        then left to the visible log).
+    """
+    try:
+        record = json.loads(line[len(PREFIX):])
+        event, revision, position = record["event"], str(record["revision"]), \
+            int(record["position"])
+        at = _when(record["at"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if event == "started":
+        found = record.get("object") or {}
+        connection.execute(JobStatement.__table__.insert().values(
+            job_id=job_id, revision=revision[:64], position=position,
+            sha256=str(record.get("sha256", ""))[:64],
+            sql=redact_query(str(record.get("sql", "")), url) or "",
+            object_kind=found.get("kind"), object_table=found.get("table"),
+            object_name=found.get("name"), started_at=at))
+        return True
+    if event == "finished":
+        connection.execute(update(JobStatement).where(
+            JobStatement.job_id == job_id, JobStatement.revision == revision,
+            JobStatement.position == position).values(finished_at=at))
+        return True
+    return False
+
+
+def statements(job_id: int, revision: str) -> list[JobStatement]:
+    """The journalled statements of ``revision`` in job ``job_id``, by position."""
+    return list(db.session.scalars(db.select(JobStatement).where(
+        JobStatement.job_id == job_id, JobStatement.revision == revision).order_by(
+        JobStatement.position)))
+
+
+def present_in(snapshot: dict, statement: JobStatement) -> bool | None:
+    """Whether what ``statement`` creates (table, column, index) is in a
+    schema snapshot (the agent's ``schema_snapshot``); None when the
+    statement creates nothing the snapshot can show."""
+    tables = snapshot.get("tables") or {}
+    kind, table, name = statement.object_kind, statement.object_table, statement.object_name
+    if kind == "table":
+        return name in tables
+    if kind == "column":
+        return name in ((tables.get(table) or {}).get("columns") or {})
+    if kind == "index":
+        return any(index.get("name") == name for found in tables.values()
+                   for index in found.get("indexes") or [])
+    return None
+
+
+def cross_check(rows: list[JobStatement], snapshot: dict | None) -> dict:
+    """The journal of a failing revision beside the live schema.
+
+    :param rows: :func:`statements` of the failing revision.
+    :param snapshot: the live schema snapshot, or None when it could not be read.
+    :return: ``{"statements": [{"position", "sql", "sha256", "state":
+        "finished"|"running", "in_schema": bool|None, "agrees": bool|None}],
+        "agrees": bool|None, "running": position|None, "last_finished":
+        position|None}``. A finished statement must have created its object, a
+        running one may or may not have (the schema says which). ``agrees``
+        None: the schema could not be read, or nothing to check.
+    """
+    found, disagreements, checked = [], 0, 0
+    for row in rows:
+        state = "finished" if row.finished_at is not None else "running"
+        in_schema = present_in(snapshot, row) if snapshot is not None else None
+        agrees = None
+        if in_schema is not None and state == "finished":
+            agrees = in_schema
+            checked += 1
+            disagreements += not in_schema
+        found.append({"position": row.position, "sql": row.sql, "sha256": row.sha256,
+                      "state": state, "in_schema": in_schema, "agrees": agrees})
+    running = next((s["position"] for s in found if s["state"] == "running"), None)
+    finished = [s["position"] for s in found if s["state"] == "finished"]
+    overall = None if snapshot is None or not checked and running is None else \
+        disagreements == 0
+    return {"statements": found, "agrees": overall, "running": running,
+            "last_finished": finished[-1] if finished else None}
+
+
+def _inverse(row: JobStatement, dialect_name: str | None) -> str | None:
+    """The SQL that undoes ``row`` where one exists (create table -> drop
+    table, add column -> drop column, create index -> drop index), compiled
+    for ``dialect_name``; None for any other statement."""
+    import sqlalchemy as sa
+    from alembic.ddl.base import DropColumn
+    from sqlalchemy.dialects import registry
+
+    try:
+        dialect = registry.load(dialect_name or "sqlite")()
+    except Exception:  # noqa: BLE001 - an unknown dialect: the generic one
+        dialect = sa.engine.default.DefaultDialect()
+    table = sa.Table(row.object_table or "", sa.MetaData())
+    if row.object_kind == "table":
+        construct = sa.schema.DropTable(table)
+    elif row.object_kind == "column":
+        construct = DropColumn(row.object_table, sa.Column(row.object_name, sa.Integer))
+    elif row.object_kind == "index":
+        construct = sa.schema.DropIndex(sa.Index(row.object_name, _table=table))
+    else:
+        return None
+    return str(construct.compile(dialect=dialect)).strip()
+
+
+def report(job, catalog, target) -> dict | None:
+    """What the journal says of the failing revision of a failed or abandoned
+    ``job`` beside ``target``'s live schema (a read-only agent call), for the
+    job page; None when the job has no journal.
+
+    :return: :func:`cross_check`'s dict plus ``"revision"``, ``"schema_error"``
+        (why the live schema could not be read, or None) and ``"compensate"``
+        (the inverse SQL of the finished statements, newest first, only when
+        journal and schema agree and every one has an inverse; else ``[]``).
+    """
+    from .schema_compare import CompareFailed, snapshot
+
+    revision = job.failed_revision or db.session.scalar(
+        db.select(JobStatement.revision).where(JobStatement.job_id == job.id).order_by(
+            JobStatement.id.desc()).limit(1))
+    rows = statements(job.id, revision) if revision else []
+    if not rows:
+        return None
+    live, error = None, None
+    try:
+        live = snapshot(catalog, target)
+    except CompareFailed as exc:
+        error = str(exc)
+    found = cross_check(rows, live)
+    found.update(revision=revision, schema_error=error, compensate=[])
+    if found["agrees"]:
+        done = [row for row in rows if row.finished_at is not None or
+                present_in(live, row)]
+        inverses = [_inverse(row, job.dialect) for row in reversed(done)]
+        if all(inverses):
+            found["compensate"] = inverses
+    return found
