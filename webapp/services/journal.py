@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import update
 
-from ..core.redaction import redact_query
+from ..core.redaction import redact_query, scrub_secrets
 from ..extensions import db
 from ..models import JobStatement
 
@@ -90,35 +90,61 @@ def present_in(snapshot: dict, statement: JobStatement) -> bool | None:
     return None
 
 
-def cross_check(rows: list[JobStatement], snapshot: dict | None) -> dict:
-    """The journal of a failing revision beside the live schema.
+def cross_check(rows: list[JobStatement], snapshot: dict | None,
+                planned: list[dict] | None = None) -> dict:
+    """The journal of a failing revision beside the live schema and the
+    revision's own statements.
 
     :param rows: :func:`statements` of the failing revision.
     :param snapshot: the live schema snapshot, or None when it could not be read.
+    :param planned: the revision's statements as its file renders them now
+        (the agent's ``offline_sql`` with ``statements``: ``{"position",
+        "sha256", "sql", "object"}``), or None when unknown.
     :return: ``{"statements": [{"position", "sql", "sha256", "state":
-        "finished"|"running", "in_schema": bool|None, "agrees": bool|None}],
-        "agrees": bool|None, "running": position|None, "last_finished":
-        position|None}``. A finished statement must have created its object, a
-        running one may or may not have (the schema says which). ``agrees``
-        None: the schema could not be read, or nothing to check.
+        "finished"|"running"|"not_run", "in_schema": bool|None, "agrees":
+        bool|None}], "agrees": bool|None, "running": position|None,
+        "last_finished": position|None, "changed": bool}``. A finished
+        statement must have created its object, one that did not run must
+        not have; a running one may or may not have (the schema says which).
+        ``changed``: a journalled statement's SHA-256 is not the revision's
+        statement at that position now (its file was edited): nothing agrees
+        then. ``agrees`` None: the schema could not be read, or nothing to check.
     """
     found, disagreements, checked = [], 0, 0
     for row in rows:
         state = "finished" if row.finished_at is not None else "running"
-        in_schema = present_in(snapshot, row) if snapshot is not None else None
-        agrees = None
-        if in_schema is not None and state == "finished":
-            agrees = in_schema
-            checked += 1
-            disagreements += not in_schema
         found.append({"position": row.position, "sql": row.sql, "sha256": row.sha256,
-                      "state": state, "in_schema": in_schema, "agrees": agrees})
+                      "state": state, "kind": row.object_kind, "table": row.object_table,
+                      "name": row.object_name})
+    changed = False
+    if planned is not None:
+        by_position = {p["position"]: p for p in planned}
+        changed = any(by_position.get(s["position"], {}).get("sha256") != s["sha256"]
+                      for s in found)
+        last = found[-1]["position"] if found else 0
+        for p in planned:
+            if p["position"] > last:
+                obj = p.get("object") or {}
+                found.append({"position": p["position"], "sql": redact_query(p["sql"]),
+                              "sha256": p["sha256"], "state": "not_run",
+                              "kind": obj.get("kind"), "table": obj.get("table"),
+                              "name": obj.get("name")})
+    for entry in found:
+        stub = JobStatement(object_kind=entry.pop("kind"), object_table=entry.pop("table"),
+                            object_name=entry.pop("name"))
+        in_schema = present_in(snapshot, stub) if snapshot is not None else None
+        agrees = None
+        if in_schema is not None and entry["state"] != "running":
+            agrees = in_schema == (entry["state"] == "finished")
+            checked += 1
+            disagreements += not agrees
+        entry.update(in_schema=in_schema, agrees=agrees)
     running = next((s["position"] for s in found if s["state"] == "running"), None)
     finished = [s["position"] for s in found if s["state"] == "finished"]
     overall = None if snapshot is None or not checked and running is None else \
-        disagreements == 0
+        disagreements == 0 and not changed
     return {"statements": found, "agrees": overall, "running": running,
-            "last_finished": finished[-1] if finished else None}
+            "last_finished": finished[-1] if finished else None, "changed": changed}
 
 
 def _inverse(row: JobStatement, dialect_name: str | None) -> str | None:
@@ -145,15 +171,36 @@ def _inverse(row: JobStatement, dialect_name: str | None) -> str | None:
     return str(construct.compile(dialect=dialect)).strip()
 
 
+def _planned(catalog, target, revision: str) -> tuple[list[dict] | None, str | None]:
+    """The revision's upgrade statements as its file renders them now (a
+    read-only agent call in offline mode), or ``(None, why)``."""
+    from ..core.runner import TargetProcessError, run_agent
+    from ..core.targets import TargetUrlMissing
+
+    try:
+        data = run_agent(target, {"op": "offline_sql", "revision": revision,
+                                  "direction": "upgrade", "statements": True,
+                                  "version_table": target.version_table},
+                         url=catalog.read_url(target)).data
+    except (TargetProcessError, TargetUrlMissing) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    if data.get("statements") is None:
+        return None, "its SQL could only be captured from a rehearsal"
+    return data["statements"], None
+
+
 def report(job, catalog, target) -> dict | None:
     """What the journal says of the failing revision of a failed or abandoned
-    ``job`` beside ``target``'s live schema (a read-only agent call), for the
-    job page; None when the job has no journal.
+    ``job`` beside ``target``'s live schema and the revision's own statements
+    (read-only agent calls), for the job page; None when the job has no journal.
 
     :return: :func:`cross_check`'s dict plus ``"revision"``, ``"schema_error"``
-        (why the live schema could not be read, or None) and ``"compensate"``
-        (the inverse SQL of the finished statements, newest first, only when
-        journal and schema agree and every one has an inverse; else ``[]``).
+        (why the live schema could not be read, or None), ``"planned_error"``
+        (why the revision's statements could not be listed, or None),
+        ``"resume"`` (the SQL of the statements still to run, in order, only
+        when journal and schema agree and the list is known; else ``[]``) and
+        ``"compensate"`` (the inverse SQL of the statements that took effect,
+        newest first, only when they agree and every one has an inverse).
     """
     from .schema_compare import CompareFailed, snapshot
 
@@ -168,12 +215,24 @@ def report(job, catalog, target) -> dict | None:
         live = snapshot(catalog, target)
     except CompareFailed as exc:
         error = str(exc)
-    found = cross_check(rows, live)
-    found.update(revision=revision, schema_error=error, compensate=[])
-    if found["agrees"]:
-        done = [row for row in rows if row.finished_at is not None or
-                present_in(live, row)]
-        inverses = [_inverse(row, job.dialect) for row in reversed(done)]
-        if all(inverses):
-            found["compensate"] = inverses
+    planned, planned_error = _planned(catalog, target, revision)
+    found = cross_check(rows, live, planned)
+    found.update(revision=revision, schema_error=error, planned_error=planned_error,
+                 compensate=[], resume=[])
+    if not found["agrees"]:
+        return found
+    took_effect = [s for s in found["statements"] if s["state"] == "finished" or
+                   (s["state"] == "running" and s["in_schema"])]
+    done = {s["position"] for s in took_effect}
+    unsure = found["running"] is not None and found["running"] not in done and \
+        found["statements"][found["running"] - 1]["in_schema"] is None and \
+        job.status == "abandoned"  # killed inside a statement the schema cannot show
+    if planned is not None and not unsure:
+        found["resume"] = [scrub_secrets(p["sql"], None) for p in planned
+                           if p["position"] not in done]
+    by_position = {row.position: row for row in rows}
+    inverses = [_inverse(by_position[s["position"]], job.dialect) if s["position"] in
+                by_position else None for s in reversed(took_effect)]
+    if all(inverses) and not unsure:
+        found["compensate"] = inverses
     return found

@@ -54,8 +54,10 @@ def created_object(construct) -> dict | None:
 
 def _is_version_update(construct, version_table: str) -> bool:
     table = getattr(construct, "table", None)
+    if type(construct).__name__ == "CreateTable":
+        table = construct.element
     return getattr(table, "name", None) == version_table and \
-        type(construct).__name__ in ("Insert", "Update", "Delete")
+        type(construct).__name__ in ("Insert", "Update", "Delete", "CreateTable")
 
 
 def _sql(impl, construct) -> str:
@@ -74,14 +76,17 @@ class Journal:
         (the run's last started step), or None before the first.
     :param version_table: the version table, whose updates are left out.
     :param emit: where a line goes (default: print to stdout, flushed).
+    :param offline: journal offline mode (``--sql``) too: how the op
+        ``offline_sql`` lists a revision's statements with the same hashes.
     """
 
     def __init__(self, revision_of: Callable[[], str | None], version_table: str,
-                 emit: Callable[[str], None] | None = None) -> None:
+                 emit: Callable[[str], None] | None = None, *, offline: bool = False) -> None:
         self.revision_of = revision_of
         self.version_table = version_table
         self.emit = emit or (lambda line: print(line, flush=True))
-        self.enabled = False  # set once env.py configured a non-transactional impl
+        self.offline = offline
+        self.enabled = offline  # online: set once env.py configured a non-transactional impl
         self._revision: str | None = None
         self._position = 0
 
@@ -91,7 +96,7 @@ class Journal:
     def around(self, execute, impl, construct):
         """Run ``execute()`` between its "started" and "finished" lines."""
         revision = self.revision_of()
-        if not self.enabled or impl.as_sql or revision is None or \
+        if not self.enabled or impl.as_sql != self.offline or revision is None or \
                 _is_version_update(construct, self.version_table):
             return execute()
         if revision != self._revision:
@@ -109,3 +114,21 @@ class Journal:
         self._line({"event": "finished", "revision": revision, "position": position,
                     "at": round(time.time(), 6)})
         return outcome
+
+
+def listing(revision: str, version_table: str) -> tuple[Journal, list[dict], Callable[[], None]]:
+    """A :class:`Journal` of offline mode that collects one revision's
+    statements: ``(journal, statements, undo)``; after the offline run,
+    ``statements`` holds ``{"position", "sha256", "sql", "object"}`` per
+    statement, in order; ``undo()`` removes the wrapper."""
+    from . import alembic_private
+
+    found: list[dict] = []
+
+    def keep(line: str) -> None:
+        record = json.loads(line[len(PREFIX):])
+        if record["event"] == "started":
+            found.append({key: record[key] for key in ("position", "sha256", "sql", "object")})
+
+    journal = Journal(lambda: revision, version_table, keep, offline=True)
+    return journal, found, alembic_private.wrap_impl_exec(journal.around)
