@@ -155,3 +155,25 @@ def test_killed_migration_journal_on_the_job_page(make_app, tmp_path, monkeypatc
     assert compensate.split() == ["DROP", "TABLE", "b;", "DROP", "TABLE", "a;"]
     assert "CREATE TABLE c" in re.search(r'<pre id="journal-resume">(.*?)</pre>', panel,
                                          re.S).group(1)
+
+
+def test_failed_revision_on_mariadb(make_app, tmp_path, monkeypatch, mysql_url):
+    """The same half-applied revision on MariaDB: the statements listed from
+    the file (offline) hash as the run's did, and the schema agrees."""
+    monkeypatch.setenv("SHOP_URL", mysql_url)
+    ini = make_env(tmp_path / "env", [Rev("r000", None), Rev("r001", "r000", upgrade=HALF)])
+    app = make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
+        "tier": "staging", "alembic_ini": str(ini), "url_env": "SHOP_URL"}}))
+    headers = token_headers(app, "root", "admin")
+    client = app.test_client()
+    job = wait_job(client, client.post("/api/v1/targets/shop/jobs", headers=headers, json={
+        "command": "upgrade", "revision": "head"}).json["job"], headers)
+    assert job["status"] == "failed"
+    admin = app.test_client()
+    login(admin, "root")
+    page = admin.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    panel = re.search(r'<div class="journal" id="job-journal".*?</div>', page, re.S).group(0)
+    assert 'data-agrees="true"' in panel and "Statements 1–4 ran." in panel, panel
+    assert panel.count('class="statement-not_run"') == 1
+    compensate = re.search(r'<pre id="journal-compensate">(.*?)</pre>', panel, re.S).group(1)
+    assert "DROP INDEX ix_a_note ON a" in compensate, compensate
