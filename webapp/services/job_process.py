@@ -216,14 +216,19 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
     done = threading.Event()
     guard = threading.Lock()
 
+    statements: list[dict] = []  # journal records read since the last flush
+
     def flush() -> None:
         with guard:
             text = "".join(lines)
+            records = statements[:]
+            del statements[:]
         values = {"log": scrub_secrets(text, url), "heartbeat_at": utcnow()}
         blocked = read_blocked(folder)
         if blocked is not None:
             values["blocked_by"] = blocked_json(blocked, url)
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # the journal with the log: one commit per flush
+            journal.record(conn, job_id, records, url)
             conn.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def beat() -> None:
@@ -235,15 +240,18 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.decode("utf-8", "replace")
-        if journal.is_journal_line(line):  # kept in job_statements, not in the log
-            with engine.begin() as conn:
-                if journal.record_line(conn, job_id, line.rstrip("\n"), url):
-                    continue
+        entry = journal.parse_line(line.rstrip("\n"))
         with guard:
-            lines.append(line)
+            if entry is not None:  # a journal line goes to job_statements, not to the log
+                statements.append(entry)
+            else:
+                lines.append(line)
     returncode = proc.wait()
     done.set()
     thread.join()
+    if statements:  # the journal's last lines (the log's are written by _finish)
+        with engine.begin() as conn:
+            journal.record(conn, job_id, statements, url)
     try:
         return json.loads((folder / "result.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -33,38 +33,50 @@ def _when(at) -> datetime:
     return datetime.fromtimestamp(float(at), UTC).replace(tzinfo=None)
 
 
-def record_line(connection, job_id: int, line: str, url: str | None) -> bool:
-    """Keep one journal line of job ``job_id`` in ``job_statements`` on
-    ``connection`` (the caller commits: one line, one transaction, so what
-    was read survives the job process). A "started" line inserts the row (SQL
-    redacted: :func:`~webapp.core.redaction.redact_query`), a "finished"
-    line sets its ``finished_at``.
-
-    :return: False when the line is not a well-formed journal line (it is
-        then left to the visible log).
-    """
+def parse_line(line: str) -> dict | None:
+    """One journal line of the agent's output as its record
+    (``{"event", "revision", "position", "at", ...}``, ``at`` a datetime in
+    UTC), or None when it is not a well-formed journal line (it is then left
+    to the visible log)."""
+    if not is_journal_line(line):
+        return None
     try:
         record = json.loads(line[len(PREFIX):])
-        event, revision, position = record["event"], str(record["revision"]), \
-            int(record["position"])
-        at = _when(record["at"])
-    except (ValueError, KeyError, TypeError):
-        return False
-    if event == "started":
-        found = record.get("object") or {}
-        connection.execute(JobStatement.__table__.insert().values(
-            job_id=job_id, revision=revision[:64], position=position,
-            sha256=str(record.get("sha256", ""))[:64],
-            sql=redact_query(str(record.get("sql", "")), url) or "",
-            object_kind=found.get("kind"), object_table=found.get("table"),
-            object_name=found.get("name"), started_at=at))
-        return True
-    if event == "finished":
-        connection.execute(update(JobStatement).where(
-            JobStatement.job_id == job_id, JobStatement.revision == revision,
-            JobStatement.position == position).values(finished_at=at))
-        return True
-    return False
+        record.update(revision=str(record["revision"]), position=int(record["position"]),
+                      at=_when(record["at"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return record if record.get("event") in ("started", "finished") else None
+
+
+def record(connection, job_id: int, records: list[dict], url: str | None) -> None:
+    """Keep journal records (:func:`parse_line`) of job ``job_id`` in
+    ``job_statements`` on ``connection``, in order (the caller commits). A
+    "started" record inserts the row (SQL redacted:
+    :func:`~webapp.core.redaction.redact_query`), a "finished" one sets its
+    ``finished_at``."""
+    for entry in records:
+        if entry["event"] == "started":
+            found = entry.get("object") or {}
+            connection.execute(JobStatement.__table__.insert().values(
+                job_id=job_id, revision=entry["revision"][:64], position=entry["position"],
+                sha256=str(entry.get("sha256", ""))[:64],
+                sql=redact_query(str(entry.get("sql", "")), url) or "",
+                object_kind=found.get("kind"), object_table=found.get("table"),
+                object_name=found.get("name"), started_at=entry["at"]))
+        else:
+            connection.execute(update(JobStatement).where(
+                JobStatement.job_id == job_id, JobStatement.revision == entry["revision"],
+                JobStatement.position == entry["position"]).values(finished_at=entry["at"]))
+
+
+def record_line(connection, job_id: int, line: str, url: str | None) -> bool:
+    """:func:`record` of one line; False (nothing kept) when it is not a
+    well-formed journal line."""
+    entry = parse_line(line)
+    if entry is not None:
+        record(connection, job_id, [entry], url)
+    return entry is not None
 
 
 def statements(job_id: int, revision: str) -> list[JobStatement]:
