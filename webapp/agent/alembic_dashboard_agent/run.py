@@ -119,6 +119,8 @@ def run(request: dict) -> dict:
     Under the target's lock guard (``guard``, :mod:`.guarded`): ``blocked_by``,
     ``lock_failure`` and ``invalid_indexes``; ``watch_file`` is where the
     blocked-by watch writes what it sees while the job runs.
+    Where the DDL is not transactional (MySQL/MariaDB, SQLite) every statement
+    is journalled on stdout as it starts and ends (:mod:`.journal`).
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
