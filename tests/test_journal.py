@@ -71,6 +71,11 @@ def test_failed_revision_journal_and_page(make_app, tmp_path, monkeypatch):
     resume = re.search(r'<pre id="journal-resume">(.*?)</pre>', panel, re.S).group(1)
     assert "no_such_table" in resume and "CREATE TABLE c" in resume
     assert "CREATE TABLE a" not in resume and 'id="journal-stamp"' in panel
+    operator = app.test_client()
+    login(operator, "olga")
+    page = operator.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert 'id="journal-resume"' in page and 'id="journal-stamp"' not in page
+    assert "have an admin stamp r001" in page
     compensate = re.search(r'<pre id="journal-compensate">(.*?)</pre>', panel, re.S).group(1)
     assert [line.strip() for line in compensate.strip().splitlines()] == [
         "DROP TABLE b;", "DROP INDEX ix_a_note;", "ALTER TABLE a DROP COLUMN note;",
