@@ -62,9 +62,9 @@ def test_failed_revision_journal_and_page(make_app, tmp_path, monkeypatch):
     admin = app.test_client()
     login(admin, "root")
     page = admin.get(f"/jobs/{job['id']}").get_data(as_text=True)
-    panel = re.search(r'<div class="journal" id="job-journal".*?</div>', page, re.S).group(0)
+    panel = re.search(r'<div class="journal" id="job-journal".*?</section>', page, re.S).group(0)
     assert 'data-agrees="true"' in panel, panel
-    assert "Statements 1–4 ran." in panel and "Statement 5 was running" in panel
+    assert "Statements 1–4 ran." in panel and "Statement 5 failed" in panel
     assert panel.count('class="statement-finished"') == 4
     assert panel.count('class="statement-running"') == 1
     assert panel.count('class="statement-not_run"') == 1  # create table c, from the file
@@ -153,7 +153,7 @@ def test_killed_migration_journal_on_the_job_page(make_app, tmp_path, monkeypatc
     admin = app.test_client()
     login(admin, "root")
     page = admin.get(f"/jobs/{job_id}").get_data(as_text=True)
-    panel = re.search(r'<div class="journal" id="job-journal".*?</div>', page, re.S).group(0)
+    panel = re.search(r'<div class="journal" id="job-journal".*?</section>', page, re.S).group(0)
     assert 'data-agrees="true"' in panel and "Statements 1–2 ran." in panel, panel
     assert panel.count('class="statement-not_run"') == 1
     compensate = re.search(r'<pre id="journal-compensate">(.*?)</pre>', panel, re.S).group(1)
@@ -177,7 +177,7 @@ def test_failed_revision_on_mariadb(make_app, tmp_path, monkeypatch, mysql_url):
     admin = app.test_client()
     login(admin, "root")
     page = admin.get(f"/jobs/{job['id']}").get_data(as_text=True)
-    panel = re.search(r'<div class="journal" id="job-journal".*?</div>', page, re.S).group(0)
+    panel = re.search(r'<div class="journal" id="job-journal".*?</section>', page, re.S).group(0)
     assert 'data-agrees="true"' in panel and "Statements 1–4 ran." in panel, panel
     assert panel.count('class="statement-not_run"') == 1
     compensate = re.search(r'<pre id="journal-compensate">(.*?)</pre>', panel, re.S).group(1)

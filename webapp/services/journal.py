@@ -240,7 +240,7 @@ def report(job, catalog, target) -> dict | None:
         found["statements"][found["running"] - 1]["in_schema"] is None and \
         job.status == "abandoned"  # killed inside a statement the schema cannot show
     if planned is not None and not unsure:
-        found["resume"] = [scrub_secrets(p["sql"], None) for p in planned
+        found["resume"] = [scrub_secrets(p["sql"].strip(), None) for p in planned
                            if p["position"] not in done]
     by_position = {row.position: row for row in rows}
     inverses = [_inverse(by_position[s["position"]], job.dialect) if s["position"] in
