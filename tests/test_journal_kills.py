@@ -3,7 +3,9 @@ statement of a 10-statement revision; in every trial the statement journal
 (its lines parsed into ``job_statements`` as the job process does) agrees
 with the live schema: every statement it says finished left its object,
 every statement it never saw start left nothing, and the one running may
-have either (the schema says which)."""
+have either (the schema says which). Every third trial then resumes the
+revision from the next statement (the agent's ``resume``): it reaches head
+and the schema equals a clean upgrade's."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from webapp.services.catalog import get_catalog
 pytestmark = pytest.mark.job_process
 # 30 per dialect, as the issue asks (~0.4 s on SQLite, ~0.9 s on MariaDB each: a cold agent)
 TRIALS = int(os.environ.get("JOURNAL_KILL_TRIALS", "30"))
+RESUME_EVERY = 3  # every third trial also resumes to head (a second agent run)
 
 # what each of the ten statements creates, in order
 OBJECTS = [("table", "k1", "k1"), ("column", "k1", "c1"), ("index", "k1", "ix_k1_c1"),
@@ -116,11 +119,44 @@ def _kill_trials(make_app, tmp_path, monkeypatch, url: str) -> None:
         "tier": "development", "alembic_ini": str(ini), "url_env": "K_URL"}}))
     with app.app_context():
         target = get_catalog().get("k")
+    _reset(url)
+    clean = _upgrade(target, url)  # the schema of a clean upgrade
     rng = random.Random(21)
-    for _ in range(TRIALS):
+    for number in range(TRIALS):
         _reset(url)
         job_id, live, _stop = _trial(app, target, url, rng.randint(1, 10))
         _check(app, job_id, live)
+        if number % RESUME_EVERY == 0:
+            _resume_reaches_head(app, target, url, job_id, live, clean)
+
+
+def _upgrade(target, url: str, extra: dict | None = None) -> dict:
+    """Run ``upgrade head`` to its end (the real agent); the schema after it."""
+    from webapp.core.runner import start_run_process
+
+    with tempfile.TemporaryDirectory(prefix="journal-resume-") as tmp:
+        proc = start_run_process(target, "upgrade", "head", url=url, lock_name="k",
+                                 folder=Path(tmp), extra={"snapshots": False, **(extra or {})})
+        output = proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode == 0, output
+        assert '"ok": true' in (Path(tmp) / "result.json").read_text(), output
+    return snapshot_url(url, "alembic_version")
+
+
+def _resume_reaches_head(app, target, url: str, job_id: int, live: dict, clean: dict) -> None:
+    """Resume from the next statement (the ones that took effect are skipped,
+    by hash): the run reaches head and the schema is a clean upgrade's."""
+    from webapp.core.schema_diff import compare
+
+    if live["version"] == ["r001"]:
+        return  # the kill landed after the whole revision
+    with app.app_context():
+        rows = journal.statements(job_id, "r001")
+        done = [{"position": r.position, "sha256": r.sha256} for r in rows
+                if r.finished_at is not None or journal.present_in(live, r)]
+    after = _upgrade(target, url, {"resume": {"revision": "r001", "done": done}})
+    assert after["version"] == ["r001"]
+    assert compare(after, clean) == [], compare(after, clean)
 
 
 @pytest.mark.timeout(120)

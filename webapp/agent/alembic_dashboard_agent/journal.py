@@ -69,6 +69,10 @@ def _sql(impl, construct) -> str:
         return type(construct).__name__
 
 
+class ResumeMismatch(Exception):
+    """A resumed revision's statement is not the one the journal says ran."""
+
+
 class Journal:
     """Wraps each statement of the run (see :func:`.alembic_private.wrap_impl_exec`).
 
@@ -78,14 +82,23 @@ class Journal:
     :param emit: where a line goes (default: print to stdout, flushed).
     :param offline: journal offline mode (``--sql``) too: how the op
         ``offline_sql`` lists a revision's statements with the same hashes.
+    :param resume: ``{"revision", "done": [{"position", "sha256"}]}``: the
+        statements of that revision that already took effect (from the
+        failed job's journal) are not run again; each must be the statement
+        the journal recorded (same position, same SHA-256), else
+        :class:`ResumeMismatch` is raised before it runs. Their lines carry
+        ``"skipped": true``.
     """
 
     def __init__(self, revision_of: Callable[[], str | None], version_table: str,
-                 emit: Callable[[str], None] | None = None, *, offline: bool = False) -> None:
+                 emit: Callable[[str], None] | None = None, *, offline: bool = False,
+                 resume: dict | None = None) -> None:
         self.revision_of = revision_of
         self.version_table = version_table
         self.emit = emit or (lambda line: print(line, flush=True))
         self.offline = offline
+        self.resume_revision = (resume or {}).get("revision")
+        self.resume_done = {int(d["position"]): d["sha256"] for d in (resume or {}).get("done", [])}
         self.enabled = offline  # online: set once env.py configured a non-transactional impl
         self._revision: str | None = None
         self._position = 0
@@ -103,16 +116,24 @@ class Journal:
             self._revision, self._position = revision, 0
         self._position += 1
         position, sql = self._position, _sql(impl, construct)
+        sha256 = hashlib.sha256(sql.encode("utf-8")).hexdigest()
+        skip = revision == self.resume_revision and position in self.resume_done
+        if skip and self.resume_done[position] != sha256:
+            raise ResumeMismatch(
+                f"statement {position} of {revision} is not the one the journal says ran "
+                f"(SHA-256 {sha256[:12]}…, journal {self.resume_done[position][:12]}…): the "
+                "revision file changed; nothing of it was run")
         try:
             found = created_object(construct)
         except Exception:  # noqa: BLE001 - the journal never fails the migration
             found = None
+        extra = {"skipped": True} if skip else {}
         self._line({"event": "started", "revision": revision, "position": position,
-                    "sha256": hashlib.sha256(sql.encode("utf-8")).hexdigest(), "sql": sql,
-                    "object": found, "at": round(time.time(), 6)})
-        outcome = execute()
+                    "sha256": sha256, "sql": sql, "object": found,
+                    "at": round(time.time(), 6), **extra})
+        outcome = None if skip else execute()
         self._line({"event": "finished", "revision": revision, "position": position,
-                    "at": round(time.time(), 6)})
+                    "at": round(time.time(), 6), **extra})
         return outcome
 
 

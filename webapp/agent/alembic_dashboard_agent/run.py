@@ -120,7 +120,11 @@ def run(request: dict) -> dict:
     ``lock_failure`` and ``invalid_indexes``; ``watch_file`` is where the
     blocked-by watch writes what it sees while the job runs.
     Where the DDL is not transactional (MySQL/MariaDB, SQLite) every statement
-    is journalled on stdout as it starts and ends (:mod:`.journal`).
+    is journalled on stdout as it starts and ends (:mod:`.journal`); with
+    ``resume`` (``{"revision", "done": [{"position", "sha256"}]}``) the
+    statements of a half-applied revision that already took effect are
+    skipped (checked by hash), so the run resumes it from the next statement,
+    stamps it as Alembic does, and goes on with the plan.
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -140,7 +144,7 @@ def run(request: dict) -> dict:
     in_env = False
     guarded = GuardedRun(request, url)
     journal = Journal(lambda: started[-1] if len(started) > len(applied_steps) else None,
-                      version_table)
+                      version_table, resume=request.get("resume"))
     failure: BaseException | None = None
 
     def on_apply(info, heads):
