@@ -9,6 +9,7 @@ The schema is migrated by Alembic from ``migrations/`` (never ``create_all``).
 - :mod:`.approvals`: approval requests, approvals, review ticks and comment threads
 - :mod:`.rollouts`: fleet rollouts and their steps
 - :mod:`.changelog`: each target's changelog entries and schema snapshots
+- :mod:`.journal`: the statements a job ran where DDL is not transactional
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .audit import AuditEvent
 from .changelog import ChangelogEntry, SchemaSnapshot
 from .clock import utcnow
 from .jobs import JOB_ACTIVE, AppliedRevision, Job, JobStatus, Rehearsal, TargetGuard
+from .journal import JobStatement
 from .rollouts import (
     ROLLOUT_ACTIVE,
     STEP_IN_FLIGHT,
@@ -40,7 +42,8 @@ from .rollouts import (
 __all__ = [
     "JOB_ACTIVE", "REQUEST_PENDING", "ROLES", "ROLLOUT_ACTIVE", "STEP_IN_FLIGHT",
     "ApiToken", "AppliedRevision", "Approval", "ApprovalRequest", "AuditEvent",
-    "ChangelogEntry", "CommentKind", "Job", "JobStatus", "LoginFailure", "RateLimitCounter",
+    "ChangelogEntry", "CommentKind", "Job", "JobStatement", "JobStatus", "LoginFailure",
+    "RateLimitCounter",
     "Rehearsal", "RequestComment", "RequestStatus", "RequestView", "Rollout", "RolloutStatus",
     "RolloutStep", "SchemaSnapshot", "StepStatus", "TargetGuard", "User", "db", "utcnow",
 ]

@@ -1,7 +1,8 @@
 """The job's own process: follow a migration to its end and record it.
 
 Called by ``webapp/worker.py`` after it has started the migration (the
-agent's locked ``run``). Streams the output into the job row, records
+agent's locked ``run``). Streams the output into the job row (the statement
+journal's lines into ``job_statements``, :mod:`.journal`), records
 from/to/applied/failed revisions, the checksums of applied files and the
 target's changelog entries (:mod:`.changelog`), frees
 the target's guard, tells the webhooks and sends
@@ -30,7 +31,7 @@ from ..core.runner import Standby, read_blocked, read_launch, write_run_request
 from ..core.targets import scrub_secrets
 from ..extensions import db
 from ..models import JOB_ACTIVE, Job, JobStatus, TargetGuard, utcnow
-from . import audit, changelog, events
+from . import audit, changelog, events, journal
 from .catalog import Catalog
 from .liveness import process_start_token, what_was_running
 
@@ -215,14 +216,19 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
     done = threading.Event()
     guard = threading.Lock()
 
+    statements: list[dict] = []  # journal records read since the last flush
+
     def flush() -> None:
         with guard:
             text = "".join(lines)
+            records = statements[:]
+            del statements[:]
         values = {"log": scrub_secrets(text, url), "heartbeat_at": utcnow()}
         blocked = read_blocked(folder)
         if blocked is not None:
             values["blocked_by"] = blocked_json(blocked, url)
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # the journal with the log: one commit per flush
+            journal.record(conn, job_id, records, url)
             conn.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def beat() -> None:
@@ -233,11 +239,19 @@ def _run_streaming(job_id: int, proc: subprocess.Popen, folder: Path, url: str,
     thread.start()
     assert proc.stdout is not None
     for raw in proc.stdout:
+        line = raw.decode("utf-8", "replace")
+        entry = journal.parse_line(line.rstrip("\n"))
         with guard:
-            lines.append(raw.decode("utf-8", "replace"))
+            if entry is not None:  # a journal line goes to job_statements, not to the log
+                statements.append(entry)
+            else:
+                lines.append(line)
     returncode = proc.wait()
     done.set()
     thread.join()
+    if statements:  # the journal's last lines (the log's are written by _finish)
+        with engine.begin() as conn:
+            journal.record(conn, job_id, statements, url)
     try:
         return json.loads((folder / "result.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -95,13 +95,24 @@ def _approval(job) -> dict | None:
     return {"request": found, "approvals": approvals.approvals_for_current_plan(found)}
 
 
+def _journal(job, target) -> dict | None:
+    """The failing revision's statement journal beside the live schema
+    (:func:`webapp.services.journal.report`), for a failed or abandoned job only."""
+    from ..services import journal
+
+    if target is None or job.status not in ("failed", "abandoned"):
+        return None
+    return journal.report(job, get_catalog(), target)
+
+
 @bp.route("/jobs/<int:job_id>")
 def show(job_id: int):
     """A job: status, who started and approved it, from/to, output (live while it runs)."""
     job = _job_or_404(job_id)
+    target = get_catalog().get(job.target)
     return render_template("jobs/show.html", job=job, report=jobs.failure_report(job),
                            approval=_approval(job), offset=len(job.log or ""),
-                           target=get_catalog().get(job.target))
+                           target=target, journal=_journal(job, target))
 
 
 @bp.route("/jobs/<int:job_id>/status")
@@ -112,8 +123,9 @@ def status(job_id: int):
     HX-Request: the summary and the whole output."""
     job = _job_or_404(job_id)
     log = job.log or ""
+    target = get_catalog().get(job.target)
     context = dict(job=job, report=jobs.failure_report(job), approval=_approval(job),
-                   target=get_catalog().get(job.target), offset=len(log))
+                   target=target, offset=len(log), journal=_journal(job, target))
     headers = {"Vary": "HX-Request", "Cache-Control": "no-store"}
     if request.headers.get("HX-Request") != "true":
         return render_template("jobs/show.html", **context), 200, headers

@@ -121,7 +121,9 @@ def _rehearse_unrendered(request: dict, fn, destination, found: list[dict],
 def offline_sql(request: dict) -> dict:
     """Op ``offline_sql`` (``revision``, ``direction``): offline SQL of one
     revision's upgrade (from its down revisions) or downgrade —
-    ``{"sql", "rehearsal"}``."""
+    ``{"sql", "rehearsal"}``. With ``statements`` true, also
+    ``"statements"``: each statement as the run's journal would record it
+    (:func:`.journal.listing`; None when the SQL came from a rehearsal)."""
     from alembic.runtime.migration import MigrationStep
     from alembic.script import ScriptDirectory
 
@@ -146,14 +148,26 @@ def offline_sql(request: dict) -> dict:
     def steps(heads, context):
         return [step]
 
+    listed, undo = None, None
+    if request.get("statements"):
+        from .journal import listing
+
+        _journal, listed, undo = listing(revision.revision,
+                                         request.get("version_table") or "alembic_version")
     try:
         _offline(config, script, steps, starting_rev=starting, destination_rev=destination)
     except Exception as exc:
         if not rehearsal.needs_rehearsal(exc, request):
             raise
+        if undo is not None:
+            undo()
+            undo = None
         return {"sql": rehearsal.from_empty(request, prepare, steps, destination),
-                "rehearsal": True}
-    return {"sql": buffer.getvalue(), "rehearsal": False}
+                "rehearsal": True, "statements": None}
+    finally:
+        if undo is not None:
+            undo()
+    return {"sql": buffer.getvalue(), "rehearsal": False, "statements": listed}
 
 
 @read_path()

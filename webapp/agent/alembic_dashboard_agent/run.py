@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import time
 import traceback
+from contextlib import contextmanager
 
-from .config import VERSION_APPLY_HOOKS, alembic_config
+from . import alembic_private
+from .config import CONFIGURE_HOOKS, VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads
 from .guarded import GuardedRun
+from .journal import Journal
 from .locks import TargetBusy, TargetLock
 from .steps import file_sha256, step_id, steps_for
 
@@ -27,6 +30,23 @@ def _snapshot_into(result: dict, key: str, request: dict, url: str, version_tabl
         result[key] = snapshot_url(url, version_table)
     except Exception as exc:  # noqa: BLE001 - the migration matters, the snapshot is a bonus
         result["schema_error"] = f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def _journalled(journal: Journal):
+    """Journal every statement (:mod:`.journal`) while the block runs, once
+    env.py configured a connection whose DDL is not transactional; outermost
+    around the lock guard's retries (one line pair per statement)."""
+    def on_configure(environment_context, connection) -> None:
+        journal.enabled = not environment_context.get_context().impl.transactional_ddl
+
+    CONFIGURE_HOOKS.append(on_configure)
+    undo = alembic_private.wrap_impl_exec(journal.around)
+    try:
+        yield journal
+    finally:
+        undo()
+        CONFIGURE_HOOKS.remove(on_configure)
 
 
 class PlanChanged(Exception):
@@ -99,6 +119,12 @@ def run(request: dict) -> dict:
     Under the target's lock guard (``guard``, :mod:`.guarded`): ``blocked_by``,
     ``lock_failure`` and ``invalid_indexes``; ``watch_file`` is where the
     blocked-by watch writes what it sees while the job runs.
+    Where the DDL is not transactional (MySQL/MariaDB, SQLite) every statement
+    is journalled on stdout as it starts and ends (:mod:`.journal`); with
+    ``resume`` (``{"revision", "done": [{"position", "sha256"}]}``) the
+    statements of a half-applied revision that already took effect are
+    skipped (checked by hash), so the run resumes it from the next statement,
+    stamps it as Alembic does, and goes on with the plan.
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -117,6 +143,8 @@ def run(request: dict) -> dict:
     started_at: list[float] = []  # time.monotonic() of each of those starts
     in_env = False
     guarded = GuardedRun(request, url)
+    journal = Journal(lambda: started[-1] if len(started) > len(applied_steps) else None,
+                      version_table, resume=request.get("resume"))
     failure: BaseException | None = None
 
     def on_apply(info, heads):
@@ -169,7 +197,7 @@ def run(request: dict) -> dict:
         destination = tuple(revision.split(",")) if command_name == "stamp" else revision
         in_env = True
         at_attempt = at_start if at_start is not None else before
-        with guarded:
+        with guarded, _journalled(journal):
             while True:
                 done = len(applied_steps)
                 try:
