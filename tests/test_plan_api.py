@@ -156,8 +156,10 @@ def test_forecast_on_mariadb_reads_the_server_version_columns_and_blockers(
         assert by_revision["r002"]["lock"] == "ALGORITHM=INPLACE, LOCK=NONE"
         assert by_revision["r002"]["rewrites"] == "scan"
         assert by_revision["r002"]["rows"] == 0 and by_revision["r002"]["bytes"] > 0
-        assert [b["pid"] for b in by_revision["r002"]["blockers"]] == [pid]
-        assert by_revision["r002"]["blockers"][0]["state"] == "idle in transaction"
+        # (another session of the schema may show too: an open transaction of
+        # this test's dashboard, e.g. its status read, on a loaded machine)
+        (held,) = [b for b in by_revision["r002"]["blockers"] if b["pid"] == pid]
+        assert held["state"] == "idle in transaction"
     finally:
         holder.rollback()
         holder.close()
