@@ -183,6 +183,9 @@ def _inverse(row: JobStatement, dialect_name: str | None) -> str | None:
     return str(construct.compile(dialect=dialect)).strip()
 
 
+PAGE_READ_TIMEOUT = 10.0  # seconds for each read of the job page's journal check
+
+
 def _planned(catalog, target, revision: str) -> tuple[list[dict] | None, str | None]:
     """The revision's upgrade statements as its file renders them now (a
     read-only agent call in offline mode), or ``(None, why)``."""
@@ -193,7 +196,7 @@ def _planned(catalog, target, revision: str) -> tuple[list[dict] | None, str | N
         data = run_agent(target, {"op": "offline_sql", "revision": revision,
                                   "direction": "upgrade", "statements": True,
                                   "version_table": target.version_table},
-                         url=catalog.read_url(target)).data
+                         url=catalog.read_url(target), timeout=PAGE_READ_TIMEOUT).data
     except (TargetProcessError, TargetUrlMissing) as exc:
         return None, f"{type(exc).__name__}: {exc}"
     if data.get("statements") is None:
@@ -224,7 +227,7 @@ def report(job, catalog, target) -> dict | None:
         return None
     live, error = None, None
     try:
-        live = snapshot(catalog, target)
+        live = snapshot(catalog, target, timeout=PAGE_READ_TIMEOUT)
     except CompareFailed as exc:
         error = str(exc)
     planned, planned_error = _planned(catalog, target, revision)

@@ -27,9 +27,11 @@ class CompareFailed(Exception):
     password)."""
 
 
-def _read(catalog: Catalog, target: Target, request: dict) -> dict:
+def _read(catalog: Catalog, target: Target, request: dict,
+          timeout: float | None = None) -> dict:
+    extra = {} if timeout is None else {"timeout": timeout}
     try:
-        return run_agent(target, request, url=catalog.read_url(target)).data
+        return run_agent(target, request, url=catalog.read_url(target), **extra).data
     except TargetProcessError as exc:
         raise CompareFailed(f"{target.name}: {exc.error_type}: {exc}") from exc
     except TargetUrlMissing as exc:
@@ -53,12 +55,14 @@ def drift(catalog: Catalog, target: Target) -> dict:
             "at_head": bool(heads) and set(data["current"]) == heads}
 
 
-def snapshot(catalog: Catalog, target: Target) -> dict:
-    """The live schema snapshot of ``target`` (``alembic_dashboard_agent.schema``).
+def snapshot(catalog: Catalog, target: Target, timeout: float | None = None) -> dict:
+    """The live schema snapshot of ``target`` (``alembic_dashboard_agent.schema``),
+    within ``timeout`` seconds (default: the runner's).
 
-    :raises CompareFailed: the database cannot be read."""
+    :raises CompareFailed: the database cannot be read (in time)."""
     return _read(catalog, target, {"op": "schema_snapshot",
-                                   "version_table": target.version_table})["snapshot"]
+                                   "version_table": target.version_table},
+                 timeout)["snapshot"]
 
 
 def schema_diff(catalog: Catalog, target: Target, against: Target) -> dict:
