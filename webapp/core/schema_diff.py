@@ -279,3 +279,12 @@ def compare_versions(before: dict, after: dict) -> dict | None:
             f"{', '.join(after.get('version', [])) or 'base'}")
     return _diff("version", "alembic_version", text, before.get("version", []),
                  after.get("version", []))
+
+
+def differences(before: dict, after: dict) -> list[dict]:
+    """:func:`compare`, then the version tables' difference (kind "version")
+    last when they differ: what a job's changelog entry and a comparison of
+    two targets show."""
+    found = compare(before, after)
+    version = compare_versions(before, after)
+    return found + ([version] if version is not None else [])

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
-from ..core.schema_diff import compare, compare_versions
+from ..core.schema_diff import differences as schema_differences
 from ..models import ApprovalRequest, ChangelogEntry, Job, JobStatus, SchemaSnapshot, db
 
 
@@ -58,10 +58,7 @@ def record(job: Job, outcome: dict, in_database: set[str] | None) -> list[Change
     before_schema, after_schema = outcome.get("schema_before"), outcome.get("schema_after")
     differences: list[dict] = []
     if before_schema is not None and after_schema is not None:
-        differences = compare(before_schema, after_schema)
-        version = compare_versions(before_schema, after_schema)
-        if version is not None:
-            differences.append(version)
+        differences = schema_differences(before_schema, after_schema)
     steps = [s for s in outcome.get("applied_steps") or [] if _kept(s, in_database)]
     schema_changed = any(d["kind"] != "version" for d in differences)
     rows = [(s["revision"], s["direction"], JobStatus.SUCCEEDED, s.get("seconds"))
@@ -132,10 +129,3 @@ def last_applied(targets: Iterable[str], revision: str) -> dict[str, ChangelogEn
         found.setdefault(entry.target, entry)
     return found
 
-
-def snapshot(entry_snapshot_id: int | None) -> dict | None:
-    """A stored snapshot's schema by id, or None."""
-    if entry_snapshot_id is None:
-        return None
-    row = db.session.get(SchemaSnapshot, entry_snapshot_id)
-    return row.schema if row else None

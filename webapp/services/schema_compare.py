@@ -15,8 +15,9 @@ writes on.
 
 from __future__ import annotations
 
+from ..core.history import HistoryError
 from ..core.runner import TargetProcessError, run_agent
-from ..core.schema_diff import compare, compare_versions
+from ..core.schema_diff import differences
 from ..core.targets import Target, TargetUrlMissing
 from .catalog import Catalog
 
@@ -49,7 +50,7 @@ def drift(catalog: Catalog, target: Target) -> dict:
     data = _read(catalog, target, {"op": "drift"})
     try:
         heads = set(catalog.history(target).heads)
-    except Exception:  # noqa: BLE001 - the script directory's error is shown elsewhere
+    except HistoryError:  # the script directory's error is shown elsewhere
         heads = set()
     return {"differences": data["differences"], "current": data["current"],
             "at_head": bool(heads) and set(data["current"]) == heads}
@@ -73,8 +74,5 @@ def schema_diff(catalog: Catalog, target: Target, against: Target) -> dict:
 
     :raises CompareFailed: either database cannot be read."""
     mine, theirs = snapshot(catalog, target), snapshot(catalog, against)
-    differences = compare(mine, theirs)
-    version = compare_versions(mine, theirs)
-    if version is not None:
-        differences.append(version)
-    return {"differences": differences, "dialects": [mine["dialect"], theirs["dialect"]]}
+    return {"differences": differences(mine, theirs),
+            "dialects": [mine["dialect"], theirs["dialect"]]}
