@@ -181,8 +181,18 @@ def job_json(job) -> dict:
         "created_at": iso(job.created_at), "applied": Job.split(job.applied_revisions),
         "failed_revision": job.failed_revision, "error": job.error,
         "report": failure_report(job), "user": job.user.username if job.user else None,
-        **blocked_by_json(job),
+        **blocked_by_json(job), **resume_json(job),
     }
+
+
+def resume_json(job) -> dict:
+    """``{"resume_of": failed job id, "skipped": [positions]}`` for a job that
+    resumed a failed job's half-applied revision; ``{}`` for any other job."""
+    recovery = job.recovery_order
+    if not recovery:
+        return {}
+    return {"resume_of": recovery["job"],
+            "skipped": [d["position"] for d in recovery.get("done", [])]}
 
 
 def blocked_by_json(job) -> dict:
@@ -212,7 +222,8 @@ def job_request_of_body(name: str):
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(request.get_json(silent=True))
-    return jobs.JobRequest(target, body.command, body.revision), body
+    return jobs.JobRequest(target, body.command, body.revision,
+                           resume_of=body.resume_of), body
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])

@@ -9,7 +9,7 @@ from flask import jsonify, request
 from flask_login import current_user
 
 from ..core.forecast import forecast_live
-from ..services import authorization, jobs
+from ..services import authorization, jobs, recovery
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from ..views.common import audits_refusals, job_request_details
@@ -33,9 +33,9 @@ def plan(name: str):
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(JobBody.from_form(request.args))
-    req = jobs.JobRequest(target, body.command, body.revision)
+    req = jobs.JobRequest(target, body.command, body.revision, resume_of=body.resume_of)
     authorization.authorize(current_user, target, req.command)
-    found = jobs.plan_job(catalog, req)
+    found = recovery.plan_for(catalog, req)  # ?resume_of=<failed job>: the resume's plan
     return jsonify({
         "target": target.name, "command": found.command, "revision": found.revision,
         "from": found.current_before, "to": found.current_after,

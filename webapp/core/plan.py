@@ -103,7 +103,10 @@ class Plan:
     SQL holds a note in place of their statements, lint did not see them, and
     the hash pins them by their file checksums (as every step). ``rehearsal_error``
     says why a rehearsal could not capture their SQL (None when not tried or
-    when it did).
+    when it did). ``recovery`` is set on the plan of a resume job
+    (``{"kind": "resume", "job", "revision", "done": [{"position", "sha256"}]}``:
+    the statements of a failed job's half-applied revision that it skips);
+    the hash covers it.
     """
 
     target: str
@@ -119,6 +122,7 @@ class Plan:
     findings: list[dict] = field(default_factory=list)
     unrendered: list[dict] = field(default_factory=list)
     rehearsal_error: str | None = None
+    recovery: dict | None = None
 
     @property
     def unseen_revisions(self) -> list[str]:
@@ -129,12 +133,15 @@ class Plan:
     @property
     def hash(self) -> str:
         """SHA-256 over everything the user confirms (hex)."""
-        payload = json.dumps({
+        pinned = {
             "target": self.target, "command": self.command, "revision": self.revision,
             "current": sorted(self.current_before),  # key kept: stored hashes stay valid
             "steps": [[s.revision, s.direction, s.sha256] for s in self.steps],
             "sql": self._sql_for_hash(),
-        }, sort_keys=True)
+        }
+        if self.recovery is not None:  # only then: the hashes of other plans stay as they were
+            pinned["recovery"] = self.recovery
+        payload = json.dumps(pinned, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def _sql_for_hash(self) -> str | list[str]:

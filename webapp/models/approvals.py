@@ -60,6 +60,8 @@ class ApprovalRequest(db.Model):
     decided_at: Mapped[datetime | None]
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     note: Mapped[str | None] = mapped_column(Text)
+    # the failed job whose half-applied revision this request resumes (None: a plain job)
+    recovery_of: Mapped[int | None]
 
     requester: Mapped[User | None] = relationship()
     approvals: Mapped[list[Approval]] = relationship(back_populates="request",

@@ -38,6 +38,8 @@ class Job(db.Model):
     space-separated revision ids (empty = base); ``log`` is everything the
     command printed (Alembic's output, env.py's logging, the traceback).
     ``plan_hash`` pins the job to the plan the user confirmed.
+    ``recovery`` (JSON, see :attr:`recovery_order`) is set on a job that
+    resumes another job's half-applied revision.
     ``blocked_by`` (JSON, None when its migration never waited on a lock)
     is what the agent's blocked-by watch saw: ``{"session", "waiting",
     "blockers": [...], "seen": [...]}`` while it runs, and after the end
@@ -72,8 +74,34 @@ class Job(db.Model):
     # which process worker_pid is: "<boot id>:<start time in clock ticks>" (Linux)
     worker_start: Mapped[str | None] = mapped_column(String(64))
     blocked_by: Mapped[str | None] = mapped_column(Text)
+    # JSON: what a resume job skips ({"kind": "resume", "job", "revision", "done"})
+    recovery: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User | None] = relationship()
+
+    @property
+    def recovery_order(self) -> dict | None:
+        """``recovery`` decoded: ``{"kind": "resume", "job": failed job id,
+        "revision", "done": [{"position", "sha256"}]}`` for a job that resumes a
+        half-applied revision from its failed job's statement journal; None
+        for any other job."""
+        import json
+
+        try:
+            return json.loads(self.recovery) if self.recovery else None
+        except ValueError:
+            return None
+
+    def run_order(self) -> dict:
+        """What the agent's ``run`` request carries beyond command and
+        revision: ``expect_current`` (the plan's current revisions) and, for a
+        resume job, ``resume`` (``{"revision", "done"}``: the statements of the
+        half-applied revision that took effect, skipped by position and hash)."""
+        order: dict = {"expect_current": self.split(self.current_before)}
+        recovery = self.recovery_order
+        if recovery and recovery.get("kind") == "resume":
+            order["resume"] = {"revision": recovery["revision"], "done": recovery["done"]}
+        return order
 
     @property
     def blocked(self) -> dict | None:

@@ -34,10 +34,10 @@ from ..models import (
     User,
     utcnow,
 )
-from . import accounts, audit, events, lint_gate, notify, promotion, review
+from . import accounts, audit, events, lint_gate, notify, promotion, recovery, review
 from .authorization import authorize_run_as
 from .catalog import Catalog
-from .jobs import JobRequest, plan_job, start_job
+from .jobs import JobRequest, start_job
 from .refusals import Reason, Refused
 
 MAX_REASON = 2000
@@ -147,7 +147,7 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
     request = ApprovalRequest(target=req.target.name, command=req.command,
                               revision=req.revision, requester_id=user.id, reason=reason,
                               plan_hash=plan.hash, plan=plan_to_json(plan),
-                              expires_at=utcnow() + request_ttl())
+                              expires_at=utcnow() + request_ttl(), recovery_of=req.resume_of)
     db.session.add(request)
     db.session.flush()
     audit.record(actor, "request.create", "ok", target=req.target.name, commit=False,
@@ -390,9 +390,10 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
         raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not approved.")
     check_requester(request, target, actor)
-    req = JobRequest(target, request.command, request.revision)
+    req = JobRequest(target, request.command, request.revision,
+                     resume_of=request.recovery_of)
     try:
-        plan = plan_job(catalog, req)
+        plan = recovery.plan_for(catalog, req)
     except Refused as exc:
         if exc.reason in (Reason.UNREACHABLE, Reason.DATABASE_MISSING):
             raise

@@ -17,6 +17,7 @@ from facts, when a job's process is gone.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import delete, update
@@ -41,11 +42,17 @@ _UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
 
 @dataclass
 class JobRequest:
-    """A user's request: which target, command and revision (already parsed)."""
+    """A user's request: which target, command and revision (already parsed).
+
+    ``resume_of``: the id of a failed job whose half-applied revision this
+    job resumes from its statement journal (:mod:`webapp.services.recovery`);
+    None for a plain job.
+    """
 
     target: Target
     command: str
     revision: str
+    resume_of: int | None = None
 
 
 def _unreachable(exc: Exception) -> Refused:
@@ -224,7 +231,8 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
                   user_id=user.id, plan_hash=plan.hash, status=JobStatus.QUEUED,
                   current_before=" ".join(plan.current_before),
                   planned_revisions=" ".join(s.revision for s in plan.steps),
-                  dialect=plan.dialect, heartbeat_at=utcnow())
+                  dialect=plan.dialect, heartbeat_at=utcnow(),
+                  recovery=json.dumps(plan.recovery) if plan.recovery else None)
         db.session.add(job)
         try:
             db.session.flush()
@@ -261,7 +269,8 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
                       f"{', '.join(plan.current_before) or 'base'}. Review the plan again.")
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
-                 steps=[s.revision for s in plan.steps], request=approved_request)
+                 steps=[s.revision for s in plan.steps], request=approved_request,
+                 **({"resume_of": plan.recovery["job"]} if plan.recovery else {}))
     launch_worker(job, target, url)
     return job
 

@@ -212,10 +212,8 @@ def report(job, catalog, target) -> dict | None:
     :return: :func:`cross_check`'s dict plus ``"revision"``, ``"schema_error"``
         (why the live schema could not be read, or None), ``"planned_error"``
         (why the revision's statements could not be listed, or None),
-        ``"resume"`` (the SQL of the statements still to run, in order, only
-        when journal and schema agree and the list is known; else ``[]``) and
-        ``"compensate"`` (the inverse SQL of the statements that took effect,
-        newest first, only when they agree and every one has an inverse).
+        and :func:`next_steps`'s ``"resume"``, ``"resume_done"`` and
+        ``"compensate"``.
     """
     from .schema_compare import CompareFailed, snapshot
 
@@ -232,22 +230,45 @@ def report(job, catalog, target) -> dict | None:
         error = str(exc)
     planned, planned_error = _planned(catalog, target, revision)
     found = cross_check(rows, live, planned)
-    found.update(revision=revision, schema_error=error, planned_error=planned_error,
-                 compensate=[], resume=[])
+    found.update(revision=revision, schema_error=error, planned_error=planned_error)
+    found.update(next_steps(found, rows, planned, status=job.status, dialect=job.dialect))
+    return found
+
+
+def next_steps(found: dict, rows: list[JobStatement], planned: list[dict] | None, *,
+               status: str, dialect: str | None) -> dict:
+    """What can be done about a half-applied revision, from its
+    :func:`cross_check` (``found``), its journal ``rows`` and its statements
+    as the file renders them now (``planned``, or None when unknown).
+
+    :param status: the failed job's status: after a kill (``"abandoned"``)
+        inside a statement whose object the schema cannot show, nothing is
+        offered (it may or may not have taken effect).
+    :return: ``{"resume": [SQL still to run, in order], "resume_done":
+        [{"position", "sha256"}] (the statements that took effect: what a
+        resume job skips), "compensate": [inverse SQL, newest first]}``;
+        each list empty when journal and schema do not agree, the statements
+        are unknown, or (``compensate``) one statement has no inverse.
+    """
+    steps: dict = {"resume": [], "resume_done": [], "compensate": []}
     if not found["agrees"]:
-        return found
+        return steps
     took_effect = [s for s in found["statements"] if s["state"] == "finished" or
                    (s["state"] == "running" and s["in_schema"])]
     done = {s["position"] for s in took_effect}
     unsure = found["running"] is not None and found["running"] not in done and \
         found["statements"][found["running"] - 1]["in_schema"] is None and \
-        job.status == "abandoned"  # killed inside a statement the schema cannot show
-    if planned is not None and not unsure:
-        found["resume"] = [scrub_secrets(p["sql"].strip(), None) for p in planned
+        status == "abandoned"  # killed inside a statement the schema cannot show
+    if unsure:
+        return steps
+    if planned is not None:
+        steps["resume"] = [scrub_secrets(p["sql"].strip(), None) for p in planned
                            if p["position"] not in done]
+        steps["resume_done"] = [{"position": s["position"], "sha256": s["sha256"]}
+                                for s in took_effect]
     by_position = {row.position: row for row in rows}
-    inverses = [_inverse(by_position[s["position"]], job.dialect) if s["position"] in
+    inverses = [_inverse(by_position[s["position"]], dialect) if s["position"] in
                 by_position else None for s in reversed(took_effect)]
-    if all(inverses) and not unsure:
-        found["compensate"] = inverses
-    return found
+    if all(inverses):
+        steps["compensate"] = inverses
+    return steps

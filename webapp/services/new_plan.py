@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..core.plan import Plan
 from ..extensions import db
 from ..models import ApprovalRequest, CommentKind, RequestStatus, User, utcnow
-from . import audit, events, notify, review
+from . import audit, events, notify, recovery, review
 from .approvals import (
     eligible_approvers,
     expire_requests,
@@ -22,7 +22,7 @@ from .approvals import (
 )
 from .authorization import authorize
 from .catalog import Catalog
-from .jobs import JobRequest, plan_job
+from .jobs import JobRequest
 from .refusals import Reason, Refused
 
 RESUBMITTABLE = (RequestStatus.CHANGES_REQUESTED, RequestStatus.OPEN)
@@ -48,7 +48,7 @@ def submit_new_plan(catalog: Catalog, request_id: int, user: User, comment: str,
         or no longer allowed to request the command there, 400 comment too
         long, 409 the request is not open or awaiting changes, or the plan is
         the same as the one reviewed (:attr:`Reason.PLAN_UNCHANGED`), or
-        nothing to do any more; plan errors as :func:`plan_job`.
+        nothing to do any more; plan errors as :func:`.recovery.plan_for`.
     """
     comment = (comment or "").strip()
     if len(comment) > review.MAX_COMMENT:
@@ -68,7 +68,8 @@ def submit_new_plan(catalog: Catalog, request_id: int, user: User, comment: str,
         raise Refused(Reason.NOT_FOUND, f"Target {request.target} is no longer configured.")
     actor = actor.granted(authorize(user, target, request.command))
     old, old_hash = plan_from_json(request.plan), request.plan_hash
-    plan = plan_job(catalog, JobRequest(target, request.command, request.revision))
+    plan = recovery.plan_for(catalog, JobRequest(target, request.command, request.revision,
+                                                 resume_of=request.recovery_of))
     if plan.is_empty:
         raise Refused(Reason.NOTHING_TO_DO, "Nothing to do any more: the database is already "
                       "there. Withdraw the request.")

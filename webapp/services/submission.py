@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..core.targets import Target
 from ..models import ApprovalRequest, Job, User
-from . import approvals, audit, authorization, jobs, lint_gate, promotion
+from . import approvals, audit, authorization, jobs, lint_gate, promotion, recovery
 from .catalog import Catalog
 from .jobs import JobRequest
 from .refusals import Reason, Refused, approvals_text
@@ -35,8 +35,10 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
     """Submit ``alembic command revision`` on a target: the one entry point.
 
     Checks the role and policy, computes the plan from the database's current
-    state and then starts the job (unprotected target) or stores a request
-    for approval (protected target; ``reason`` is shown to the approvers).
+    state (for a resume job, ``request.resume_of``, the failed job's journal
+    too: :func:`webapp.services.recovery.plan_resume`) and then starts the
+    job (unprotected target) or stores a request for approval (protected
+    target; ``reason`` is shown to the approvers).
 
     :param confirmed_hash: the plan hash the person saw; a different plan now
         is refused (:attr:`Reason.PLAN_CHANGED`).
@@ -55,10 +57,11 @@ def submit(catalog: Catalog, user: User, request: JobRequest, actor: audit.Actor
     actor = actor.granted(authorization.authorize(user, target, request.command))
     plan = None
     # approvers must see the SQL, and a tier blocking on lint errors must lint it
-    if fast_plan and not target.policy.is_protected and not target.lint.block_on_error:
+    if fast_plan and not target.policy.is_protected and not target.lint.block_on_error \
+            and request.resume_of is None:
         plan = jobs.quick_upgrade_plan(catalog, request)
     if plan is None:
-        plan = jobs.plan_job(catalog, request)
+        plan = recovery.plan_for(catalog, request)  # a resume job's plan skips what took effect
     if plan.is_empty:
         raise Refused(Reason.NOTHING_TO_DO, catalog.nothing_to_do(target, plan.current_before))
     promotion.check(target, plan)  # promote_from: applied there first (and rehearsed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..services import authorization, jobs, submission
+from ..services import authorization, jobs, recovery, submission
 from ..services.catalog import get_catalog
 from ..services.refusals import Refused
 from .common import (
@@ -41,7 +41,7 @@ def plan(name: str):
     """Show the plan of ``?command=&revision=`` from the target's current state."""
     req, _ = job_request(name, request.args)
     authorization.authorize(current_user, req.target, req.command)
-    plan = jobs.plan_job(get_catalog(), req)
+    plan = recovery.plan_for(get_catalog(), req)  # a resume of a failed job: its own plan
     from ..core.forecast import forecast_live, rehearsal_marks, worst
     from ..services import lint_gate, promotion, rehearsals
 

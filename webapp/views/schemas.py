@@ -122,8 +122,11 @@ def _text_or_empty(value: Any) -> Any:
 
 class JobBody(Body):
     """Plan, run, rehearse or request ``command`` to ``revision`` on a target:
-    ``{"command", "revision", "reason", "plan_hash"}`` (the API sends no
-    plan hash; a form sends the one of the plan it showed).
+    ``{"command", "revision", "reason", "plan_hash", "resume_of"}`` (the API
+    sends no plan hash; a form sends the one of the plan it showed).
+    ``resume_of`` (optional) is the id of a failed job on the target whose
+    half-applied revision the job resumes from its statement journal
+    (:mod:`webapp.services.recovery`); its command and revision are that job's.
 
     ``reason`` is optional and anything but text counts as none (the API
     has always taken it so); its length is the approval service's rule.
@@ -135,12 +138,14 @@ class JobBody(Body):
         "command:too_long": "command or revision is too long",
         "revision:too_long": "command or revision is too long",
         "plan_hash:too_long": "plan_hash is too long",
+        "resume_of": "resume_of must be a job id (a whole number)",
     }
 
     command: Command
     revision: Revision
     reason: Annotated[str, BeforeValidator(_text_or_empty)] = ""
     plan_hash: Annotated[str, StringConstraints(max_length=REVISION_MAX)] = ""
+    resume_of: WholeNumber = None
 
 
 class RolloutBody(Body):

@@ -1,0 +1,144 @@
+"""Recovery jobs: resume a failed job's half-applied revision from its
+statement journal, as a job like any other.
+
+On a target whose DDL is not transactional (MySQL/MariaDB, SQLite) a revision
+that fails or is killed half-way leaves its first statements applied and the
+version table behind. The failed job's journal (:mod:`.journal`), checked
+against the live schema, says which statements took effect. A *resume job*
+runs the failed job's command and revision again, skipping exactly those
+statements (the agent checks each by position and SHA-256 before it skips it),
+so the half-applied revision is finished and stamped and the rest of the plan
+runs. It goes through :func:`webapp.services.submission.submit` with a plan
+(the statements skipped are part of it and of its hash) and, on a protected
+target, an approval; when the approved job starts, the plan is computed again
+and must be the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..core.plan import Plan
+from ..extensions import db
+from ..models import Job, JobStatus
+from . import jobs, journal
+from .catalog import Catalog
+from .jobs import JobRequest
+from .refusals import Reason, Refused
+
+RECOVERABLE = (JobStatus.FAILED, JobStatus.ABANDONED)
+
+
+def failed_job(target_name: str, job_id: int) -> Job:
+    """The failed or abandoned job ``job_id`` on target ``target_name`` (from
+    the dashboard database), whose half-applied revision a resume job finishes.
+
+    :raises Refused: :attr:`Reason.NOT_FOUND` (no such job on that target),
+        :attr:`Reason.BAD_INPUT` (the job did not fail, or was no upgrade or
+        downgrade), :attr:`Reason.PLAN_CHANGED` (a later job ran on the target:
+        the journal no longer says where the database is).
+    """
+    job = db.session.get(Job, job_id)
+    if job is None or job.target != target_name:
+        raise Refused(Reason.NOT_FOUND, f"There is no job {job_id} on {target_name}.")
+    if job.status not in RECOVERABLE or job.command not in ("upgrade", "downgrade"):
+        raise Refused(Reason.BAD_INPUT, f"Job {job_id} is {job.status} ({job.command}): only "
+                      "a failed or abandoned upgrade or downgrade can be resumed.")
+    later = db.session.scalar(db.select(Job.id).where(
+        Job.target == target_name, Job.id > job_id,
+        Job.started_at.isnot(None)).order_by(Job.id).limit(1))
+    if later is not None:
+        raise Refused(Reason.PLAN_CHANGED, f"Job {later} ran on {target_name} after job "
+                      f"{job_id}: its journal no longer says where the database is. Plan "
+                      "from the target's current state instead.")
+    return job
+
+
+def resume_request(catalog: Catalog, target_name: str, job_id: int) -> JobRequest:
+    """The :class:`~webapp.services.jobs.JobRequest` of a resume of job
+    ``job_id`` (its command and revision, ``resume_of`` set).
+
+    :raises Refused: as :func:`failed_job`, and not found for an unknown target.
+    """
+    target = catalog.get(target_name)
+    if target is None:
+        raise Refused(Reason.NOT_FOUND, f"There is no target called {target_name!r}.")
+    job = failed_job(target_name, job_id)
+    return JobRequest(target, job.command, job.revision, resume_of=job.id)
+
+
+def plan_resume(catalog: Catalog, request: JobRequest) -> Plan:
+    """The plan of a resume job (``request.resume_of`` set): the failed job's
+    command and revision planned from the database as it is now
+    (:func:`webapp.services.jobs.plan_job`), whose first step must be the
+    half-applied revision, with ``recovery`` set to the statements it skips
+    and the SQL headed by a note naming them.
+
+    :raises Refused: as :func:`failed_job` and ``plan_job``;
+        :attr:`Reason.PLAN_ERROR` when the journal and the live schema
+        disagree, the revision file changed since the failure, its statements
+        cannot be listed, or the database moved (the first step is not the
+        half-applied revision).
+    """
+    failed = failed_job(request.target.name, request.resume_of)
+    if (request.command, request.revision) != (failed.command, failed.revision):
+        raise Refused(Reason.BAD_INPUT, f"A resume of job {failed.id} runs its own command: "
+                      f"{failed.command} {failed.revision}.")
+    found = journal.report(failed, catalog, request.target)
+    if found is None:
+        raise Refused(Reason.PLAN_ERROR, f"Job {failed.id} has no statement journal (its "
+                      "target's DDL is transactional, or no statement ran): nothing to resume.")
+    if not found["resume_done"] and not found["resume"]:
+        raise Refused(Reason.PLAN_ERROR, _why_not(found, failed.id))
+    plan = jobs.plan_job(catalog, JobRequest(request.target, failed.command, failed.revision))
+    revision = found["revision"]
+    if not plan.steps or plan.steps[0].revision != revision:
+        raise Refused(Reason.PLAN_ERROR, f"The database moved since job {failed.id} failed: "
+                      f"its plan no longer starts with {revision}, so nothing is skipped. "
+                      "Plan from the target's current state instead.")
+    done = found["resume_done"]
+    skipped = ", ".join(str(d["position"]) for d in done) or "none"
+    note = (f"resume of job {failed.id}: statement(s) {skipped} of {revision} took effect "
+            "before it failed (its journal and the live schema agree) and are skipped; "
+            f"the other {len(found['resume'])} run, then {revision} is stamped and the "
+            "plan goes on.")
+    # a copy: plan_job's plan is cached and shared with the plain plan
+    return replace(plan, recovery={"kind": "resume", "job": failed.id, "revision": revision,
+                                   "done": done}, warnings=[note, *plan.warnings],
+                   sql="".join(f"-- {line}\n" for line in _skip_lines(found)) + plan.sql)
+
+
+def _skip_lines(found: dict) -> list[str]:
+    """Comment lines for the plan's SQL: each statement of the half-applied
+    revision, whether the resume skips or runs it."""
+    done = {d["position"] for d in found["resume_done"]}
+    lines = [f"Resume of {found['revision']} (statements that took effect are skipped):"]
+    for entry in found["statements"]:
+        first = " ".join(entry["sql"].split())[:120]
+        verb = "skip" if entry["position"] in done else "run "
+        lines.append(f"  {verb} {entry['position']:>3}: {first}")
+    return lines
+
+
+def _why_not(found: dict, job_id: int) -> str:
+    """Why job ``job_id``'s journal offers no resume (for the refusal)."""
+    if found.get("changed"):
+        return (f"The revision file changed since job {job_id} failed: its statements are "
+                "not the ones the journal recorded, so nothing can be skipped safely.")
+    if found.get("agrees") is False:
+        return (f"The journal of job {job_id} and the live schema disagree: resume is not "
+                "offered. The job page shows both.")
+    if found.get("schema_error"):
+        return f"The live schema could not be read: {found['schema_error']}"
+    if found.get("planned_error"):
+        return f"The revision's statements cannot be listed: {found['planned_error']}"
+    return (f"It cannot be told whether the statement running when job {job_id} was killed "
+            "took effect: resume is not offered.")
+
+
+def plan_for(catalog: Catalog, request: JobRequest) -> Plan:
+    """The plan of ``request``: :func:`plan_resume` for a resume job, else
+    :func:`webapp.services.jobs.plan_job`. :raises Refused: as those."""
+    if request.resume_of is not None:
+        return plan_resume(catalog, request)
+    return jobs.plan_job(catalog, request)
