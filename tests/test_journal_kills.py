@@ -3,9 +3,13 @@ statement of a 10-statement revision; in every trial the statement journal
 (its lines parsed into ``job_statements`` as the job process does) agrees
 with the live schema: every statement it says finished left its object,
 every statement it never saw start left nothing, and the one running may
-have either (the schema says which). Every fifth trial then resumes the
-revision from the next statement (the agent's ``resume``): it reaches head
-and the schema equals a clean upgrade's."""
+have either (the schema says which). Every trial then resumes the revision
+from the next statement as a resume job does: the statements to skip are
+the dashboard's own choice (:func:`webapp.services.journal.next_steps` on the
+journal, the live schema and the revision's statements), the agent's
+``resume`` skips them by hash, the run reaches head and the schema equals a
+clean upgrade's (no hand-written SQL anywhere). The whole path through
+``submit()`` is tested in ``test_resume_jobs.py``."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from support.envtools import Rev, make_env, sqlite_url, write_targets_file
 
+from webapp.agent.alembic_dashboard_agent.fork_client import ForkServers
 from webapp.agent.alembic_dashboard_agent.schema import snapshot_url
 from webapp.extensions import db
 from webapp.models import Job
@@ -28,7 +33,6 @@ from webapp.services.catalog import get_catalog
 pytestmark = pytest.mark.job_process
 # 30 per dialect, as the issue asks (~0.4 s on SQLite, ~0.9 s on MariaDB each: a cold agent)
 TRIALS = int(os.environ.get("JOURNAL_KILL_TRIALS", "30"))
-RESUME_EVERY = 5  # every fifth trial also resumes to head (a second agent run)
 
 # what each of the ten statements creates, in order
 OBJECTS = [("table", "k1", "k1"), ("column", "k1", "c1"), ("index", "k1", "ix_k1_c1"),
@@ -40,6 +44,22 @@ TEN = "; ".join(
     else f'op.add_column("{t}", sa.Column("{n}", sa.String(20)))' if kind == "column"
     else f'op.create_index("{n}", "{t}", ["c{t[1]}"])' for kind, t, n in OBJECTS)
 DROP = "; ".join(f'op.drop_table("{t}")' for kind, t, n in reversed(OBJECTS) if kind == "table")
+
+
+# The runs are forked from a warm agent server (the agent's fork server, as
+# the dashboard's reads are): the same run code and isolation as a cold
+# start, without paying Python's and Alembic's start-up 120 times.
+FORKS = ForkServers(limit=1)
+
+
+def _start(target, url: str, folder: Path, extra: dict):
+    """Start ``upgrade head`` for ``target`` as a job's run (the agent's op
+    ``run`` holding the target's lock), forked from :data:`FORKS`."""
+    from webapp.core.runner import read_launch, write_run_request
+
+    write_run_request(target, "upgrade", "head", url=url, lock_name="k", folder=folder,
+                      extra=extra)
+    return FORKS.spawn(read_launch(folder))
 
 
 def _reset(url: str) -> None:
@@ -59,11 +79,8 @@ def _reset(url: str) -> None:
 def _trial(app, target, url: str, stop_at: int) -> tuple[int, dict, int]:
     """One run of ``upgrade head`` killed once statement ``stop_at`` of r001
     has started; returns (job id, live snapshot, last position journalled)."""
-    from webapp.core.runner import start_run_process
-
     with tempfile.TemporaryDirectory(prefix="journal-kill-") as tmp:
-        proc = start_run_process(target, "upgrade", "head", url=url, lock_name="k",
-                                 folder=Path(tmp), extra={"snapshots": False})
+        proc = _start(target, url, Path(tmp), {"snapshots": False})
         with app.app_context():
             job = Job(target="k", command="upgrade", revision="head", plan_hash="x")
             db.session.add(job)
@@ -120,43 +137,54 @@ def _kill_trials(make_app, tmp_path, monkeypatch, url: str) -> None:
     with app.app_context():
         target = get_catalog().get("k")
     _reset(url)
+    with app.app_context():  # r001's statements as its file renders them (offline, once)
+        planned, why = journal.planned_statements(get_catalog(), target, "r001")
+    assert planned is not None and len(planned) == 10, why
     clean = _upgrade(target, url)  # the schema of a clean upgrade
     rng = random.Random(21)
-    for number in range(TRIALS):
+    resumed = 0
+    for _number in range(TRIALS):
         _reset(url)
         job_id, live, _stop = _trial(app, target, url, rng.randint(1, 10))
         _check(app, job_id, live)
-        if number % RESUME_EVERY == 0:
-            _resume_reaches_head(app, target, url, job_id, live, clean)
+        resumed += _resume_reaches_head(app, target, url, job_id, live, clean, planned)
+    FORKS.close()
+    assert resumed >= TRIALS * 0.8, resumed  # the others were killed after the whole revision
 
 
 def _upgrade(target, url: str, extra: dict | None = None) -> dict:
     """Run ``upgrade head`` to its end (the real agent); the schema after it."""
-    from webapp.core.runner import start_run_process
-
     with tempfile.TemporaryDirectory(prefix="journal-resume-") as tmp:
-        proc = start_run_process(target, "upgrade", "head", url=url, lock_name="k",
-                                 folder=Path(tmp), extra={"snapshots": False, **(extra or {})})
+        proc = _start(target, url, Path(tmp), {"snapshots": False, **(extra or {})})
         output = proc.communicate(timeout=60)[0].decode()
         assert proc.returncode == 0, output
         assert '"ok": true' in (Path(tmp) / "result.json").read_text(), output
     return snapshot_url(url, "alembic_version")
 
 
-def _resume_reaches_head(app, target, url: str, job_id: int, live: dict, clean: dict) -> None:
-    """Resume from the next statement (the ones that took effect are skipped,
-    by hash): the run reaches head and the schema is a clean upgrade's."""
+def _resume_reaches_head(app, target, url: str, job_id: int, live: dict, clean: dict,
+                         planned: list[dict]) -> bool:
+    """Resume from the next statement, skipping what the dashboard says took
+    effect: the run reaches head and the schema is a clean upgrade's. False
+    when there was nothing to resume (the kill landed after the revision)."""
     from webapp.core.schema_diff import compare
 
     if live["version"] == ["r001"]:
-        return  # the kill landed after the whole revision
+        return False  # the kill landed after the whole revision
     with app.app_context():
         rows = journal.statements(job_id, "r001")
-        done = [{"position": r.position, "sha256": r.sha256} for r in rows
-                if r.finished_at is not None or journal.present_in(live, r)]
-    after = _upgrade(target, url, {"resume": {"revision": "r001", "done": done}})
+        found = journal.cross_check(rows, live, planned)
+        steps = journal.next_steps(found, rows, planned, status="abandoned",
+                                   dialect=target_dialect(url))
+    assert steps["resume_done"] or steps["resume"], (found, steps)  # a resume is offered
+    after = _upgrade(target, url, {"resume": {"revision": "r001", "done": steps["resume_done"]}})
     assert after["version"] == ["r001"]
     assert compare(after, clean) == [], compare(after, clean)
+    return True
+
+
+def target_dialect(url: str) -> str:
+    return sa.engine.make_url(url).get_backend_name()
 
 
 @pytest.mark.timeout(120)

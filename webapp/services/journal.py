@@ -186,7 +186,7 @@ def _inverse(row: JobStatement, dialect_name: str | None) -> str | None:
 PAGE_READ_TIMEOUT = 10.0  # seconds for each read of the job page's journal check
 
 
-def _planned(catalog, target, revision: str) -> tuple[list[dict] | None, str | None]:
+def planned_statements(catalog, target, revision: str) -> tuple[list[dict] | None, str | None]:
     """The revision's upgrade statements as its file renders them now (a
     read-only agent call in offline mode), or ``(None, why)``."""
     from ..core.runner import TargetProcessError, run_agent
@@ -228,7 +228,7 @@ def report(job, catalog, target) -> dict | None:
         live = snapshot(catalog, target, timeout=PAGE_READ_TIMEOUT)
     except CompareFailed as exc:
         error = str(exc)
-    planned, planned_error = _planned(catalog, target, revision)
+    planned, planned_error = planned_statements(catalog, target, revision)
     found = cross_check(rows, live, planned)
     found.update(revision=revision, schema_error=error, planned_error=planned_error)
     found.update(next_steps(found, rows, planned, status=job.status, dialect=job.dialect))
