@@ -155,3 +155,86 @@ def test_resume_on_a_protected_mariadb_target_needs_approval(make_app, tmp_path,
     assert done["resume_of"] == failed["id"] and done["skipped"] == [1, 2, 3, 4]
     assert done["to"] == ["r002"]
     assert {"a", "b", "c"} <= _tables(mysql_url)
+
+
+def _compensate_then_upgrade(client, headers, url: str, failed: dict) -> dict:
+    """Compensate ``failed`` through the jobs API, check the database is back
+    at r000 with nothing of r001 left, then fix the cause and upgrade plainly."""
+    body = {"command": "compensate", "revision": "r001", "compensate_of": failed["id"]}
+    plan = client.get("/api/v1/targets/shop/plan", headers=headers, query_string=body)
+    assert plan.status_code == 200, plan.json
+    assert plan.json["steps"] == [] and plan.json["from"] == plan.json["to"] == ["r000"]
+    assert plan.json["sql"].splitlines()[0].startswith("DROP TABLE b"), plan.json["sql"]
+    assert "compensation of job" in plan.json["warnings"][0]
+    wrong = client.post("/api/v1/targets/shop/jobs", headers=headers,
+                        json={**body, "revision": "r000"})
+    assert wrong.status_code == 400, wrong.json
+    done = wait_job(client, client.post("/api/v1/targets/shop/jobs", headers=headers,
+                                        json=body).json["job"], headers)
+    assert done["status"] == "succeeded", done["log"]
+    assert done["compensate_of"] == failed["id"] and len(done["undone"]) == 4
+    assert done["from"] == done["to"] == ["r000"] and done["applied"] == []
+    assert not {"a", "b", "c"} & _tables(url)
+    _execute(url, "CREATE TABLE fix_me (id INTEGER)")
+    upgraded = wait_job(client, client.post("/api/v1/targets/shop/jobs", headers=headers, json={
+        "command": "upgrade", "revision": "head"}).json["job"], headers)
+    assert upgraded["status"] == "succeeded" and upgraded["to"] == ["r002"], upgraded["log"]
+    return done
+
+
+def test_compensation_job_undoes_what_took_effect_sqlite(make_app, tmp_path, monkeypatch):
+    """The page offers the compensation as a job; through the API it drops
+    what r001 created (newest first), the version table stays at r000, and a
+    plain upgrade then runs r001 from its start."""
+    url = sqlite_url(tmp_path / "shop.db")
+    app = _app(make_app, tmp_path, monkeypatch, url)
+    add_user(app, "olga", "operator")
+    page_client = app.test_client()
+    login(page_client, "olga")
+    headers = token_headers(app, "pipe", "operator")
+    client = app.test_client()
+    failed = wait_job(client, client.post("/api/v1/targets/shop/jobs", headers=headers, json={
+        "command": "upgrade", "revision": "head"}).json["job"], headers)
+    page = page_client.get(f"/jobs/{failed['id']}").get_data(as_text=True)
+    link = re.search(r'id="plan-compensate" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    plan_page = page_client.get(link).get_data(as_text=True)
+    assert f"Compensate job #{failed['id']}: undo 4 statements of r001" in plan_page
+    assert 'name="compensate_of"' in plan_page and 'id="rehearsal"' not in plan_page
+    _compensate_then_upgrade(client, headers, url, failed)
+
+
+def test_compensation_job_on_mariadb(make_app, tmp_path, monkeypatch, mysql_url):
+    app = _app(make_app, tmp_path, monkeypatch, mysql_url)
+    headers = token_headers(app, "olga", "operator")
+    client = app.test_client()
+    failed = wait_job(client, client.post("/api/v1/targets/shop/jobs", headers=headers, json={
+        "command": "upgrade", "revision": "head"}).json["job"], headers)
+    assert failed["status"] == "failed"
+    done = _compensate_then_upgrade(client, headers, mysql_url, failed)
+    assert "DROP INDEX ix_a_note ON a" in done["undone"]
+
+
+def test_compensation_on_a_protected_target_is_a_request(make_app, tmp_path, monkeypatch):
+    """A compensation on a protected target is stored as a request (command
+    compensate, the failed job named); its approval runs exactly that plan."""
+    url = sqlite_url(tmp_path / "shop.db")
+    app = _app(make_app, tmp_path, monkeypatch, url,
+               policy={"approvals_required": 1, "run_on_approval": True})
+    operator = token_headers(app, "olga", "operator")
+    approver = token_headers(app, "anna", "approver")
+    client = app.test_client()
+
+    def approved(body: dict) -> dict:
+        asked = client.post("/api/v1/targets/shop/jobs", headers=operator,
+                            json={**body, "reason": "incident 12"})
+        assert asked.status_code == 202 and "request" in asked.json, asked.json
+        decided = client.post(f"/api/v1/requests/{asked.json['request']}/approve",
+                              headers=approver, json={"comment": "ok"})
+        assert "job" in decided.json, decided.json
+        return wait_job(client, decided.json["job"], operator)
+
+    failed = approved({"command": "upgrade", "revision": "head"})
+    assert failed["status"] == "failed"
+    done = approved({"command": "compensate", "revision": "r001", "compensate_of": failed["id"]})
+    assert done["status"] == "succeeded" and done["compensate_of"] == failed["id"], done["log"]
+    assert not {"a", "b"} & _tables(url) and done["to"] == ["r000"]

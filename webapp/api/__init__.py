@@ -187,10 +187,13 @@ def job_json(job) -> dict:
 
 def resume_json(job) -> dict:
     """``{"resume_of": failed job id, "skipped": [positions]}`` for a job that
-    resumed a failed job's half-applied revision; ``{}`` for any other job."""
+    resumed a failed job's half-applied revision, ``{"compensate_of": id,
+    "undone": [SQL]}`` for a compensation; ``{}`` for any other job."""
     recovery = job.recovery_order
     if not recovery:
         return {}
+    if recovery.get("kind") == "compensate":
+        return {"compensate_of": recovery["job"], "undone": recovery.get("statements", [])}
     return {"resume_of": recovery["job"],
             "skipped": [d["position"] for d in recovery.get("done", [])]}
 
@@ -222,8 +225,8 @@ def job_request_of_body(name: str):
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(request.get_json(silent=True))
-    return jobs.JobRequest(target, body.command, body.revision,
-                           resume_of=body.resume_of), body
+    return jobs.JobRequest(target, body.command, body.revision, resume_of=body.resume_of,
+                           compensate_of=body.compensate_of), body
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])

@@ -33,7 +33,8 @@ def plan(name: str):
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(JobBody.from_form(request.args))
-    req = jobs.JobRequest(target, body.command, body.revision, resume_of=body.resume_of)
+    req = jobs.JobRequest(target, body.command, body.revision, resume_of=body.resume_of,
+                          compensate_of=body.compensate_of)
     authorization.authorize(current_user, target, req.command)
     found = recovery.plan_for(catalog, req)  # ?resume_of=<failed job>: the resume's plan
     return jsonify({

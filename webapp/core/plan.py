@@ -105,8 +105,10 @@ class Plan:
     says why a rehearsal could not capture their SQL (None when not tried or
     when it did). ``recovery`` is set on the plan of a resume job
     (``{"kind": "resume", "job", "revision", "done": [{"position", "sha256"}]}``:
-    the statements of a failed job's half-applied revision that it skips);
-    the hash covers it.
+    the statements of a failed job's half-applied revision that it skips) and
+    on a compensation's (command ``compensate``: ``{"kind": "compensate",
+    "job", "revision", "statements": [SQL]}``, the inverse of what took
+    effect, no steps); the hash covers it.
     """
 
     target: str
@@ -154,8 +156,8 @@ class Plan:
 
     @property
     def is_empty(self) -> bool:
-        """True when there is nothing to run."""
-        return not self.steps
+        """True when there is nothing to run (a compensation runs statements, no step)."""
+        return not self.steps and not (self.recovery or {}).get("statements")
 
 
 def is_transactional_ddl(dialect: str) -> bool:

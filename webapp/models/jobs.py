@@ -74,7 +74,7 @@ class Job(db.Model):
     # which process worker_pid is: "<boot id>:<start time in clock ticks>" (Linux)
     worker_start: Mapped[str | None] = mapped_column(String(64))
     blocked_by: Mapped[str | None] = mapped_column(Text)
-    # JSON: what a resume job skips ({"kind": "resume", "job", "revision", "done"})
+    # JSON: what a resume job skips or a compensation undoes (see recovery_order)
     recovery: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User | None] = relationship()
@@ -83,8 +83,9 @@ class Job(db.Model):
     def recovery_order(self) -> dict | None:
         """``recovery`` decoded: ``{"kind": "resume", "job": failed job id,
         "revision", "done": [{"position", "sha256"}]}`` for a job that resumes a
-        half-applied revision from its failed job's statement journal; None
-        for any other job."""
+        half-applied revision from its failed job's statement journal,
+        ``{"kind": "compensate", "job", "revision", "statements": [SQL]}`` for
+        one that undoes what took effect of it; None for any other job."""
         import json
 
         try:
@@ -96,11 +97,16 @@ class Job(db.Model):
         """What the agent's ``run`` request carries beyond command and
         revision: ``expect_current`` (the plan's current revisions) and, for a
         resume job, ``resume`` (``{"revision", "done"}``: the statements of the
-        half-applied revision that took effect, skipped by position and hash)."""
+        half-applied revision that took effect, skipped by position and hash);
+        for a compensation (command ``compensate``), ``compensate``
+        (``{"revision", "statements"}``: the inverse SQL to run, in order)."""
         order: dict = {"expect_current": self.split(self.current_before)}
         recovery = self.recovery_order
         if recovery and recovery.get("kind") == "resume":
             order["resume"] = {"revision": recovery["revision"], "done": recovery["done"]}
+        if recovery and recovery.get("kind") == "compensate":
+            order["compensate"] = {"revision": recovery["revision"],
+                                   "statements": recovery["statements"]}
         return order
 
     @property

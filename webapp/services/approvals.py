@@ -147,7 +147,8 @@ def create_request(catalog: Catalog, user: User, req: JobRequest, plan: Plan, re
     request = ApprovalRequest(target=req.target.name, command=req.command,
                               revision=req.revision, requester_id=user.id, reason=reason,
                               plan_hash=plan.hash, plan=plan_to_json(plan),
-                              expires_at=utcnow() + request_ttl(), recovery_of=req.resume_of)
+                              expires_at=utcnow() + request_ttl(),
+                              recovery_of=req.resume_of or req.compensate_of)
     db.session.add(request)
     db.session.flush()
     audit.record(actor, "request.create", "ok", target=req.target.name, commit=False,
@@ -390,8 +391,7 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
         raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not approved.")
     check_requester(request, target, actor)
-    req = JobRequest(target, request.command, request.revision,
-                     resume_of=request.recovery_of)
+    req = recovery.request_of(target, request)
     try:
         plan = recovery.plan_for(catalog, req)
     except Refused as exc:

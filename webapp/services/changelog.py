@@ -65,6 +65,8 @@ def record(job: Job, outcome: dict, in_database: set[str] | None) -> list[Change
             for s in steps]
     if job.status != JobStatus.SUCCEEDED and schema_changed and outcome.get("failed_revision"):
         rows.append((outcome["failed_revision"], job.command, JobStatus.FAILED, None))
+    if job.command == "compensate" and schema_changed:  # no step ran: the revision it undid
+        rows.append((job.revision, "compensate", job.status, None))
     if not rows:
         return []
     before = _stored_snapshot(job.target, before_schema)

@@ -161,8 +161,8 @@ def execute(job_id: int, catalog: Catalog, *, proc: subprocess.Popen | None, fol
     audit.record(actor, "job.start", "ok" if proc is not None else "failed",
                  target=job.target, job_id=job.id, command=job.command,
                  revision=job.revision, **({"message": start_error} if proc is None else {}))
-    lines: list[str] = [f"$ alembic {job.command} {job.revision}    "
-                        f"# target {job.target}, job {job.id}\n"]
+    lines: list[str] = [f"$ {'' if job.command == 'compensate' else 'alembic '}{job.command} "
+                        f"{job.revision}    # target {job.target}, job {job.id}\n"]
     outcome: dict = {}
     url = None
     try:

@@ -45,14 +45,17 @@ class JobRequest:
     """A user's request: which target, command and revision (already parsed).
 
     ``resume_of``: the id of a failed job whose half-applied revision this
-    job resumes from its statement journal (:mod:`webapp.services.recovery`);
-    None for a plain job.
+    job resumes from its statement journal; ``compensate_of``: one whose
+    statements that took effect this job undoes (command ``compensate``,
+    revision the half-applied one); see :mod:`webapp.services.recovery`.
+    Both None for a plain job.
     """
 
     target: Target
     command: str
     revision: str
     resume_of: int | None = None
+    compensate_of: int | None = None
 
 
 def _unreachable(exc: Exception) -> Refused:
@@ -270,7 +273,8 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
                  steps=[s.revision for s in plan.steps], request=approved_request,
-                 **({"resume_of": plan.recovery["job"]} if plan.recovery else {}))
+                 **({f"{plan.recovery['kind']}_of": plan.recovery["job"]}
+                    if plan.recovery else {}))
     launch_worker(job, target, url)
     return job
 

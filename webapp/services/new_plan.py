@@ -22,7 +22,6 @@ from .approvals import (
 )
 from .authorization import authorize
 from .catalog import Catalog
-from .jobs import JobRequest
 from .refusals import Reason, Refused
 
 RESUBMITTABLE = (RequestStatus.CHANGES_REQUESTED, RequestStatus.OPEN)
@@ -68,8 +67,7 @@ def submit_new_plan(catalog: Catalog, request_id: int, user: User, comment: str,
         raise Refused(Reason.NOT_FOUND, f"Target {request.target} is no longer configured.")
     actor = actor.granted(authorize(user, target, request.command))
     old, old_hash = plan_from_json(request.plan), request.plan_hash
-    plan = recovery.plan_for(catalog, JobRequest(target, request.command, request.revision,
-                                                 resume_of=request.recovery_of))
+    plan = recovery.plan_for(catalog, recovery.request_of(target, request))
     if plan.is_empty:
         raise Refused(Reason.NOTHING_TO_DO, "Nothing to do any more: the database is already "
                       "there. Withdraw the request.")

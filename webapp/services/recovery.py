@@ -1,5 +1,5 @@
 """Recovery jobs: resume a failed job's half-applied revision from its
-statement journal, as a job like any other.
+statement journal, or undo what took effect of it, as jobs like any other.
 
 On a target whose DDL is not transactional (MySQL/MariaDB, SQLite) a revision
 that fails or is killed half-way leaves its first statements applied and the
@@ -12,6 +12,13 @@ runs. It goes through :func:`webapp.services.submission.submit` with a plan
 (the statements skipped are part of it and of its hash) and, on a protected
 target, an approval; when the approved job starts, the plan is computed again
 and must be the same.
+
+A *compensation* (command ``compensate``, revision the half-applied one)
+runs the generated inverse of the statements that took effect, newest first
+(:func:`webapp.services.journal.next_steps`), on the migration's connection
+under the target's lock; no revision runs and the version table, which still
+names the revision before, is left as it is. It is offered only when every
+statement that took effect has an inverse.
 """
 
 from __future__ import annotations
@@ -54,6 +61,28 @@ def failed_job(target_name: str, job_id: int) -> Job:
     return job
 
 
+def _half_applied(catalog: Catalog, request: JobRequest, failed: Job) -> tuple[dict, Plan]:
+    """The journal report of ``failed`` (:func:`webapp.services.journal.report`)
+    and the plan of its command from the database now, whose first step must
+    be the half-applied revision.
+
+    :raises Refused: :attr:`Reason.PLAN_ERROR` no journal, nothing offered
+        (why), or the database moved; as ``plan_job``.
+    """
+    found = journal.report(failed, catalog, request.target)
+    if found is None:
+        raise Refused(Reason.PLAN_ERROR, f"Job {failed.id} has no statement journal (its "
+                      "target's DDL is transactional, or no statement ran): nothing to recover.")
+    if not found["resume_done"] and not found["resume"] and not found["compensate"]:
+        raise Refused(Reason.PLAN_ERROR, _why_not(found, failed.id))
+    plan = jobs.plan_job(catalog, JobRequest(request.target, failed.command, failed.revision))
+    if not plan.steps or plan.steps[0].revision != found["revision"]:
+        raise Refused(Reason.PLAN_ERROR, f"The database moved since job {failed.id} failed: "
+                      f"its plan no longer starts with {found['revision']}. Plan from the "
+                      "target's current state instead.")
+    return found, plan
+
+
 def resume_request(catalog: Catalog, target_name: str, job_id: int) -> JobRequest:
     """The :class:`~webapp.services.jobs.JobRequest` of a resume of job
     ``job_id`` (its command and revision, ``resume_of`` set).
@@ -65,6 +94,17 @@ def resume_request(catalog: Catalog, target_name: str, job_id: int) -> JobReques
         raise Refused(Reason.NOT_FOUND, f"There is no target called {target_name!r}.")
     job = failed_job(target_name, job_id)
     return JobRequest(target, job.command, job.revision, resume_of=job.id)
+
+
+def request_of(target, stored) -> JobRequest:
+    """The :class:`~webapp.services.jobs.JobRequest` of a stored approval
+    request (``command``, ``revision``, ``recovery_of``: a compensation when
+    its command is ``compensate``, else a resume when ``recovery_of`` is set)."""
+    recovery_of = stored.recovery_of
+    compensating = stored.command == "compensate"
+    return JobRequest(target, stored.command, stored.revision,
+                      resume_of=None if compensating else recovery_of,
+                      compensate_of=recovery_of if compensating else None)
 
 
 def plan_resume(catalog: Catalog, request: JobRequest) -> Plan:
@@ -84,18 +124,10 @@ def plan_resume(catalog: Catalog, request: JobRequest) -> Plan:
     if (request.command, request.revision) != (failed.command, failed.revision):
         raise Refused(Reason.BAD_INPUT, f"A resume of job {failed.id} runs its own command: "
                       f"{failed.command} {failed.revision}.")
-    found = journal.report(failed, catalog, request.target)
-    if found is None:
-        raise Refused(Reason.PLAN_ERROR, f"Job {failed.id} has no statement journal (its "
-                      "target's DDL is transactional, or no statement ran): nothing to resume.")
+    found, plan = _half_applied(catalog, request, failed)
     if not found["resume_done"] and not found["resume"]:
         raise Refused(Reason.PLAN_ERROR, _why_not(found, failed.id))
-    plan = jobs.plan_job(catalog, JobRequest(request.target, failed.command, failed.revision))
     revision = found["revision"]
-    if not plan.steps or plan.steps[0].revision != revision:
-        raise Refused(Reason.PLAN_ERROR, f"The database moved since job {failed.id} failed: "
-                      f"its plan no longer starts with {revision}, so nothing is skipped. "
-                      "Plan from the target's current state instead.")
     done = found["resume_done"]
     skipped = ", ".join(str(d["position"]) for d in done) or "none"
     note = (f"resume of job {failed.id}: statement(s) {skipped} of {revision} took effect "
@@ -136,9 +168,48 @@ def _why_not(found: dict, job_id: int) -> str:
             "took effect: resume is not offered.")
 
 
+def plan_compensate(catalog: Catalog, request: JobRequest) -> Plan:
+    """The plan of a compensation (``request.compensate_of`` set, command
+    ``compensate``, revision the half-applied one): no steps, the inverse
+    statements as its SQL and in ``recovery``; from and to are the
+    database's current revisions (the version table is not touched).
+
+    :raises Refused: as :func:`failed_job`; :attr:`Reason.BAD_INPUT` another
+        command or revision; :attr:`Reason.PLAN_ERROR` when no compensation
+        is offered (a statement without an inverse, journal and schema
+        disagree...) or the database moved.
+    """
+    failed = failed_job(request.target.name, request.compensate_of)
+    found, base = _half_applied(catalog, request, failed)
+    revision = found["revision"]
+    if request.command != "compensate" or request.revision != revision:
+        raise Refused(Reason.BAD_INPUT, f"A compensation of job {failed.id} is command "
+                      f"compensate, revision {revision}.")
+    statements = found["compensate"]
+    if not statements:
+        raise Refused(Reason.PLAN_ERROR, _why_not(found, failed.id) if not found["agrees"] else
+                      f"Not every statement of {revision} that took effect has a generated "
+                      "inverse (only CREATE TABLE, ADD COLUMN and CREATE INDEX do): nothing "
+                      "to compensate by a job.")
+    note = (f"compensation of job {failed.id}: the {len(statements)} statement(s) of "
+            f"{revision} that took effect are undone, newest first; no revision runs and "
+            f"the version table stays at {', '.join(base.current_before) or 'base'}.")
+    return Plan(target=request.target.name, command="compensate", revision=revision,
+                current_before=list(base.current_before),
+                current_after=list(base.current_before), steps=[],
+                sql="".join(f"{sql};\n" for sql in statements), dialect=base.dialect,
+                warnings=[note], recovery={"kind": "compensate", "job": failed.id,
+                                           "revision": revision, "statements": statements})
+
+
 def plan_for(catalog: Catalog, request: JobRequest) -> Plan:
-    """The plan of ``request``: :func:`plan_resume` for a resume job, else
+    """The plan of ``request``: :func:`plan_resume` for a resume job,
+    :func:`plan_compensate` for a compensation, else
     :func:`webapp.services.jobs.plan_job`. :raises Refused: as those."""
+    if request.resume_of is not None and request.compensate_of is not None:
+        raise Refused(Reason.BAD_INPUT, "Send resume_of or compensate_of, not both.")
     if request.resume_of is not None:
         return plan_resume(catalog, request)
+    if request.compensate_of is not None:
+        return plan_compensate(catalog, request)
     return jobs.plan_job(catalog, request)

@@ -125,8 +125,10 @@ class JobBody(Body):
     ``{"command", "revision", "reason", "plan_hash", "resume_of"}`` (the API
     sends no plan hash; a form sends the one of the plan it showed).
     ``resume_of`` (optional) is the id of a failed job on the target whose
-    half-applied revision the job resumes from its statement journal
-    (:mod:`webapp.services.recovery`); its command and revision are that job's.
+    half-applied revision the job resumes from its statement journal (its
+    command and revision are that job's); ``compensate_of`` one whose
+    statements that took effect the job undoes (command ``compensate``,
+    revision the half-applied one). See :mod:`webapp.services.recovery`.
 
     ``reason`` is optional and anything but text counts as none (the API
     has always taken it so); its length is the approval service's rule.
@@ -139,6 +141,7 @@ class JobBody(Body):
         "revision:too_long": "command or revision is too long",
         "plan_hash:too_long": "plan_hash is too long",
         "resume_of": "resume_of must be a job id (a whole number)",
+        "compensate_of": "compensate_of must be a job id (a whole number)",
     }
 
     command: Command
@@ -146,6 +149,7 @@ class JobBody(Body):
     reason: Annotated[str, BeforeValidator(_text_or_empty)] = ""
     plan_hash: Annotated[str, StringConstraints(max_length=REVISION_MAX)] = ""
     resume_of: WholeNumber = None
+    compensate_of: WholeNumber = None
 
 
 class RolloutBody(Body):

@@ -8,6 +8,7 @@ import traceback
 from contextlib import contextmanager
 
 from . import alembic_private
+from .compensate import compensate, no_steps
 from .config import CONFIGURE_HOOKS, VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads
 from .guarded import GuardedRun
@@ -124,7 +125,8 @@ def run(request: dict) -> dict:
     ``resume`` (``{"revision", "done": [{"position", "sha256"}]}``) the
     statements of a half-applied revision that already took effect are
     skipped (checked by hash), so the run resumes it from the next statement,
-    stamps it as Alembic does, and goes on with the plan.
+    stamps it as Alembic does, and goes on with the plan. ``command``
+    "compensate" runs no revision: only ``compensate`` (:mod:`.compensate`).
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -167,11 +169,12 @@ def run(request: dict) -> dict:
         config = alembic_config(request, io.StringIO())  # a Flask-Migrate app is created here
         script = ScriptDirectory.from_config(config)
         command_name, revision = request["command"], request["revision"]
+        plan_steps = no_steps if command_name == "compensate" else steps_for
         # ids only: reading and hashing every file again here costs time the CLI does not spend
-        planned = [step_id(s) for s in steps_for(script, command_name, revision, before)]
+        planned = [step_id(s) for s in plan_steps(script, command_name, revision, before)]
         at_start = _moved_on_its_own(url, version_table, before, result)
         if at_start is not None:
-            remaining = [step_id(s) for s in steps_for(script, command_name, revision, at_start)]
+            remaining = [step_id(s) for s in plan_steps(script, command_name, revision, at_start)]
             if remaining != planned[len(planned) - len(remaining):]:
                 raise PlanChanged(f"{result['warnings'][-1]}; what is left to do is not the "
                                   "rest of the plan, so nothing more was run")
@@ -184,7 +187,8 @@ def run(request: dict) -> dict:
         def fn(heads, context):
             # Alembic pulls the steps one at a time, each just before it runs
             # it: what was pulled last is the migration in progress.
-            for step in steps_for(script, command_name, revision, heads):
+            compensate(context, request.get("compensate"))  # only for command "compensate"
+            for step in plan_steps(script, command_name, revision, heads):
                 started.append(step_id(step))
                 started_at.append(time.monotonic())
                 # in the job's log at once: if the process dies now, the
