@@ -257,7 +257,8 @@ def create_rehearsal(name: str):
     201 ``{"rehearsal": id, "passed", "plan_hash", "steps": [{"revision",
     "seconds"}], "seconds", "failed_revision", "failing_statement", "error",
     "copy", "started_at", "observed_locks"}`` (PostgreSQL: the locks each
-    statement took, see the README's forecast section); refusals as for jobs
+    statement took; MySQL/MariaDB: the ``ALGORITHM=..., LOCK=...`` clause each
+    ALTER was accepted with; see the README's forecast section); refusals as for jobs
     (403, 400/404, 409, 422, 503).
     """
     from flask_login import current_user
