@@ -206,19 +206,19 @@ def job_request_of_body(name: str):
     """
     from flask import request
 
-    from ..services import jobs
-
     target = get_catalog().get(name)
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(request.get_json(silent=True))
-    return jobs.JobRequest(target, body.command, body.revision), body
+    return body.job_request(target), body
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])
 @audits_refusals("job.request", job_request_details)
 def create_job(name: str):
-    """Plan and start ``{"command", "revision"}`` on a target.
+    """Plan and start ``{"command", "revision"}`` on a target
+    (``"drop_invalid_indexes": true``: drop its INVALID indexes first, as
+    part of the plan).
 
     202 ``{"job": id, "status"}``; 200 ``{"status": "up_to_date", "detail"}``
     when the database is already there (the most common success of a

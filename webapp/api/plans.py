@@ -25,7 +25,10 @@ def plan(name: str):
     "direction", "down_revisions", "message", "path", "sha256"}], "sql",
     "dialect", "lint": [finding], "warnings", "plan_hash", "forecast":
     [{"revision", "statement", "table", "rows", "bytes", "lock", "blocks",
-    "rewrites", "blockers"}]}``. 404 for a target the caller may not see,
+    "rewrites", "blockers"}], "invalid_indexes": [{"schema", "name", "table",
+    "left_by_job"}]}`` (INVALID indexes a failed ``CREATE INDEX CONCURRENTLY``
+    left on the live PostgreSQL database; ``&drop_invalid_indexes=true``: the
+    plan drops them first, its SQL and hash say so). 404 for a target the caller may not see,
     400/404 for a bad command or revision, 403 when the caller may not run
     it (the plan page's rule), 409/503 as for the plan page."""
     catalog = get_catalog()
@@ -33,7 +36,7 @@ def plan(name: str):
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(JobBody.from_form(request.args))
-    req = jobs.JobRequest(target, body.command, body.revision)
+    req = body.job_request(target)
     authorization.authorize(current_user, target, req.command)
     found = jobs.plan_job(catalog, req)
     return jsonify({
@@ -42,4 +45,7 @@ def plan(name: str):
         "steps": [asdict(step) for step in found.steps], "sql": found.sql,
         "dialect": found.dialect, "lint": found.findings, "warnings": found.warnings,
         "plan_hash": found.hash, "forecast": forecast_live(
-            target, found.sql, found.dialect, url=catalog.read_url(target))})
+            target, found.sql, found.dialect, url=catalog.read_url(target)),
+        "invalid_indexes": [{key: i.get(key) for key in ("schema", "name", "table",
+                                                          "left_by_job")}
+                            for i in found.invalid_indexes]})

@@ -104,6 +104,12 @@ class Plan:
     the hash pins them by their file checksums (as every step). ``rehearsal_error``
     says why a rehearsal could not capture their SQL (None when not tried or
     when it did).
+
+    ``invalid_indexes`` lists the INVALID indexes (a failed ``CREATE INDEX
+    CONCURRENTLY``) the live database still has, ``[{"schema", "name",
+    "table", "left_by_job"}]``; ``drop_indexes`` those the job drops before
+    its migration (their statements head ``sql``), see
+    :mod:`webapp.core.invalid_indexes`.
     """
 
     target: str
@@ -119,6 +125,8 @@ class Plan:
     findings: list[dict] = field(default_factory=list)
     unrendered: list[dict] = field(default_factory=list)
     rehearsal_error: str | None = None
+    invalid_indexes: list[dict] = field(default_factory=list)
+    drop_indexes: list[dict] = field(default_factory=list)
 
     @property
     def unseen_revisions(self) -> list[str]:
@@ -129,12 +137,15 @@ class Plan:
     @property
     def hash(self) -> str:
         """SHA-256 over everything the user confirms (hex)."""
-        payload = json.dumps({
+        pinned = {
             "target": self.target, "command": self.command, "revision": self.revision,
             "current": sorted(self.current_before),  # key kept: stored hashes stay valid
             "steps": [[s.revision, s.direction, s.sha256] for s in self.steps],
             "sql": self._sql_for_hash(),
-        }, sort_keys=True)
+        }
+        if self.drop_indexes:  # only then: the hashes of other plans stay as they were
+            pinned["drop_indexes"] = [[i["schema"], i["name"]] for i in self.drop_indexes]
+        payload = json.dumps(pinned, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def _sql_for_hash(self) -> str | list[str]:

@@ -72,6 +72,8 @@ class Job(db.Model):
     # which process worker_pid is: "<boot id>:<start time in clock ticks>" (Linux)
     worker_start: Mapped[str | None] = mapped_column(String(64))
     blocked_by: Mapped[str | None] = mapped_column(Text)
+    # JSON [{"schema", "name", "table"}]: INVALID indexes its plan drops first (None: none)
+    drop_indexes: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User | None] = relationship()
 
@@ -97,6 +99,26 @@ class Job(db.Model):
         if self.is_active and blocked.get("blockers"):
             return blocked["blockers"]
         return blocked.get("seen") or []
+
+    @property
+    def indexes_to_drop(self) -> list[dict]:
+        """``drop_indexes`` decoded: ``[{"schema", "name", "table"}]`` ([] for none)."""
+        import json
+
+        try:
+            return json.loads(self.drop_indexes) if self.drop_indexes else []
+        except ValueError:
+            return []
+
+    def run_extra(self) -> dict:
+        """This job's keys of the agent's ``run`` order: ``expect_current``
+        (the plan's current revisions) and, when its plan drops INVALID
+        indexes first, ``drop_invalid_indexes`` (``[{"schema", "name"}]``)."""
+        extra: dict = {"expect_current": self.split(self.current_before)}
+        if self.indexes_to_drop:
+            extra["drop_invalid_indexes"] = [{"schema": i["schema"], "name": i["name"]}
+                                             for i in self.indexes_to_drop]
+        return extra
 
     @property
     def is_active(self) -> bool:

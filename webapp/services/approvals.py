@@ -70,6 +70,13 @@ def plan_from_json(text: str) -> Plan:
     return Plan(**data)
 
 
+def request_of(target: Target, request: ApprovalRequest) -> JobRequest:
+    """The :class:`JobRequest` an approval request stands for: its command
+    and revision, and whether its stored plan drops INVALID indexes first."""
+    return JobRequest(target, request.command, request.revision,
+                      drop_invalid_indexes=bool(plan_from_json(request.plan).drop_indexes))
+
+
 def approvals_for_current_plan(request: ApprovalRequest) -> list[Approval]:
     """Non-void approvals ("approve") given for the request's current plan."""
     return [a for a in request.approvals
@@ -390,7 +397,7 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
         raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not approved.")
     check_requester(request, target, actor)
-    req = JobRequest(target, request.command, request.revision)
+    req = request_of(target, request)
     try:
         plan = plan_job(catalog, req)
     except Refused as exc:

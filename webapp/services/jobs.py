@@ -17,6 +17,7 @@ from facts, when a job's process is gone.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import delete, update
@@ -31,7 +32,7 @@ from ..core.status import DatabaseUnavailable, current_heads, unknown_revision_m
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
 from ..models import Job, JobStatus, TargetGuard, User, utcnow
-from . import accounts, audit, events, launchers, liveness
+from . import accounts, audit, events, invalid_indexes, launchers, liveness
 from .catalog import Catalog
 from .launchers import drop_unstarted
 from .refusals import Reason, Refused, approvals_text, needs_role
@@ -41,11 +42,14 @@ _UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
 
 @dataclass
 class JobRequest:
-    """A user's request: which target, command and revision (already parsed)."""
+    """A user's request: which target, command and revision (already parsed);
+    ``drop_invalid_indexes``: the plan first drops the target's INVALID
+    indexes (:mod:`webapp.core.invalid_indexes`)."""
 
     target: Target
     command: str
     revision: str
+    drop_invalid_indexes: bool = False
 
 
 def _unreachable(exc: Exception) -> Refused:
@@ -87,8 +91,10 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
         # revisions: the confirm step reuses the plan it showed unless either moved.
         key = ("plan", target.name, request.command, request.revision, current,
                history.fingerprint, hashlib.sha256(url.encode()).hexdigest())
-        return catalog.plans.get_or_compute(key, lambda: compute_plan(
+        plan = catalog.plans.get_or_compute(key, lambda: compute_plan(
             target, request.command, request.revision, url=url, heads=history.heads))
+        # live state, not cached: INVALID indexes come and go without a revision moving
+        return invalid_indexes.attach(catalog, target, plan, request.drop_invalid_indexes)
     except (DatabaseUnavailable, TargetUrlMissing) as exc:
         raise _unreachable(exc)
     except PlanError as exc:
@@ -162,10 +168,11 @@ def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
         steps.append(PlanStep(revision=info.revision, direction="upgrade",
                               down_revisions=list(info.down_revisions), message=info.message,
                               path=str(info.path), sha256=file_sha256(str(info.path))))
-    return Plan(target=target.name, command="upgrade", revision=request.revision,
-                current_before=list(current), current_after=[], steps=steps,
-                sql="-- offline SQL not rendered for API jobs (GET /targets/<name>/pending.sql)",
-                dialect=make_url(url).get_backend_name())
+    return invalid_indexes.attach(catalog, target, Plan(
+        target=target.name, command="upgrade", revision=request.revision,
+        current_before=list(current), current_after=[], steps=steps,
+        sql="-- offline SQL not rendered for API jobs (GET /targets/<name>/pending.sql)",
+        dialect=make_url(url).get_backend_name()), request.drop_invalid_indexes)
 
 
 def _current_heads(catalog: Catalog, target: Target, url: str) -> tuple[str, ...]:
@@ -224,7 +231,8 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
                   user_id=user.id, plan_hash=plan.hash, status=JobStatus.QUEUED,
                   current_before=" ".join(plan.current_before),
                   planned_revisions=" ".join(s.revision for s in plan.steps),
-                  dialect=plan.dialect, heartbeat_at=utcnow())
+                  dialect=plan.dialect, heartbeat_at=utcnow(),
+                  drop_indexes=json.dumps(plan.drop_indexes) if plan.drop_indexes else None)
         db.session.add(job)
         try:
             db.session.flush()
@@ -261,7 +269,10 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
                       f"{', '.join(plan.current_before) or 'base'}. Review the plan again.")
     audit.record(actor, "job.confirm", "ok", target=target.name, job_id=job.id,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
-                 steps=[s.revision for s in plan.steps], request=approved_request)
+                 steps=[s.revision for s in plan.steps], request=approved_request,
+                 **({"drop_invalid_indexes": [f"{i['schema']}.{i['name']}"
+                                              for i in plan.drop_indexes]}
+                    if plan.drop_indexes else {}))
     launch_worker(job, target, url)
     return job
 

@@ -223,7 +223,7 @@ def job_request(name: str, source) -> tuple[jobs.JobRequest, JobBody]:
     """
     target = get_target_or_404(name)
     body = JobBody.load(JobBody.from_form(source))
-    return jobs.JobRequest(target, body.command, body.revision), body
+    return body.job_request(target), body
 
 
 def job_refusal_page(exc: Refused):

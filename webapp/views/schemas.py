@@ -28,6 +28,8 @@ from pydantic import (
 )
 
 from ..core.rollouts import Selection
+from ..core.targets import Target
+from ..services.jobs import JobRequest
 from ..services.refusals import Reason, Refused
 from ..services.rollouts import RolloutSpec
 from ..settings_schema import email_address
@@ -120,13 +122,19 @@ def _text_or_empty(value: Any) -> Any:
     return value if isinstance(value, str) else ""
 
 
+_TICKED = ("on", "1", "true", "yes")
+
+
 class JobBody(Body):
     """Plan, run, rehearse or request ``command`` to ``revision`` on a target:
-    ``{"command", "revision", "reason", "plan_hash"}`` (the API sends no
-    plan hash; a form sends the one of the plan it showed).
+    ``{"command", "revision", "reason", "plan_hash", "drop_invalid_indexes"}``
+    (the API sends no plan hash; a form sends the one of the plan it showed).
 
     ``reason`` is optional and anything but text counts as none (the API
     has always taken it so); its length is the approval service's rule.
+    ``drop_invalid_indexes`` (default false): the plan first drops the
+    target's INVALID indexes (:mod:`webapp.core.invalid_indexes`); a form or
+    query string ticks it with ``on`` / ``1`` / ``true``.
     """
 
     SHAPE: ClassVar[str] = ('send JSON {"command": "upgrade" | "downgrade" | "stamp", '
@@ -135,12 +143,28 @@ class JobBody(Body):
         "command:too_long": "command or revision is too long",
         "revision:too_long": "command or revision is too long",
         "plan_hash:too_long": "plan_hash is too long",
+        "drop_invalid_indexes": "drop_invalid_indexes must be true or false",
     }
 
     command: Command
     revision: Revision
     reason: Annotated[str, BeforeValidator(_text_or_empty)] = ""
     plan_hash: Annotated[str, StringConstraints(max_length=REVISION_MAX)] = ""
+    drop_invalid_indexes: bool = False
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
+        """The form's (or query string's) fields; ``drop_invalid_indexes`` a
+        checkbox or flag (:data:`_TICKED` values are true)."""
+        fields = {name: form.get(name) or "" for name in
+                  ("command", "revision", "reason", "plan_hash")}
+        ticked = str(form.get("drop_invalid_indexes") or "").strip().lower() in _TICKED
+        return {**fields, "drop_invalid_indexes": ticked}
+
+    def job_request(self, target: Target) -> JobRequest:
+        """The :class:`~webapp.services.jobs.JobRequest` this body asks for on ``target``."""
+        return JobRequest(target, self.command, self.revision,
+                          drop_invalid_indexes=self.drop_invalid_indexes)
 
 
 class RolloutBody(Body):
