@@ -87,6 +87,8 @@ def test_next_plan_offers_to_drop_the_invalid_index(make_app, tmp_path, monkeypa
     # the plan page: the list, the opt-in, and the confirmation carrying it
     add_user(app, "olga", "operator")
     login(client, "olga")
+    failed_page = client.get(f"/jobs/{failed['id']}").get_data(as_text=True)
+    assert 'id="plan-drop-invalid"' in failed_page and "drop_invalid_indexes=on" in failed_page
     page = client.get("/targets/shop/plan?command=upgrade&revision=heads").get_data(
         as_text=True)
     assert 'id="invalid-indexes"' in page and 'name="drop_invalid_indexes"' in page
@@ -134,6 +136,8 @@ def test_an_approval_request_keeps_the_drop():
     dropping = with_invalid_indexes(plan, found, drop=True)
     assert dropping.drop_indexes == [{"schema": "public", "name": "ix", "table": "big"}]
     assert dropping.hash != with_invalid_indexes(plan, found, drop=False).hash
+    stamp = with_invalid_indexes(Plan(**{**plan.__dict__, "command": "stamp"}), found, True)
+    assert stamp.drop_indexes == [] and "DROP" not in stamp.sql  # a stamp never drops
     assert plan.hash == with_invalid_indexes(plan, found, drop=False).hash  # sql unchanged
     stored = ApprovalRequest(target="shop", command="upgrade", revision="heads",
                              plan=plan_to_json(dropping))

@@ -66,14 +66,14 @@ def with_invalid_indexes(plan: Plan, found: list[dict], drop: bool) -> Plan:
     """A copy of ``plan`` (never changed itself: plans are cached) listing
     ``found`` (:func:`read`'s indexes, each with ``left_by_job``) in
     ``invalid_indexes`` and a warning; with ``drop`` (and a migration to
-    run), also in ``drop_indexes``, their :func:`drop_sql` at the head of
-    ``sql`` (so in the plan hash)."""
+    run: not for an empty plan or a stamp), also in ``drop_indexes``, their
+    :func:`drop_sql` at the head of ``sql`` (so in the plan hash)."""
     if not found:
         return plan
     names = ", ".join(f"{i['schema']}.{i['name']} on {i['table']}"
                       + (f" (left by job {i['left_by_job']})" if i.get("left_by_job") else "")
                       for i in found)
-    dropping = drop and not plan.is_empty
+    dropping = drop and not plan.is_empty and plan.command != "stamp"
     if dropping:
         warning = (f"this plan first drops the INVALID index(es) {names} (DROP INDEX "
                    "CONCURRENTLY, under the lock guard), then runs the migration.")
