@@ -219,20 +219,19 @@ def job_request_of_body(name: str):
     """
     from flask import request
 
-    from ..services import jobs
-
     target = get_catalog().get(name)
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(request.get_json(silent=True))
-    return jobs.JobRequest(target, body.command, body.revision, resume_of=body.resume_of,
-                           compensate_of=body.compensate_of), body
+    return body.job_request(target), body
 
 
 @bp.route("/targets/<name>/jobs", methods=["POST"])
 @audits_refusals("job.request", job_request_details)
 def create_job(name: str):
-    """Plan and start ``{"command", "revision"}`` on a target.
+    """Plan and start ``{"command", "revision"}`` on a target
+    (``"drop_invalid_indexes": true``: drop its INVALID indexes first, as
+    part of the plan).
 
     202 ``{"job": id, "status"}``; 200 ``{"status": "up_to_date", "detail"}``
     when the database is already there (the most common success of a
@@ -271,7 +270,8 @@ def create_rehearsal(name: str):
     201 ``{"rehearsal": id, "passed", "plan_hash", "steps": [{"revision",
     "seconds"}], "seconds", "failed_revision", "failing_statement", "error",
     "copy", "started_at", "observed_locks"}`` (PostgreSQL: the locks each
-    statement took, see the README's forecast section); refusals as for jobs
+    statement took; MySQL/MariaDB: the ``ALGORITHM=..., LOCK=...`` clause each
+    ALTER was accepted with; see the README's forecast section); refusals as for jobs
     (403, 400/404, 409, 422, 503).
     """
     from flask_login import current_user

@@ -9,7 +9,7 @@ from flask import jsonify, request
 from flask_login import current_user
 
 from ..core.forecast import forecast_live
-from ..services import authorization, jobs, recovery
+from ..services import authorization, recovery
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from ..views.common import audits_refusals, job_request_details
@@ -25,7 +25,10 @@ def plan(name: str):
     "direction", "down_revisions", "message", "path", "sha256"}], "sql",
     "dialect", "lint": [finding], "warnings", "plan_hash", "forecast":
     [{"revision", "statement", "table", "rows", "bytes", "lock", "blocks",
-    "rewrites", "blockers"}]}``. 404 for a target the caller may not see,
+    "rewrites", "blockers"}], "invalid_indexes": [{"schema", "name", "table",
+    "left_by_job"}]}`` (INVALID indexes a failed ``CREATE INDEX CONCURRENTLY``
+    left on the live PostgreSQL database; ``&drop_invalid_indexes=true``: the
+    plan drops them first, its SQL and hash say so). 404 for a target the caller may not see,
     400/404 for a bad command or revision, 403 when the caller may not run
     it (the plan page's rule), 409/503 as for the plan page."""
     catalog = get_catalog()
@@ -33,8 +36,7 @@ def plan(name: str):
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
     body = JobBody.load(JobBody.from_form(request.args))
-    req = jobs.JobRequest(target, body.command, body.revision, resume_of=body.resume_of,
-                          compensate_of=body.compensate_of)
+    req = body.job_request(target)
     authorization.authorize(current_user, target, req.command)
     found = recovery.plan_for(catalog, req)  # ?resume_of=<failed job>: the resume's plan
     return jsonify({
@@ -43,4 +45,7 @@ def plan(name: str):
         "steps": [asdict(step) for step in found.steps], "sql": found.sql,
         "dialect": found.dialect, "lint": found.findings, "warnings": found.warnings,
         "plan_hash": found.hash, "forecast": forecast_live(
-            target, found.sql, found.dialect, url=catalog.read_url(target))})
+            target, found.sql, found.dialect, url=catalog.read_url(target)),
+        "invalid_indexes": [{key: i.get(key) for key in ("schema", "name", "table",
+                                                          "left_by_job")}
+                            for i in found.invalid_indexes]})

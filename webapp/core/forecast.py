@@ -22,6 +22,7 @@ from .lint_findings import sql_sections
 _VERSION_TABLE_RE = re.compile(r"alembic_version", re.I)
 _STATEMENT_MAX = 200
 _MYSQL = ("mysql", "mariadb")
+_ONLINE_DDL_RE = re.compile(r"ALGORITHM=\w+, LOCK=\w+")
 
 
 def _short(text: str) -> str:
@@ -195,19 +196,52 @@ def _same_statement(a: str, b: str) -> bool:
     return norm(a).lower() == norm(b).lower()
 
 
-def rehearsal_marks(lines: list[dict], observed: list[dict] | None) -> dict[int, str]:
-    """The forecast lines the rehearsal proved wrong: ``{index in lines:
-    observed mode}``. ``observed`` is a rehearsal's ``observed_locks``
-    (PostgreSQL, the agent's ``LockWatch``: per statement the modes held
-    right after it, ``locks``, and those it newly took, ``taken``). A line is
-    matched to the first unused observation of its revision with the same
-    statement; it is wrong when the statement newly took another mode on the
-    line's table than forecast, or when the forecast mode is stronger than
-    anything held on it. Lines without a forecast lock, without a matching
-    observation or whose table holds no lock any more (dropped) are not
-    judged."""
+def _pg_mark(line: dict, observation: dict) -> str | None:
+    """The mode a PostgreSQL rehearsal observed on ``line``'s table when the
+    forecast was wrong (see :func:`rehearsal_marks`), else None."""
     from .forecast_pg import MODES
 
+    if line["lock"] not in MODES or not line["table"]:
+        return None
+    held = observation.get("locks", {}).get(line["table"])
+    taken = observation.get("taken", {}).get(line["table"])
+    if taken and taken != line["lock"]:
+        return taken
+    if held in MODES and MODES.index(line["lock"]) > MODES.index(held):
+        return held
+    return None
+
+
+NO_CLAUSE_ACCEPTED = "no ALGORITHM/LOCK clause accepted (it ran as written)"
+
+
+def _mysql_mark(line: dict, observation: dict) -> str | None:
+    """The online-DDL clause a MySQL/MariaDB rehearsal observed for
+    ``line``'s statement when it is not the forecast one, else None."""
+    if not _ONLINE_DDL_RE.fullmatch(line["lock"]):
+        return None
+    accepted = observation.get("online_ddl")
+    if accepted == line["lock"]:
+        return None
+    return accepted or NO_CLAUSE_ACCEPTED
+
+
+def rehearsal_marks(lines: list[dict], observed: list[dict] | None) -> dict[int, str]:
+    """The forecast lines the rehearsal proved wrong: ``{index in lines:
+    what was observed}``. ``observed`` is a rehearsal's ``observed_locks``:
+    on PostgreSQL (the agent's ``LockWatch``) per statement the modes held
+    right after it, ``locks``, and those it newly took, ``taken``; on
+    MySQL/MariaDB (the agent's ``AlgorithmWatch``) ``online_ddl``, the first
+    ``ALGORITHM=..., LOCK=...`` clause (most online first) the server
+    accepted for it, None when it refused them all. A line is matched to the
+    first unused observation of its revision with the same statement.
+    PostgreSQL: it is wrong when the statement newly took another mode on
+    the line's table than forecast, or when the forecast mode is stronger
+    than anything held on it (the mark: that mode). MySQL/MariaDB: it is
+    wrong when the accepted clause is not the forecast one (the mark: the
+    accepted clause, or :data:`NO_CLAUSE_ACCEPTED`). Lines without a
+    forecast lock, without a matching observation or whose table holds no
+    lock any more (dropped) are not judged."""
     marks: dict[int, str] = {}
     used: set[int] = set()
     previous: tuple | None = None  # (revision, statement, observation) of the line before
@@ -222,12 +256,11 @@ def rehearsal_marks(lines: list[dict], observed: list[dict] | None) -> dict[int,
             if found is not None:
                 used.add(found)
         previous = (line["revision"], line["statement"], found)
-        if found is None or not line["lock"] or line["lock"] not in MODES or not line["table"]:
+        if found is None or not line["lock"]:
             continue
-        held = observed[found].get("locks", {}).get(line["table"])
-        taken = observed[found].get("taken", {}).get(line["table"])
-        if taken and taken != line["lock"]:
-            marks[index] = taken
-        elif held in MODES and MODES.index(line["lock"]) > MODES.index(held):
-            marks[index] = held
+        observation = observed[found]
+        mark = _mysql_mark(line, observation) if "online_ddl" in observation \
+            else _pg_mark(line, observation)
+        if mark:
+            marks[index] = mark
     return marks

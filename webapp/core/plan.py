@@ -109,6 +109,12 @@ class Plan:
     on a compensation's (command ``compensate``: ``{"kind": "compensate",
     "job", "revision", "statements": [SQL]}``, the inverse of what took
     effect, no steps); the hash covers it.
+
+    ``invalid_indexes`` lists the INVALID indexes (a failed ``CREATE INDEX
+    CONCURRENTLY``) the live database still has, ``[{"schema", "name",
+    "table", "left_by_job"}]``; ``drop_indexes`` those the job drops before
+    its migration (their statements head ``sql``), see
+    :mod:`webapp.core.invalid_indexes`.
     """
 
     target: str
@@ -125,6 +131,8 @@ class Plan:
     unrendered: list[dict] = field(default_factory=list)
     rehearsal_error: str | None = None
     recovery: dict | None = None
+    invalid_indexes: list[dict] = field(default_factory=list)
+    drop_indexes: list[dict] = field(default_factory=list)
 
     @property
     def unseen_revisions(self) -> list[str]:
@@ -143,6 +151,8 @@ class Plan:
         }
         if self.recovery is not None:  # only then: the hashes of other plans stay as they were
             pinned["recovery"] = self.recovery
+        if self.drop_indexes:  # only then: the hashes of other plans stay as they were
+            pinned["drop_indexes"] = [[i["schema"], i["name"]] for i in self.drop_indexes]
         payload = json.dumps(pinned, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 

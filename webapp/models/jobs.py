@@ -76,6 +76,8 @@ class Job(db.Model):
     blocked_by: Mapped[str | None] = mapped_column(Text)
     # JSON: what a resume job skips or a compensation undoes (see recovery_order)
     recovery: Mapped[str | None] = mapped_column(Text)
+    # JSON [{"schema", "name", "table"}]: INVALID indexes its plan drops first (None: none)
+    drop_indexes: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User | None] = relationship()
 
@@ -92,22 +94,6 @@ class Job(db.Model):
             return json.loads(self.recovery) if self.recovery else None
         except ValueError:
             return None
-
-    def run_order(self) -> dict:
-        """What the agent's ``run`` request carries beyond command and
-        revision: ``expect_current`` (the plan's current revisions) and, for a
-        resume job, ``resume`` (``{"revision", "done"}``: the statements of the
-        half-applied revision that took effect, skipped by position and hash);
-        for a compensation (command ``compensate``), ``compensate``
-        (``{"revision", "statements"}``: the inverse SQL to run, in order)."""
-        order: dict = {"expect_current": self.split(self.current_before)}
-        recovery = self.recovery_order
-        if recovery and recovery.get("kind") == "resume":
-            order["resume"] = {"revision": recovery["revision"], "done": recovery["done"]}
-        if recovery and recovery.get("kind") == "compensate":
-            order["compensate"] = {"revision": recovery["revision"],
-                                   "statements": recovery["statements"]}
-        return order
 
     @property
     def blocked(self) -> dict | None:
@@ -131,6 +117,36 @@ class Job(db.Model):
         if self.is_active and blocked.get("blockers"):
             return blocked["blockers"]
         return blocked.get("seen") or []
+
+    @property
+    def indexes_to_drop(self) -> list[dict]:
+        """``drop_indexes`` decoded: ``[{"schema", "name", "table"}]`` ([] for none)."""
+        import json
+
+        try:
+            return json.loads(self.drop_indexes) if self.drop_indexes else []
+        except ValueError:
+            return []
+
+    def run_extra(self) -> dict:
+        """This job's keys of the agent's ``run`` order: ``expect_current``
+        (the plan's current revisions); when its plan drops INVALID indexes
+        first, ``drop_invalid_indexes`` (``[{"schema", "name"}]``); for a
+        resume job, ``resume`` (``{"revision", "done"}``: the statements of the
+        half-applied revision that took effect, skipped by position and hash);
+        for a compensation (command ``compensate``), ``compensate``
+        (``{"revision", "statements"}``: the inverse SQL to run, in order)."""
+        extra: dict = {"expect_current": self.split(self.current_before)}
+        if self.indexes_to_drop:
+            extra["drop_invalid_indexes"] = [{"schema": i["schema"], "name": i["name"]}
+                                             for i in self.indexes_to_drop]
+        recovery = self.recovery_order
+        if recovery and recovery.get("kind") == "resume":
+            extra["resume"] = {"revision": recovery["revision"], "done": recovery["done"]}
+        if recovery and recovery.get("kind") == "compensate":
+            extra["compensate"] = {"revision": recovery["revision"],
+                                   "statements": recovery["statements"]}
+        return extra
 
     @property
     def is_active(self) -> bool:

@@ -70,6 +70,18 @@ def plan_from_json(text: str) -> Plan:
     return Plan(**data)
 
 
+def request_of(target: Target, request: ApprovalRequest) -> JobRequest:
+    """The :class:`JobRequest` an approval request stands for: its command
+    and revision, whether its stored plan drops INVALID indexes first, and
+    the failed job it recovers (``recovery_of``: a compensation when its
+    command is ``compensate``, else a resume; see :mod:`.recovery`)."""
+    compensating = request.command == "compensate"
+    return JobRequest(target, request.command, request.revision,
+                      drop_invalid_indexes=bool(plan_from_json(request.plan).drop_indexes),
+                      resume_of=None if compensating else request.recovery_of,
+                      compensate_of=request.recovery_of if compensating else None)
+
+
 def approvals_for_current_plan(request: ApprovalRequest) -> list[Approval]:
     """Non-void approvals ("approve") given for the request's current plan."""
     return [a for a in request.approvals
@@ -391,7 +403,7 @@ def run_approved(catalog: Catalog, request: ApprovalRequest, actor: audit.Actor)
         raise Refused(Reason.NOT_OPEN, f"Request {request.id} is {request.status}, "
                          "not approved.")
     check_requester(request, target, actor)
-    req = recovery.request_of(target, request)
+    req = request_of(target, request)
     try:
         plan = recovery.plan_for(catalog, req)
     except Refused as exc:

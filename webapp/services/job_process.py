@@ -66,7 +66,7 @@ def run_queued(job_id: int, catalog: Catalog) -> None:
         _check_user(job, target)  # a queued job may wait long: its user may have changed
         write_run_request(target, job.command, job.revision, url=catalog.database_url(target),
                           lock_name=target.name, folder=folder,
-                          extra=job.run_order())
+                          extra=job.run_extra())
         launch = read_launch(folder)
         proc = STANDBY.spawn(launch)
     except Exception as exc:  # this worker cannot run it: the job fails, never hangs

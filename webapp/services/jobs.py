@@ -32,7 +32,7 @@ from ..core.status import DatabaseUnavailable, current_heads, unknown_revision_m
 from ..core.targets import Target, TargetUrlMissing
 from ..extensions import db
 from ..models import Job, JobStatus, TargetGuard, User, utcnow
-from . import accounts, audit, events, launchers, liveness
+from . import accounts, audit, events, invalid_indexes, launchers, liveness
 from .catalog import Catalog
 from .launchers import drop_unstarted
 from .refusals import Reason, Refused, approvals_text, needs_role
@@ -44,16 +44,18 @@ _UNREACHABLE_ERRORS = ("OperationalError", "InterfaceError", "TimeoutError")
 class JobRequest:
     """A user's request: which target, command and revision (already parsed).
 
-    ``resume_of``: the id of a failed job whose half-applied revision this
-    job resumes from its statement journal; ``compensate_of``: one whose
-    statements that took effect this job undoes (command ``compensate``,
-    revision the half-applied one); see :mod:`webapp.services.recovery`.
-    Both None for a plain job.
+    ``drop_invalid_indexes``: the plan first drops the target's INVALID
+    indexes (:mod:`webapp.core.invalid_indexes`). ``resume_of``: the id of a
+    failed job whose half-applied revision this job resumes from its
+    statement journal; ``compensate_of``: one whose statements that took
+    effect this job undoes (command ``compensate``, revision the half-applied
+    one); see :mod:`webapp.services.recovery`. Both None for a plain job.
     """
 
     target: Target
     command: str
     revision: str
+    drop_invalid_indexes: bool = False
     resume_of: int | None = None
     compensate_of: int | None = None
 
@@ -97,8 +99,10 @@ def plan_job(catalog: Catalog, request: JobRequest) -> Plan:
         # revisions: the confirm step reuses the plan it showed unless either moved.
         key = ("plan", target.name, request.command, request.revision, current,
                history.fingerprint, hashlib.sha256(url.encode()).hexdigest())
-        return catalog.plans.get_or_compute(key, lambda: compute_plan(
+        plan = catalog.plans.get_or_compute(key, lambda: compute_plan(
             target, request.command, request.revision, url=url, heads=history.heads))
+        # live state, not cached: INVALID indexes come and go without a revision moving
+        return invalid_indexes.attach(catalog, target, plan, request.drop_invalid_indexes)
     except (DatabaseUnavailable, TargetUrlMissing) as exc:
         raise _unreachable(exc)
     except PlanError as exc:
@@ -172,10 +176,11 @@ def quick_upgrade_plan(catalog: Catalog, request: JobRequest) -> Plan | None:
         steps.append(PlanStep(revision=info.revision, direction="upgrade",
                               down_revisions=list(info.down_revisions), message=info.message,
                               path=str(info.path), sha256=file_sha256(str(info.path))))
-    return Plan(target=target.name, command="upgrade", revision=request.revision,
-                current_before=list(current), current_after=[], steps=steps,
-                sql="-- offline SQL not rendered for API jobs (GET /targets/<name>/pending.sql)",
-                dialect=make_url(url).get_backend_name())
+    return invalid_indexes.attach(catalog, target, Plan(
+        target=target.name, command="upgrade", revision=request.revision,
+        current_before=list(current), current_after=[], steps=steps,
+        sql="-- offline SQL not rendered for API jobs (GET /targets/<name>/pending.sql)",
+        dialect=make_url(url).get_backend_name()), request.drop_invalid_indexes)
 
 
 def _current_heads(catalog: Catalog, target: Target, url: str) -> tuple[str, ...]:
@@ -235,7 +240,8 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
                   current_before=" ".join(plan.current_before),
                   planned_revisions=" ".join(s.revision for s in plan.steps),
                   dialect=plan.dialect, heartbeat_at=utcnow(),
-                  recovery=json.dumps(plan.recovery) if plan.recovery else None)
+                  recovery=json.dumps(plan.recovery) if plan.recovery else None,
+                  drop_indexes=json.dumps(plan.drop_indexes) if plan.drop_indexes else None)
         db.session.add(job)
         try:
             db.session.flush()
@@ -274,7 +280,10 @@ def start_job(catalog: Catalog, user: User, request: JobRequest, plan: Plan,
                  command=request.command, revision=request.revision, plan_hash=plan.hash,
                  steps=[s.revision for s in plan.steps], request=approved_request,
                  **({f"{plan.recovery['kind']}_of": plan.recovery["job"]}
-                    if plan.recovery else {}))
+                    if plan.recovery else {}),
+                 **({"drop_invalid_indexes": [f"{i['schema']}.{i['name']}"
+                                              for i in plan.drop_indexes]}
+                    if plan.drop_indexes else {}))
     launch_worker(job, target, url)
     return job
 

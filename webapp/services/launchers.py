@@ -86,7 +86,7 @@ def _prepare(job: Job, target: Target, url: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=f"alembic-job-{job.id}-"))
     write_run_request(target, job.command, job.revision, url=url,
                       lock_name=target.name, folder=folder,
-                      extra=job.run_order())
+                      extra=job.run_extra())
     return folder
 
 

@@ -18,6 +18,7 @@ from .approvals import (
     expire_requests,
     plan_from_json,
     plan_to_json,
+    request_of,
     request_ttl,
 )
 from .authorization import authorize
@@ -67,7 +68,7 @@ def submit_new_plan(catalog: Catalog, request_id: int, user: User, comment: str,
         raise Refused(Reason.NOT_FOUND, f"Target {request.target} is no longer configured.")
     actor = actor.granted(authorize(user, target, request.command))
     old, old_hash = plan_from_json(request.plan), request.plan_hash
-    plan = recovery.plan_for(catalog, recovery.request_of(target, request))
+    plan = recovery.plan_for(catalog, request_of(target, request))
     if plan.is_empty:
         raise Refused(Reason.NOTHING_TO_DO, "Nothing to do any more: the database is already "
                       "there. Withdraw the request.")

@@ -96,17 +96,6 @@ def resume_request(catalog: Catalog, target_name: str, job_id: int) -> JobReques
     return JobRequest(target, job.command, job.revision, resume_of=job.id)
 
 
-def request_of(target, stored) -> JobRequest:
-    """The :class:`~webapp.services.jobs.JobRequest` of a stored approval
-    request (``command``, ``revision``, ``recovery_of``: a compensation when
-    its command is ``compensate``, else a resume when ``recovery_of`` is set)."""
-    recovery_of = stored.recovery_of
-    compensating = stored.command == "compensate"
-    return JobRequest(target, stored.command, stored.revision,
-                      resume_of=None if compensating else recovery_of,
-                      compensate_of=recovery_of if compensating else None)
-
-
 def plan_resume(catalog: Catalog, request: JobRequest) -> Plan:
     """The plan of a resume job (``request.resume_of`` set): the failed job's
     command and revision planned from the database as it is now

@@ -223,8 +223,7 @@ def job_request(name: str, source) -> tuple[jobs.JobRequest, JobBody]:
     """
     target = get_target_or_404(name)
     body = JobBody.load(JobBody.from_form(source))
-    return jobs.JobRequest(target, body.command, body.revision, resume_of=body.resume_of,
-                           compensate_of=body.compensate_of), body
+    return body.job_request(target), body
 
 
 def job_refusal_page(exc: Refused):

@@ -155,8 +155,9 @@ def _rehearse(name: str, kind: str):
     if request_id.isdigit() and len(request_id) < 10:  # rehearsed from a request's page
         return redirect(url_for("requests.show", request_id=int(request_id)) + anchor,
                         code=303)
+    kept = {"drop_invalid_indexes": "on"} if req.drop_invalid_indexes else {}
     return redirect(url_for("jobs.plan", name=name, command=req.command,
-                            revision=req.revision) + anchor, code=303)
+                            revision=req.revision, **kept) + anchor, code=303)
 
 
 @bp.route("/jobs/<int:job_id>/blockers/cancel", methods=["POST"])

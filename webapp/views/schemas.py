@@ -28,6 +28,8 @@ from pydantic import (
 )
 
 from ..core.rollouts import Selection
+from ..core.targets import Target
+from ..services.jobs import JobRequest
 from ..services.refusals import Reason, Refused
 from ..services.rollouts import RolloutSpec
 from ..settings_schema import email_address
@@ -120,18 +122,25 @@ def _text_or_empty(value: Any) -> Any:
     return value if isinstance(value, str) else ""
 
 
+_TICKED = ("on", "1", "true", "yes")
+
+
 class JobBody(Body):
     """Plan, run, rehearse or request ``command`` to ``revision`` on a target:
-    ``{"command", "revision", "reason", "plan_hash", "resume_of"}`` (the API
-    sends no plan hash; a form sends the one of the plan it showed).
-    ``resume_of`` (optional) is the id of a failed job on the target whose
-    half-applied revision the job resumes from its statement journal (its
-    command and revision are that job's); ``compensate_of`` one whose
-    statements that took effect the job undoes (command ``compensate``,
-    revision the half-applied one). See :mod:`webapp.services.recovery`.
+    ``{"command", "revision", "reason", "plan_hash", "drop_invalid_indexes",
+    "resume_of", "compensate_of"}`` (the API sends no plan hash; a form sends
+    the one of the plan it showed). ``resume_of`` (optional) is the id of a
+    failed job on the target whose half-applied revision the job resumes from
+    its statement journal (its command and revision are that job's);
+    ``compensate_of`` one whose statements that took effect the job undoes
+    (command ``compensate``, revision the half-applied one). See
+    :mod:`webapp.services.recovery`.
 
     ``reason`` is optional and anything but text counts as none (the API
     has always taken it so); its length is the approval service's rule.
+    ``drop_invalid_indexes`` (default false): the plan first drops the
+    target's INVALID indexes (:mod:`webapp.core.invalid_indexes`); a form or
+    query string ticks it with ``on`` / ``1`` / ``true``.
     """
 
     SHAPE: ClassVar[str] = ('send JSON {"command": "upgrade" | "downgrade" | "stamp", '
@@ -142,6 +151,7 @@ class JobBody(Body):
         "plan_hash:too_long": "plan_hash is too long",
         "resume_of": "resume_of must be a job id (a whole number)",
         "compensate_of": "compensate_of must be a job id (a whole number)",
+        "drop_invalid_indexes": "drop_invalid_indexes must be true or false",
     }
 
     command: Command
@@ -150,6 +160,23 @@ class JobBody(Body):
     plan_hash: Annotated[str, StringConstraints(max_length=REVISION_MAX)] = ""
     resume_of: WholeNumber = None
     compensate_of: WholeNumber = None
+    drop_invalid_indexes: bool = False
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
+        """The form's (or query string's) fields; ``drop_invalid_indexes`` a
+        checkbox or flag (:data:`_TICKED` values are true)."""
+        fields = {name: form.get(name) or "" for name in
+                  ("command", "revision", "reason", "plan_hash", "resume_of",
+                                "compensate_of")}
+        ticked = str(form.get("drop_invalid_indexes") or "").strip().lower() in _TICKED
+        return {**fields, "drop_invalid_indexes": ticked}
+
+    def job_request(self, target: Target) -> JobRequest:
+        """The :class:`~webapp.services.jobs.JobRequest` this body asks for on ``target``."""
+        return JobRequest(target, self.command, self.revision,
+                          drop_invalid_indexes=self.drop_invalid_indexes,
+                          resume_of=self.resume_of, compensate_of=self.compensate_of)
 
 
 class RolloutBody(Body):

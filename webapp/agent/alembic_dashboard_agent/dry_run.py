@@ -26,7 +26,7 @@ import time
 from . import alembic_private, rehearsal
 from .config import VERSION_APPLY_HOOKS, alembic_config
 from .database import current_heads, engine, read_current, sqlite_path
-from .lock_watch import LockWatch
+from .lock_watch import watch_for
 from .mysql_scratch import mysql_build, mysql_read, mysql_scratch, scrub, scrubbed_output
 from .steps import step_id, steps_for
 
@@ -149,7 +149,7 @@ def _run(request: dict, scratch_url: str, check) -> dict:
 
     A revision is blamed only when its migration had started (Alembic pulls
     each step just before running it); a failure before that is env.py's.
-    PostgreSQL: ``observed_locks`` per statement (:class:`.lock_watch.LockWatch`).
+    ``observed_locks`` per statement (:func:`.lock_watch.watch_for`).
     """
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
@@ -179,7 +179,7 @@ def _run(request: dict, scratch_url: str, check) -> dict:
             yield step
 
     began = time.monotonic()
-    watch = LockWatch(scratch_url, started)
+    watch = watch_for(scratch_url, started)
     VERSION_APPLY_HOOKS.append(on_apply)
     event.listen(Engine, "before_cursor_execute", remember)
     try:
@@ -206,8 +206,9 @@ def dry_run(request: dict, work=_run) -> dict:
     """Op ``dry_run`` (``command``, ``revision``): the job's migrations on a
     scratch copy — ``{"passed", "steps": [{"revision", "seconds"}],
     "seconds", "failed_revision", "failed_phase", "failing_statement",
-    "error", "copy", "started_at", "observed_locks"}`` (``observed_locks``:
-    PostgreSQL's per statement, :class:`.lock_watch.LockWatch`; [] elsewhere;
+    "error", "copy", "started_at", "observed_locks"}`` (``observed_locks``
+    per statement: PostgreSQL its locks, MySQL/MariaDB the online-DDL clause
+    it was accepted with, :func:`.lock_watch.watch_for`; [] on SQLite;
     MySQL/MariaDB: also ``"account"``, the user it ran as); ``started_at``
     lists the real database's revisions the copy started from. Optional
     request field ``rehearsal_url`` (MySQL/MariaDB): the rehearsal server to

@@ -13,7 +13,9 @@ the dashboard's migration lock is held. It
   tells the run to start env.py again from the database's current revisions,
   so the revision's transaction is retried whole;
 - never retries ``CREATE INDEX CONCURRENTLY`` (a failed one leaves an INVALID
-  index) and reports the INVALID indexes the run left behind.
+  index) and reports the INVALID indexes the run left behind;
+- drops, before the migration, the INVALID indexes the job's plan names
+  (:meth:`GuardedRun.drop_invalid`).
 """
 
 from __future__ import annotations
@@ -150,3 +152,37 @@ class GuardedRun:
             left = []
         if left:
             result["invalid_indexes"] = left
+
+    def drop_invalid(self, indexes: list[dict]) -> None:
+        """``DROP INDEX CONCURRENTLY IF EXISTS "schema"."name"`` for each of
+        ``indexes`` (``[{"schema", "name"}]``, the plan's) that is still
+        INVALID, on an autocommit connection under the guard (its lock
+        timeout, retried as a statement), watched by the blocked-by watch;
+        one that is gone or valid now is left alone (said in the log).
+
+        :raises sqlalchemy.exc.DBAPIError: a drop failed (after its retries).
+        """
+        from .database import engine
+
+        if not indexes:
+            return
+        invalid = {(i["schema"], i["index"]) for i in invalid_indexes(self.url)}
+        eng = engine(self.url).execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            with eng.connect() as connection:
+                self.watch.session = lock_guard.apply(connection, self.guard)
+                for index in indexes:
+                    name = ".".join('"' + part.replace('"', '""') + '"'
+                                    for part in (index["schema"], index["name"]))
+                    if (index["schema"], index["name"]) not in invalid:
+                        print(f"[dashboard] {name} is no longer an INVALID index: not dropped",
+                              flush=True)
+                        continue
+                    statement = f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
+                    print(f"[dashboard] {statement} (the plan drops this INVALID index)",
+                          flush=True)
+                    lock_guard.run_with_retries(
+                        lambda s=statement: connection.exec_driver_sql(s), self.guard,
+                        what=statement)
+        finally:
+            eng.dispose()

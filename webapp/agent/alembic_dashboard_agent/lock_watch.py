@@ -6,9 +6,9 @@ kept, with the modes the statement newly took (stronger than what the
 transaction held before it).
 
 The read goes through a second DB-API cursor of the same connection, so it
-fires no SQLAlchemy event and is not itself recorded. MySQL/MariaDB and
-SQLite record nothing (their online-DDL forecast is checked by re-issuing
-statements with ``ALGORITHM=..., LOCK=...``, see the corpus test).
+fires no SQLAlchemy event and is not itself recorded. On MySQL/MariaDB
+:func:`watch_for` gives :class:`.online_ddl.AlgorithmWatch` instead (the
+online-DDL clause each ALTER was accepted with); SQLite records nothing.
 """
 
 from __future__ import annotations
@@ -95,3 +95,17 @@ class LockWatch:
             "statement": " ".join(statement.split())[:_STATEMENT_MAX],
             "locks": {rel: mode_name(mode) for rel, mode in sorted(now.items())},
             "taken": {rel: mode_name(mode) for rel, mode in sorted(taken.items())}})
+
+
+def watch_for(url: str, started: list[str]):
+    """The rehearsal's watch for the scratch copy at ``url``: :class:`LockWatch`
+    (PostgreSQL), :class:`.online_ddl.AlgorithmWatch` (MySQL/MariaDB), or an
+    inactive :class:`LockWatch` (SQLite); each a context manager with
+    ``observed``, the rehearsal's ``observed_locks``."""
+    from sqlalchemy.engine import make_url
+
+    from .online_ddl import AlgorithmWatch
+
+    if make_url(url).get_backend_name() in ("mysql", "mariadb"):
+        return AlgorithmWatch(url, started)
+    return LockWatch(url, started)

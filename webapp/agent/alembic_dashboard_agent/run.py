@@ -118,7 +118,8 @@ def run(request: dict) -> dict:
     (:mod:`.schema`) taken under the lock before the run and after it
     (``schema_error`` when one could not be taken).
     Under the target's lock guard (``guard``, :mod:`.guarded`): ``blocked_by``,
-    ``lock_failure`` and ``invalid_indexes``; ``watch_file`` is where the
+    ``lock_failure`` and ``invalid_indexes``; ``drop_invalid_indexes``
+    (``[{"schema", "name"}]``) are dropped first; ``watch_file`` is where the
     blocked-by watch writes what it sees while the job runs.
     Where the DDL is not transactional (MySQL/MariaDB, SQLite) every statement
     is journalled on stdout as it starts and ends (:mod:`.journal`); with
@@ -199,9 +200,10 @@ def run(request: dict) -> dict:
         # What alembic.command.upgrade/downgrade/stamp do, with the script
         # directory already loaded above (loading 300 files twice costs ~0.1 s).
         destination = tuple(revision.split(",")) if command_name == "stamp" else revision
-        in_env = True
         at_attempt = at_start if at_start is not None else before
         with guarded, _journalled(journal):
+            guarded.drop_invalid(request.get("drop_invalid_indexes") or [])
+            in_env = True
             while True:
                 done = len(applied_steps)
                 try:
