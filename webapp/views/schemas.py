@@ -143,6 +143,18 @@ class JobBody(Body):
     plan_hash: Annotated[str, StringConstraints(max_length=REVISION_MAX)] = ""
 
 
+class StairwayBody(JobBody):
+    """A stairway test: :class:`JobBody`'s fields and ``rows``, the row
+    sample per table (a whole number; None: the target's
+    ``[targets.<name>.stairway] rows``; its range is the rehearsal
+    service's rule)."""
+
+    MESSAGES: ClassVar[dict[str, str]] = {
+        **JobBody.MESSAGES, "rows": "rows must be a whole number from 0 to 10000"}
+
+    rows: WholeNumber = None
+
+
 class RolloutBody(Body):
     """Start a rollout: ``{"command", "revision", "tier" | "tag" | "targets"
     (a string or a list of strings), "batch_size", "concurrency",

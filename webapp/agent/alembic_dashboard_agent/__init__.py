@@ -27,6 +27,7 @@ from . import (
     config,
     dry_run,
     offline,
+    row_sample,
     run,
     schema,
     stairway,
@@ -41,7 +42,7 @@ OPERATIONS = {
     "autogenerate": autogen.autogenerate, "revision": authoring.revision,
     "dry_run": dry_run.dry_run, "schema_snapshot": schema.schema_snapshot,
     "drift": schema.drift, "stairway": stairway.stairway, "cancel_blocker": blockers.cancel,
-    "table_stats": table_stats.table_stats,
+    "table_stats": table_stats.table_stats, "row_sample": row_sample.row_sample,
 }
 
 
