@@ -16,7 +16,11 @@ A *stairway test* (``kind="stairway"``) uses the same copy and rules: for
 every revision of an upgrade plan, upgrade, downgrade and upgrade again with
 the schema snapshotted and compared in between
 (:mod:`alembic_dashboard_agent.stairway`); stored the same way, shown beside
-the rehearsal.
+the rehearsal. With a row sample (``rows`` per table: the request's, else
+the targets file's ``[targets.<name>.stairway] rows``) the rows are read
+first, by the agent's read-only op ``row_sample`` through the target's
+read-only URL, and handed to the stairway run, which inserts them into its
+copy and checks they survive each round trip.
 """
 
 from __future__ import annotations

@@ -22,6 +22,15 @@ comparison is the agent's own (:func:`compare`), a subset of the
 dashboard's: tables, columns (type, nullability, server default), primary
 and foreign keys, unique and check constraints, indexes, enums, sequences and
 the version table, compared exactly (one dialect).
+
+The copy holds the schema only (SQLite's file copy has its tables emptied)
+plus, when the request carries one, a row sample (:mod:`.row_sample`,
+inserted before the walk). With ``rows`` the rows are checksummed at each
+snapshot too: after the downgrade every row of S0's tables must have the
+same values in the columns S0 and S2 share (after the second upgrade: S1's
+rows in S3), else "table t: 2 of 5 rows changed in column c". A step that
+raises with rows in the copy is tried again on a second, empty copy; when
+it passes there, the error says "fails with rows present".
 """
 
 from __future__ import annotations
@@ -197,6 +206,11 @@ def stairway(request: dict) -> dict:
     from .dry_run import dry_run
 
     result = dry_run(request, work=_walk)
+    if result.get("copy", "").startswith("a copy of the SQLite file"):
+        result["copy"] += ", its tables emptied"
+    if request.get("rows"):
+        result["copy"] = f"{result.get('copy')}, with a sample of up to {request['rows']} " \
+                         "rows per table"
     failed = result.pop("failed", None)
     if failed and any(result.get("sampled_rows", {}).values()):
         try:
