@@ -12,7 +12,8 @@ One module per kind of work: :mod:`.config` (the Alembic Config, the
 Flask-Migrate app, the script directory), :mod:`.offline` (plans and
 offline SQL), :mod:`.rehearsal` (scratch-copy runs), :mod:`.dry_run` (a
 job's rehearsal on a scratch copy), :mod:`.run` (the locked online run),
-:mod:`.autogen`, :mod:`.schema` (snapshots, drift) and :mod:`.authoring`.
+:mod:`.autogen`, :mod:`.schema` (snapshots, drift), :mod:`.stairway` and
+:mod:`.row_sample` (its row sample) and :mod:`.authoring`.
 """
 
 from __future__ import annotations
