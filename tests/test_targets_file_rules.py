@@ -15,8 +15,8 @@ from webapp.core.targets import TargetsFileError, load_targets
 
 HEAD = '[targets.a]\ntier = "staging"\nalembic_ini = "env/alembic.ini"\nurl_env = "U"\n'
 KNOWN_KEYS = ("alembic_ini, cwd, directory, env, flask_app, ini_section, label, policy, "
-              "python, queue, readonly_url_env, rehearsal_url_env, tags, tier, url_env, "
-              "version_table, webhook_url")
+              "python, queue, readonly_url_env, rehearsal_url_env, stairway, tags, tier, "
+              "url_env, version_table, webhook_url")
 POLICY_KEYS = ("approvals_required, allow_downgrade, allow_revision_authoring, "
                "run_on_approval, lock_timeout, statement_timeout, lock_retries, "
                "promote_from, promote_requires_rehearsal, promote_requires_stairway, "
@@ -56,6 +56,13 @@ def folder(tmp_path):
     ('[targets.a.policy]\ncolour = 1\n', 6, "policy.colour",
      f"unknown policy key (known: {POLICY_KEYS})"),
     ('zeta = 1\nalpha = 2\n', 6, "alpha", f"unknown key (known keys: {KNOWN_KEYS})"),
+    # the stairway test's row sample: rows per table, 0 (schema only) to 10000
+    ('stairway = 5\n', 5, "stairway", "must be a table"),
+    *[(f'[targets.a.stairway]\nrows = {bad}\n', 6, "stairway.rows", "must be a whole number "
+       "of rows per table from 0 (schema only) to 10000") for bad in ("-1", "10001", '"5"',
+                                                                     "2.5", "true")],
+    ('[targets.a.stairway]\nsample = 5\n', 6, "stairway.sample",
+     "unknown stairway key (known: rows)"),
     # the order the rules are checked in: unknown keys before any value ...
     ('colour = 1\nqueue = "-q"\n', 5, "colour", f"unknown key (known keys: {KNOWN_KEYS})"),
     # ... the keys in a fixed order (tier first, tags after queue) ...
@@ -110,6 +117,7 @@ def test_defaults_and_values_of_a_full_entry(folder):
                     'tags = ["eu", "tenant", "eu"]\n'
                     '[targets.a.policy]\nrun_on_approval = false\n'
                     'allow_revision_authoring = true\noperators = ["group:a", "user:b"]\n'
+                    '[targets.a.stairway]\nrows = 25\n'
                     '[targets.f]\ntier = "development"\nflask_app = "app:create_app()"\n'
                     '[tiers.development.policy]\nadmins = ["user:root"]\n')
     targets = load_targets(path)
@@ -124,3 +132,4 @@ def test_defaults_and_values_of_a_full_entry(folder):
     assert f.alembic_ini is None and f.url_env is None and f.label == "f"
     assert f.directory == (folder / "migrations").resolve()
     assert f.tier_grants.admins == ("user:root",) and f.policy.grants.is_empty
+    assert a.stairway_rows == 25 and f.stairway_rows == 0  # 0: schema only

@@ -210,9 +210,10 @@ def blocked_by_json(job) -> dict:
                            for b in blockers]}
 
 
-def job_request_of_body(name: str):
+def job_request_of_body(name: str, schema: type[JobBody] = JobBody):
     """The :class:`~webapp.services.jobs.JobRequest` of the JSON body
-    (:class:`~webapp.views.schemas.JobBody`) on the target ``name``, and the body.
+    (:class:`~webapp.views.schemas.JobBody`, or its subclass ``schema``) on
+    the target ``name``, and the body.
 
     :raises Refused: unknown target or one the caller may not see (404, the same
         answer), malformed body or overlong fields (400).
@@ -222,7 +223,7 @@ def job_request_of_body(name: str):
     target = get_catalog().get(name)
     if target is None or hidden_from_caller(target):
         raise Refused(Reason.NOT_FOUND, f"no target called {name[:80]!r}")
-    body = JobBody.load(request.get_json(silent=True))
+    body = schema.load(request.get_json(silent=True))
     return body.job_request(target), body
 
 

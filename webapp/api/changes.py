@@ -11,6 +11,7 @@ from ..services import changelog, schema_compare
 from ..services.catalog import get_catalog
 from ..services.refusals import Reason, Refused
 from ..views.common import actor, audits_refusals, url_details
+from ..views.schemas import StairwayBody
 from . import bp, hidden_from_caller, job_request_of_body
 
 CHANGELOG_LIMIT = 500  # entries at most per answer (``?limit=``, default 100)
@@ -84,19 +85,24 @@ def target_schema_diff(name: str):
 @bp.route("/targets/<name>/stairway", methods=["POST"])
 @audits_refusals("stairway", url_details(target="name"))
 def create_stairway(name: str):
-    """``{"command": "upgrade", "revision": "heads"}``: on a scratch copy (the
-    rehearsal's rules), upgrade, downgrade and upgrade again every revision
-    the plan would apply, comparing schema snapshots (synchronous).
+    """``{"command": "upgrade", "revision": "heads", "rows": N}``: on a scratch
+    copy (the rehearsal's rules), upgrade, downgrade and upgrade again every
+    revision the plan would apply, comparing schema snapshots and, with
+    ``rows`` (optional, 0-10000; default the targets file's
+    ``[targets.<name>.stairway] rows``), a sample of each table's rows
+    (synchronous).
 
     201 ``{"stairway": id, "passed", "plan_hash", "revisions": [{"revision",
     "passed", "differences": [texts], "error", "seconds"}], "seconds",
-    "error", "copy", "started_at"}``; refusals as for rehearsals (a command
-    other than upgrade: 400)."""
+    "error", "copy", "started_at", "rows", "sampled_rows": {table: n}}``;
+    refusals as for rehearsals (a command other than upgrade, a bad
+    ``rows``: 400)."""
     from flask_login import current_user
 
     from ..services import rehearsals
 
-    row = rehearsals.rehearse(get_catalog(), current_user, job_request_of_body(name)[0], actor(),
-                              kind="stairway")
+    job_request, body = job_request_of_body(name, StairwayBody)
+    row = rehearsals.rehearse(get_catalog(), current_user, job_request, actor(),
+                              kind="stairway", rows=body.rows)
     return jsonify({"stairway": row.id, "passed": row.passed, "plan_hash": row.plan_hash,
                     **row.details}), 201

@@ -166,6 +166,7 @@ class Target:
     tier_grants: Grants = field(default_factory=Grants)  # [tiers.<tier>.policy] lists
     lint: LintPolicy = field(default_factory=LintPolicy)  # [tiers.<tier>.lint]
     url_defaults: Mapping[str, str] = field(default_factory=dict, compare=False)
+    stairway_rows: int = 0  # [targets.<name>.stairway] rows: the stairway's row sample
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
         """Return the target's database URL (may contain a password).
@@ -421,6 +422,8 @@ def _first_problem(exc: ValidationError, raw: Mapping[str, object], prefix: str 
     if error["type"] == "extra_forbidden":
         if len(error["loc"]) == 1:
             return key, f"unknown key (known keys: {', '.join(sorted(_TARGET_KEYS))})"
+        if error["loc"][0] == "stairway":
+            return key, "unknown stairway key (known: rows)"
         known = [*POLICY_FLAGS, *LOCK_GUARD_KEYS, *PROMOTION_KEYS, *GRANT_LISTS]
         return key, f"unknown policy key (known: {', '.join(known)})"
     return key, error["msg"]
@@ -470,4 +473,5 @@ def _parse_target(path: Path, text: str, base: Path, name: str, raw: object,
         webhook_url=entry.webhook_url,
         queue=entry.queue,
         url_defaults=dict(url_defaults),
+        stairway_rows=entry.stairway.rows,
     )

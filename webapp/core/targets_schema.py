@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from ..agent.alembic_dashboard_agent.appspec import AppSpecError, parse_app_spec
+from ..agent.alembic_dashboard_agent.row_sample import ROWS_MAX as STAIRWAY_ROWS_MAX
 from .permissions import GRANT_LISTS, parse_grants
 
 TIERS = ("development", "staging", "production")
@@ -98,6 +99,13 @@ def _retries(value: object) -> object:
     return value
 
 
+def _sample_rows(value: object) -> object:
+    if type(value) is not int or not 0 <= value <= STAIRWAY_ROWS_MAX:
+        raise problem(f"must be a whole number of rows per table from 0 (schema only) to "
+                      f"{STAIRWAY_ROWS_MAX}")
+    return value
+
+
 def _boolean(value: object) -> object:
     if type(value) is not bool:
         raise problem("must be true or false")
@@ -166,6 +174,15 @@ class PolicyEntry(_GrantLists):
         return value
 
 
+class StairwayEntry(BaseModel):
+    """One ``[targets.<name>.stairway]`` table: ``rows``, the rows per table
+    the stairway test copies to its scratch copy and checks (0: schema only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: Annotated[int, BeforeValidator(_sample_rows)] = 0
+
+
 def _base(info: ValidationInfo) -> Path:
     assert isinstance(info.context, dict), "validate with context={'base': <folder>}"
     return info.context["base"]
@@ -195,6 +212,8 @@ class TargetEntry(BaseModel):
     version_table: Text = "alembic_version"
     env: Annotated[dict[str, str], BeforeValidator(_string_table)] = Field(default_factory=dict)
     policy: Annotated[PolicyEntry, BeforeValidator(_table)] = Field(default_factory=PolicyEntry)
+    stairway: Annotated[StairwayEntry, BeforeValidator(_table)] = Field(
+        default_factory=StairwayEntry)
     webhook_url: Text = None
     queue: Text = None
     tags: Annotated[tuple[str, ...], BeforeValidator(_tag_list)] = ()

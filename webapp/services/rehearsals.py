@@ -16,7 +16,11 @@ A *stairway test* (``kind="stairway"``) uses the same copy and rules: for
 every revision of an upgrade plan, upgrade, downgrade and upgrade again with
 the schema snapshotted and compared in between
 (:mod:`alembic_dashboard_agent.stairway`); stored the same way, shown beside
-the rehearsal.
+the rehearsal. With a row sample (``rows`` per table: the request's, else
+the targets file's ``[targets.<name>.stairway] rows``) the rows are read
+first, by the agent's read-only op ``row_sample`` through the target's
+read-only URL, and handed to the stairway run, which inserts them into its
+copy and checks they survive each round trip.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sqlalchemy import select
 from ..core.plan import Plan
 from ..core.runner import TargetProcessError, run_agent, with_connect_timeout
 from ..core.targets import Target, TargetUrlMissing, scrub_secrets
+from ..core.targets_schema import STAIRWAY_ROWS_MAX
 from ..extensions import db
 from ..models import Rehearsal, User
 from . import audit, authorization, jobs
@@ -35,10 +40,12 @@ from .catalog import Catalog
 from .refusals import Reason, Refused
 
 TIMEOUT = 600.0  # seconds for copying the schema, running the plan and dropping the copy
+ROWS_PROBLEM = f"rows must be a whole number from 0 to {STAIRWAY_ROWS_MAX}"
 
 
 def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audit.Actor, *,
-             plan_hash: str | None = None, kind: str = "rehearsal") -> Rehearsal:
+             plan_hash: str | None = None, kind: str = "rehearsal",
+             rows: int | None = None) -> Rehearsal:
     """Rehearse ``alembic command revision`` of ``request`` on a scratch copy.
 
     Runs synchronously in the target's own Python (up to :data:`TIMEOUT`
@@ -51,6 +58,10 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
         "stairway" (upgrade, downgrade and upgrade again of every revision of
         an ``upgrade`` plan with the schema compared, agent op ``stairway``;
         another command is refused as bad input).
+    :param rows: the stairway's row sample, rows per table (0: schema
+        only; None: the target's ``[targets.<name>.stairway] rows``); read
+        through the target's read-only URL (:func:`sample_rows`), copied
+        to the scratch copy and checked to survive each round trip.
     :raises Refused: role/policy (as for running the job), bad input,
         nothing to do, plan changed, unreachable database, a Flask-Migrate
         app (its engine cannot be pointed at a copy: :attr:`Reason.UNSUPPORTED`),
@@ -61,6 +72,9 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
     if kind == "stairway" and request.command != "upgrade":
         raise Refused(Reason.BAD_INPUT, "A stairway test walks an upgrade: command must be "
                       "upgrade.")
+    rows = target.stairway_rows if rows is None else rows
+    if kind == "stairway" and not 0 <= rows <= STAIRWAY_ROWS_MAX:
+        raise Refused(Reason.BAD_INPUT, ROWS_PROBLEM)
     actor = actor.granted(authorization.authorize(user, target, request.command))
     if target.flask_app:
         raise Refused(Reason.UNSUPPORTED, f"{target.name} is a Flask-Migrate app: its env.py "
@@ -76,10 +90,13 @@ def rehearse(catalog: Catalog, user: User, request: jobs.JobRequest, actor: audi
     try:
         url = catalog.database_url(target)
         rehearsal_url = target.rehearsal_database_url()
+        read_url = catalog.read_url(target) if kind == "stairway" and rows else None
     except TargetUrlMissing as exc:
         raise Refused(Reason.UNREACHABLE, f"The database cannot be reached: {exc}")
-    data = _dry_run(target, request, url, rehearsal_url,
-                    "stairway" if kind == "stairway" else "dry_run")
+    if kind == "stairway":
+        data = _stairway(target, request, url, rehearsal_url, read_url, rows)
+    else:
+        data = _dry_run(target, request, url, rehearsal_url)
     for found in [data, *data.get("revisions", [])]:
         for key in ("error", "failing_statement"):
             if found.get(key):
@@ -102,8 +119,39 @@ def _scrub(text: str, url: str, rehearsal_url: str | None) -> str:
     return scrub_secrets(scrub_secrets(text, url), rehearsal_url)
 
 
+def sample_rows(target: Target, read_url: str, rows: int) -> dict:
+    """Up to ``rows`` rows of every table of ``target``'s default schema
+    (not the version table), read by the agent's read-only op
+    ``row_sample`` through ``read_url`` (the read-only account's, when the
+    targets file names one): ``{"sample": [{"table", "columns", "rows":
+    [[JSON-safe values]], "left_out"}]}``, parents before children.
+
+    :raises TargetProcessError: the database could not be read."""
+    return run_agent(target, {"op": "row_sample", "rows": rows,
+                              "version_table": target.version_table}, url=read_url).data
+
+
+def _stairway(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: str | None,
+              read_url: str | None, rows: int) -> dict:
+    """The agent's ``stairway`` result, with the row sample when ``rows``
+    (read first, through ``read_url``); ``"rows"`` added, and
+    ``"sample_left_out"`` ({table: rows}) when rows were left out."""
+    sample: list[dict] = []
+    if rows and read_url:
+        try:
+            sample = sample_rows(target, read_url, rows)["sample"]
+        except TargetProcessError as exc:
+            return {"passed": False, "revisions": [], "setup_failed": True, "rows": rows,
+                    "error": scrub_secrets(f"the row sample could not be read: "
+                                           f"{exc.error_type}: {exc}", read_url)}
+    data = _dry_run(target, request, url, rehearsal_url, "stairway",
+                    {"rows": rows, "sample": sample})
+    left_out = {s["table"]: s["left_out"] for s in sample if s.get("left_out")}
+    return {**data, "rows": rows, **({"sample_left_out": left_out} if left_out else {})}
+
+
 def _dry_run(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: str | None,
-             op: str = "dry_run") -> dict:
+             op: str = "dry_run", extra: dict | None = None) -> dict:
     """The agent's ``dry_run`` (or ``stairway``) result; a setup failure is a
     failed result.
 
@@ -114,7 +162,8 @@ def _dry_run(target: Target, request: jobs.JobRequest, url: str, rehearsal_url: 
     :raises Refused: :attr:`Reason.UNSUPPORTED` — the rehearsal could not be
         kept off the real schema (the message says what to configure).
     """
-    payload = {"op": op, "command": request.command, "revision": request.revision}
+    payload = {"op": op, "command": request.command, "revision": request.revision,
+               **(extra or {})}
     if rehearsal_url:
         # a rehearsal server that does not answer fails the rehearsal, not hangs it
         payload["rehearsal_url"] = with_connect_timeout(rehearsal_url)

@@ -23,6 +23,7 @@ from .common import (
     job_request_details,
     url_details,
 )
+from .schemas import StairwayBody
 from .targets import PYGMENTS_CSS, sql_sections_html
 
 bp = Blueprint("jobs", __name__)
@@ -148,8 +149,11 @@ def _rehearse(name: str, kind: str):
     from ..services import rehearsals
 
     req, body = job_request(name, request.form)
+    rows = None
+    if kind == "stairway":  # the form's row sample (empty: the targets file's)
+        rows = StairwayBody.load(StairwayBody.from_form(request.form)).rows
     rehearsals.rehearse(get_catalog(), current_user, req, actor(), plan_hash=body.plan_hash,
-                        kind=kind)
+                        kind=kind, rows=rows)
     request_id = request.form.get("request_id", "")
     anchor = "#" + kind
     if request_id.isdigit() and len(request_id) < 10:  # rehearsed from a request's page

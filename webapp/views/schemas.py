@@ -166,9 +166,8 @@ class JobBody(Body):
     def from_form(cls, form: Mapping[str, Any]) -> dict[str, Any]:
         """The form's (or query string's) fields; ``drop_invalid_indexes`` a
         checkbox or flag (:data:`_TICKED` values are true)."""
-        fields = {name: form.get(name) or "" for name in
-                  ("command", "revision", "reason", "plan_hash", "resume_of",
-                                "compensate_of")}
+        fields = {name: form.get(name) or "" for name in cls.model_fields
+                  if name != "drop_invalid_indexes"}  # a subclass's fields too (rows)
         ticked = str(form.get("drop_invalid_indexes") or "").strip().lower() in _TICKED
         return {**fields, "drop_invalid_indexes": ticked}
 
@@ -177,6 +176,18 @@ class JobBody(Body):
         return JobRequest(target, self.command, self.revision,
                           drop_invalid_indexes=self.drop_invalid_indexes,
                           resume_of=self.resume_of, compensate_of=self.compensate_of)
+
+
+class StairwayBody(JobBody):
+    """A stairway test: :class:`JobBody`'s fields and ``rows``, the row
+    sample per table (a whole number; None: the target's
+    ``[targets.<name>.stairway] rows``; its range is the rehearsal
+    service's rule)."""
+
+    MESSAGES: ClassVar[dict[str, str]] = {
+        **JobBody.MESSAGES, "rows": "rows must be a whole number from 0 to 10000"}
+
+    rows: WholeNumber = None
 
 
 class RolloutBody(Body):

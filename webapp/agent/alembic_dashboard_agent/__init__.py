@@ -12,7 +12,8 @@ One module per kind of work: :mod:`.config` (the Alembic Config, the
 Flask-Migrate app, the script directory), :mod:`.offline` (plans and
 offline SQL), :mod:`.rehearsal` (scratch-copy runs), :mod:`.dry_run` (a
 job's rehearsal on a scratch copy), :mod:`.run` (the locked online run),
-:mod:`.autogen`, :mod:`.schema` (snapshots, drift) and :mod:`.authoring`.
+:mod:`.autogen`, :mod:`.schema` (snapshots, drift), :mod:`.stairway` and
+:mod:`.row_sample` (its row sample) and :mod:`.authoring`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from . import (
     config,
     dry_run,
     offline,
+    row_sample,
     run,
     schema,
     stairway,
@@ -41,7 +43,7 @@ OPERATIONS = {
     "autogenerate": autogen.autogenerate, "revision": authoring.revision,
     "dry_run": dry_run.dry_run, "schema_snapshot": schema.schema_snapshot,
     "drift": schema.drift, "stairway": stairway.stairway, "cancel_blocker": blockers.cancel,
-    "table_stats": table_stats.table_stats,
+    "table_stats": table_stats.table_stats, "row_sample": row_sample.row_sample,
 }
 
 
