@@ -1,10 +1,12 @@
 """Browser: a revision fails half-way on SQLite; the job page's "What now"
 shows its statement journal beside the live schema, with the resume and
-compensation steps (real gunicorn), at desktop and phone width."""
+compensation steps (real gunicorn), at desktop and phone width; then, the
+cause fixed, the recommended resume runs as a job from its plan."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import pytest
 from playwright.sync_api import expect
@@ -53,5 +55,20 @@ def test_half_applied_revision_journal(chromium, gunicorn_server, tmp_path, arti
         page.set_viewport_size({"width": 390, "height": 844})
         expect(panel).to_be_visible()
         page.screenshot(path=str(artifacts / "job-journal-phone.png"), full_page=True)
+        page.set_viewport_size(VIEWPORT)
+        # the cause is fixed (the missing table exists now): resume as a job, from its plan
+        with sqlite3.connect(tmp_path / "shop.db") as conn:
+            conn.execute("CREATE TABLE missing_table (id INTEGER)")
+        conn.close()
+        failed_url = page.url
+        page.locator("#plan-resume").click()
+        expect(page.locator(".resume-badge")).to_contain_text("resume of job #")
+        expect(page.locator(".plan-warning").first).to_contain_text(
+            "statement(s) 1, 2, 3 of r001 took effect")
+        page.screenshot(path=str(artifacts / "resume-plan.png"), full_page=True)
+        page.locator("#confirm-plan").click()
+        expect(page).not_to_have_url(failed_url)
+        expect(page.locator("#job-status .job")).to_have_attribute("data-status", "succeeded",
+                                                                   timeout=30_000)
     finally:
         context.close()
