@@ -122,6 +122,9 @@ def test_resume_from_the_job_page_through_its_plan(make_app, tmp_path, monkeypat
     job_id = int(answer.headers["Location"].rsplit("/", 1)[1])
     done = wait_job(client, job_id, headers)
     assert done["status"] == "succeeded" and done["skipped"] == [1, 2, 3, 4], done["log"]
+    page = client.get(f"/jobs/{failed['id']}").get_data(as_text=True)  # resumed: no offer left
+    assert 'id="journal-superseded"' in page and f"#{job_id}</a> ran on this target" in page
+    assert 'id="plan-resume"' not in page
 
 
 def test_resume_on_a_protected_mariadb_target_needs_approval(make_app, tmp_path, monkeypatch,

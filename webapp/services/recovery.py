@@ -51,9 +51,7 @@ def failed_job(target_name: str, job_id: int) -> Job:
     if job.status not in RECOVERABLE or job.command not in ("upgrade", "downgrade"):
         raise Refused(Reason.BAD_INPUT, f"Job {job_id} is {job.status} ({job.command}): only "
                       "a failed or abandoned upgrade or downgrade can be resumed.")
-    later = db.session.scalar(db.select(Job.id).where(
-        Job.target == target_name, Job.id > job_id,
-        Job.started_at.isnot(None)).order_by(Job.id).limit(1))
+    later = later_job(job)
     if later is not None:
         raise Refused(Reason.PLAN_CHANGED, f"Job {later} ran on {target_name} after job "
                       f"{job_id}: its journal no longer says where the database is. Plan "
@@ -81,6 +79,14 @@ def _half_applied(catalog: Catalog, request: JobRequest, failed: Job) -> tuple[d
                       f"its plan no longer starts with {found['revision']}. Plan from the "
                       "target's current state instead.")
     return found, plan
+
+
+def later_job(job: Job) -> int | None:
+    """The id of the first job that started on ``job``'s target after it (its
+    journal then no longer says where the database is), or None."""
+    return db.session.scalar(db.select(Job.id).where(
+        Job.target == job.target, Job.id > job.id,
+        Job.started_at.isnot(None)).order_by(Job.id).limit(1))
 
 
 def resume_request(catalog: Catalog, target_name: str, job_id: int) -> JobRequest:

@@ -103,6 +103,9 @@ def _journal(job, target) -> dict | None:
 
     if target is None or job.status not in ("failed", "abandoned"):
         return None
+    later = recovery.later_job(job)
+    if later is not None:  # what the journal said is history now: no live check, no offer
+        return {"superseded_by": later}
     return journal.report(job, get_catalog(), target)
 
 
