@@ -96,7 +96,9 @@ def test_journal_and_schema_disagree(make_app, tmp_path, monkeypatch):
     page = admin.get(f"/jobs/{job['id']}").get_data(as_text=True)
     assert 'id="journal-disagrees"' in page and 'data-agrees="false"' in page
     assert "disagrees</strong>" in page
-    assert 'id="journal-recovery"' not in page and 'id="journal-compensate"' not in page
+    assert 'id="plan-resume"' not in page and 'id="journal-compensate"' not in page
+    assert 'id="journal-resume"' not in page
+    assert 'data-recommended="inspect_and_stamp"' in page  # compare by hand first
 
 
 def test_edited_revision_file_offers_nothing(make_app, tmp_path, monkeypatch):
@@ -110,7 +112,8 @@ def test_edited_revision_file_offers_nothing(make_app, tmp_path, monkeypatch):
     login(admin, "root")
     page = admin.get(f"/jobs/{job['id']}").get_data(as_text=True)
     assert 'id="journal-changed"' in page
-    assert 'id="journal-recovery"' not in page
+    assert 'id="plan-resume"' not in page and 'id="journal-compensate"' not in page
+    assert 'data-recommended="inspect_and_stamp"' in page
 
 
 SLOW_MIDDLE = ('op.create_table("a", sa.Column("id", sa.Integer, primary_key=True)); '

@@ -8,6 +8,7 @@ lock, a probe reading the table every 10 ms while the job's ``ALTER TABLE
 
 from __future__ import annotations
 
+import re
 import statistics
 import threading
 import time
@@ -393,7 +394,12 @@ def test_timed_out_create_index_concurrently_reports_the_invalid_index(
     add_user(app, "ada", "admin")
     login(client, "ada")
     page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
-    assert "Drop the INVALID index" in page and "It gave up waiting for a lock" in page
+    assert "Drop the INVALID index" in page and "it gave up waiting for a lock" in page
+    # the INVALID index first (running the CIC again would fail on it), then the lock
+    assert 'data-recommended="drop_invalid_index"' in page
+    assert re.findall(r'<li data-step="(\w+)"', page) == ["wait_for_blockers", "fix_and_rerun"]
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers=headers).json["recovery"][
+        "failed_state"] == "rolled_back"
     assert f'data-pid="{pid}"' in page and "Cancel its query" not in page  # it has ended
 
 

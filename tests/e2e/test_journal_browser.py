@@ -49,8 +49,11 @@ def test_half_applied_revision_journal(chromium, gunicorn_server, tmp_path, arti
         expect(panel.locator("tr.statement-finished")).to_have_count(3)
         expect(panel.locator("tr.statement-running")).to_contain_text("missing_table")
         expect(panel.locator("tr.statement-not_run")).to_contain_text("CREATE TABLE refunds")
-        expect(panel.locator("#journal-compensate")).to_contain_text("DROP TABLE orders")
-        expect(panel.locator("#journal-resume")).to_contain_text("CREATE TABLE refunds")
+        recovery = page.locator("#job-recovery")  # what now: one recommended step, then others
+        expect(recovery).to_have_attribute("data-recommended", "resume")
+        expect(recovery.locator("#recovery-state")).to_contain_text("partly applied")
+        expect(recovery.locator("#journal-compensate")).to_contain_text("DROP TABLE orders")
+        expect(recovery.locator("#journal-resume")).to_contain_text("CREATE TABLE refunds")
         page.screenshot(path=str(artifacts / "job-journal.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})
         expect(panel).to_be_visible()

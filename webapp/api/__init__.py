@@ -288,13 +288,17 @@ def create_rehearsal(name: str):
 def job(job_id: int):
     """``{"id", "target", "command", "revision", "status", "from", "to", "log",
     "started_at", "finished_at"}`` (UTC ISO 8601) plus ``applied``,
-    ``failed_revision``, ``error``, ``report``."""
-    from ..services import jobs
+    ``failed_revision``, ``error``, ``report``; for a failed or abandoned job
+    also ``recovery`` (:func:`webapp.services.recovery.guidance`: what is
+    applied, what is not, ``recommended`` and ``alternatives``)."""
+    from ..services import jobs, recovery
 
     found = jobs.get_job(job_id)
-    if found is None or hidden_from_caller(get_catalog().get(found.target)):
+    target = get_catalog().get(found.target) if found is not None else None
+    if found is None or hidden_from_caller(target):
         abort(404, description=f"no job {job_id}")
-    return jsonify(job_json(found))
+    guide = recovery.guidance(found, recovery.journal_report(found, get_catalog(), target))
+    return jsonify({**job_json(found), **({"recovery": guide} if guide else {})})
 
 
 @bp.route("/jobs/<int:job_id>/cancel", methods=["POST"])

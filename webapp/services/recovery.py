@@ -89,6 +89,20 @@ def later_job(job: Job) -> int | None:
         Job.started_at.isnot(None)).order_by(Job.id).limit(1))
 
 
+def journal_report(job: Job, catalog: Catalog, target) -> dict | None:
+    """What a failed or abandoned ``job``'s statement journal says beside
+    ``target``'s live schema (:func:`webapp.services.journal.report`, read-only
+    agent calls); ``{"superseded_by": job id}`` without any live check when a
+    later job has started on the target (the journal is history then); None
+    for any other job, an unknown target, or a job without a journal."""
+    if target is None or job.status not in RECOVERABLE:
+        return None
+    later = later_job(job)
+    if later is not None:
+        return {"superseded_by": later}
+    return journal.report(job, catalog, target)
+
+
 def resume_request(catalog: Catalog, target_name: str, job_id: int) -> JobRequest:
     """The :class:`~webapp.services.jobs.JobRequest` of a resume of job
     ``job_id`` (its command and revision, ``resume_of`` set).
@@ -208,3 +222,65 @@ def plan_for(catalog: Catalog, request: JobRequest) -> Plan:
     if request.compensate_of is not None:
         return plan_compensate(catalog, request)
     return jobs.plan_job(catalog, request)
+
+
+def guidance(job: Job, found: dict | None) -> dict | None:
+    """Guided recovery for a failed or abandoned ``job``: what it applied,
+    what it did not, the one recommended next step and the alternatives.
+
+    Pure: reads only ``job`` and ``found``, the job page's journal report
+    (:func:`webapp.services.journal.report`, ``{"superseded_by": id}`` when a
+    later job ran on the target, or None when the job has no journal).
+
+    :return: None for any other status; else ``{"applied": [revisions this job
+        applied, still in the database], "not_applied": [planned revisions it
+        did not apply, the failed one included], "failed_revision": id or
+        None, "failed_state": "rolled_back" (transactional DDL: nothing of it
+        stayed but an INVALID index a ``CREATE INDEX CONCURRENTLY`` outside
+        the transaction left, when the error names one) | "partly_applied"
+        (the journal and the live schema agree on which statements ran) |
+        "unknown" (non-transactional DDL, no trustworthy journal) | None (no
+        revision failed: env.py, a lock, a refusal),
+        "recommended": step, "alternatives": [step, ...]}``; a step is one of
+        ``"see_later_job"``, ``"resume"``, ``"compensate"``, ``"resume_by_hand"``
+        (run the rest by hand, then stamp), ``"wait_for_blockers"``,
+        ``"drop_invalid_index"``, ``"inspect_and_stamp"`` (compare the schema
+        with the revision, stamp it when it matches), ``"fix_and_rerun"``
+        (not offered when the journal shows the failed revision partly applied).
+    """
+    from ..core.plan import is_transactional_ddl
+
+    if job.status not in RECOVERABLE:
+        return None
+    applied = Job.split(job.applied_revisions)
+    not_applied = [r for r in Job.split(job.planned_revisions) if r not in applied]
+    failed = job.failed_revision
+    transactional = bool(job.dialect) and is_transactional_ddl(job.dialect)
+    found = found or {}
+    offers = found.get("agrees") and not found.get("changed") and not found.get("schema_error")
+    if failed is None:
+        state = None
+    elif transactional:
+        state = "rolled_back"
+    else:
+        state = "partly_applied" if offers else "unknown"
+    error = job.error or ""
+    steps: list[str] = []
+    if found.get("superseded_by"):
+        steps.append("see_later_job")
+    if "INVALID index" in error:
+        steps.append("drop_invalid_index")
+    if offers and (found.get("resume") or found.get("resume_done")):
+        steps.append("resume")
+    if offers and found.get("compensate"):
+        steps.append("compensate")
+    if offers and found.get("resume"):
+        steps.append("resume_by_hand")
+    if error.startswith("Gave up waiting for a lock"):
+        steps.append("wait_for_blockers")
+    if state == "unknown" or (state == "partly_applied" and not steps):
+        steps.append("inspect_and_stamp")  # first see what its first statements left
+    if state != "partly_applied":  # run as it is, it would fail on what stayed applied
+        steps.append("fix_and_rerun")
+    return {"applied": applied, "not_applied": not_applied, "failed_revision": failed,
+            "failed_state": state, "recommended": steps[0], "alternatives": steps[1:]}

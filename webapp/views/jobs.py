@@ -97,16 +97,8 @@ def _approval(job) -> dict | None:
 
 
 def _journal(job, target) -> dict | None:
-    """The failing revision's statement journal beside the live schema
-    (:func:`webapp.services.journal.report`), for a failed or abandoned job only."""
-    from ..services import journal
-
-    if target is None or job.status not in ("failed", "abandoned"):
-        return None
-    later = recovery.later_job(job)
-    if later is not None:  # what the journal said is history now: no live check, no offer
-        return {"superseded_by": later}
-    return journal.report(job, get_catalog(), target)
+    """:func:`webapp.services.recovery.journal_report` of ``job`` on this catalog."""
+    return recovery.journal_report(job, get_catalog(), target)
 
 
 @bp.route("/jobs/<int:job_id>")
@@ -114,9 +106,10 @@ def show(job_id: int):
     """A job: status, who started and approved it, from/to, output (live while it runs)."""
     job = _job_or_404(job_id)
     target = get_catalog().get(job.target)
+    found = _journal(job, target)
     return render_template("jobs/show.html", job=job, report=jobs.failure_report(job),
                            approval=_approval(job), offset=len(job.log or ""),
-                           target=target, journal=_journal(job, target))
+                           target=target, journal=found, guide=recovery.guidance(job, found))
 
 
 @bp.route("/jobs/<int:job_id>/status")
@@ -128,8 +121,10 @@ def status(job_id: int):
     job = _job_or_404(job_id)
     log = job.log or ""
     target = get_catalog().get(job.target)
+    found = _journal(job, target)
     context = dict(job=job, report=jobs.failure_report(job), approval=_approval(job),
-                   target=target, offset=len(log), journal=_journal(job, target))
+                   target=target, offset=len(log), journal=found,
+                   guide=recovery.guidance(job, found))
     headers = {"Vary": "HX-Request", "Cache-Control": "no-store"}
     if request.headers.get("HX-Request") != "true":
         return render_template("jobs/show.html", **context), 200, headers
