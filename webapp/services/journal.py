@@ -212,6 +212,7 @@ def report(job, catalog, target) -> dict | None:
     :return: :func:`cross_check`'s dict plus ``"revision"``, ``"schema_error"``
         (why the live schema could not be read, or None), ``"planned_error"``
         (why the revision's statements could not be listed, or None),
+        ``"planned"`` (those statements, unredacted: not for display, or None)
         and :func:`next_steps`'s ``"resume"``, ``"resume_done"`` and
         ``"compensate"``.
     """
@@ -230,7 +231,8 @@ def report(job, catalog, target) -> dict | None:
         error = str(exc)
     planned, planned_error = planned_statements(catalog, target, revision)
     found = cross_check(rows, live, planned)
-    found.update(revision=revision, schema_error=error, planned_error=planned_error)
+    found.update(revision=revision, schema_error=error, planned_error=planned_error,
+                 planned=planned)
     found.update(next_steps(found, rows, planned, status=job.status, dialect=job.dialect))
     return found
 

@@ -146,7 +146,45 @@ def plan_resume(catalog: Catalog, request: JobRequest) -> Plan:
     # a copy: plan_job's plan is cached and shared with the plain plan
     return replace(plan, recovery={"kind": "resume", "job": failed.id, "revision": revision,
                                    "done": done}, warnings=[note, *plan.warnings],
-                   sql="".join(f"-- {line}\n" for line in _skip_lines(found)) + plan.sql)
+                   sql="".join(f"-- {line}\n" for line in _skip_lines(found)) +
+                   skipped_out(plan.sql, revision, found.get("planned"),
+                               {d["position"] for d in done}))
+
+
+def skipped_out(sql: str, revision: str, planned: list[dict] | None,
+                skipped: set[int]) -> str:
+    """The plan's offline ``sql`` with the statements a resume skips turned
+    into SQL comments (``-- skipped: …``), so what the plan shows, lints and
+    forecasts is what runs.
+
+    :param revision: the half-applied revision: its section of ``sql`` is the
+        one after the first ``-- Running upgrade … -> <revision>`` header.
+    :param planned: its statements as the file renders them
+        (``{"position", "sql"}``, :func:`webapp.services.journal.planned_statements`),
+        in order, or None.
+    :param skipped: the positions that took effect.
+    :return: ``sql`` unchanged when a statement cannot be found in it (the
+        forecast then errs on the side of listing too much).
+    """
+    import re
+
+    header = re.search(rf"^-- Running \w+ .*-> {re.escape(revision)}\s*$", sql, re.M)
+    if not planned or not skipped or header is None:
+        return sql
+    out, at = [sql[:header.end()]], header.end()
+    for entry in planned:
+        tokens = entry["sql"].split()
+        found = re.compile(r"\s+".join(map(re.escape, tokens)) + r"\s*;?").search(sql, at) \
+            if tokens else None
+        if found is None:
+            return sql
+        out.append(sql[at:found.start()])
+        text = found.group(0)
+        if entry["position"] in skipped:
+            text = "".join(f"-- skipped: {line}\n" for line in text.splitlines()).rstrip("\n")
+        out.append(text)
+        at = found.end()
+    return "".join(out) + sql[at:]
 
 
 def _skip_lines(found: dict) -> list[str]:
