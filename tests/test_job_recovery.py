@@ -13,10 +13,14 @@ from support.jobtools import token_headers, wait_job
 FAILS = 'raise RuntimeError("disk full (simulated)")'
 
 
-def failed_job(make_app, tmp_path, monkeypatch):
-    url = sqlite_url(tmp_path / "shop.db")
-    monkeypatch.setenv("SHOP_URL", url)
-    ini = make_env(tmp_path / "env", [Rev("r000", None), Rev("r001", "r000", upgrade=FAILS)])
+def failed_job(make_app, tmp_path, monkeypatch, url: str | None = None,
+               revisions: list[Rev] | None = None) -> tuple:
+    """An app whose target ``shop`` (``url``, default a new SQLite file) ran
+    ``upgrade head`` over ``revisions`` (default: r001 raises) and failed:
+    (app, the job's JSON, an operator's token headers)."""
+    monkeypatch.setenv("SHOP_URL", url or sqlite_url(tmp_path / "shop.db"))
+    ini = make_env(tmp_path / "env", revisions or [Rev("r000", None),
+                                                   Rev("r001", "r000", upgrade=FAILS)])
     app = make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
         "tier": "staging", "alembic_ini": str(ini), "url_env": "SHOP_URL"}}))
     headers = token_headers(app, "olga", "operator")
@@ -25,8 +29,8 @@ def failed_job(make_app, tmp_path, monkeypatch):
                          json={"command": "upgrade", "revision": "head"})
     assert posted.status_code == 202, posted.json
     job = wait_job(client, posted.json["job"], headers)
-    assert job["status"] == "failed"
-    return app, job["id"]
+    assert job["status"] == "failed" and job["failed_revision"] == "r001", job
+    return app, job, headers
 
 
 def recovery_panel(client, job_id: int) -> str:
@@ -38,7 +42,8 @@ def recovery_panel(client, job_id: int) -> str:
 
 def test_a_failed_job_says_what_stayed_applied_and_what_to_do(make_app, tmp_path,
                                                               monkeypatch):
-    app, job_id = failed_job(make_app, tmp_path, monkeypatch)
+    app, job, _ = failed_job(make_app, tmp_path, monkeypatch)
+    job_id = job["id"]
     add_user(app, "root", "admin")
     operator = app.test_client()
     login(operator, "olga")
@@ -101,17 +106,9 @@ def test_guided_recovery_for_every_dialect(make_app, tmp_path, monkeypatch, any_
     import sqlalchemy as sa
 
     dialect = sa.engine.make_url(any_db_url).get_backend_name()
-    monkeypatch.setenv("SHOP_URL", any_db_url)
-    ini = make_env(tmp_path / "env", [Rev("r000", None), Rev("r001", "r000", upgrade=TWO_THEN_FAIL),
-                                      Rev("r002", "r001")])
-    app = make_app(write_targets_file(tmp_path / "targets.toml", {"shop": {
-        "tier": "staging", "alembic_ini": str(ini), "url_env": "SHOP_URL"}}))
-    headers = token_headers(app, "olga", "operator")
+    app, job, headers = failed_job(make_app, tmp_path, monkeypatch, any_db_url, [
+        Rev("r000", None), Rev("r001", "r000", upgrade=TWO_THEN_FAIL), Rev("r002", "r001")])
     client = app.test_client()
-    posted = client.post("/api/v1/targets/shop/jobs", headers=headers,
-                         json={"command": "upgrade", "revision": "head"})
-    job = wait_job(client, posted.json["job"], headers)
-    assert job["status"] == "failed" and job["failed_revision"] == "r001", job
     state, recommended, alternatives = EXPECTED[dialect]
     login(client, "olga")
     panel = recovery_panel(client, job["id"])
