@@ -80,8 +80,7 @@ def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None =
                 "WEB_CONCURRENCY": str(workers),
                 **({} if standbys else {"DASHBOARD_JOB_STANDBYS": "0"}),
                 **(extra_env or {})})
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
-                   env=env, check=True, capture_output=True)
+    _init_instance(instance_path, env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                                  "wsgi:app"], cwd=ROOT, env=env, stdout=log,
@@ -97,6 +96,44 @@ def start_gunicorn(instance_path: Path, log_path: Path, extra_env: dict | None =
             time.sleep(0.1)
     stop_gunicorn(proc)
     raise RuntimeError("gunicorn did not start")
+
+
+# instance folders this test process has run `flask init` in, by what init
+# depends on (see _init_key): later servers with the same settings start
+# from a copy of one (init costs ~2 s of CPU, most of it importing the app)
+_INITIALISED: dict[tuple, Path] = {}
+
+
+def _init_key(env: dict) -> tuple | None:
+    """What `flask init` makes of ``env``: whether the catalog is the demo
+    (its databases are prepared in the instance folder, their URLs from
+    ``DEMO_*``) and the admin's password. None when the dashboard database is
+    not the instance folder's SQLite file (then init always runs)."""
+    if env.get("DASHBOARD_DATABASE_URL"):
+        return None
+    return (not env.get("DASHBOARD_TARGETS"), env.get("DASHBOARD_ADMIN_PASSWORD"),
+            tuple(sorted((k, v) for k, v in env.items() if k.startswith("DEMO_"))))
+
+
+def _init_instance(instance_path: Path, env: dict) -> None:
+    """Run `flask init` for ``instance_path`` (schema, demo databases, the
+    admin), or copy in an instance folder this process initialised with the
+    same :func:`_init_key` (an empty ``instance_path`` only)."""
+    import shutil
+    import tempfile
+
+    key = _init_key(env)
+    template = _INITIALISED.get(key) if key is not None else None
+    if template is not None and not any(instance_path.iterdir()):
+        shutil.copytree(template, instance_path, dirs_exist_ok=True)
+        return
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init"], cwd=ROOT,
+                   env=env, check=True, capture_output=True)
+    if key is not None and key not in _INITIALISED:
+        template = Path(tempfile.mkdtemp(prefix="dashboard-instance-"))
+        shutil.copytree(instance_path, template, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.dashboard-lock", "history-cache"))
+        _INITIALISED[key] = template
 
 
 def stop_gunicorn(proc: subprocess.Popen) -> None:
