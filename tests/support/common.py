@@ -4,11 +4,14 @@ ports and a real gunicorn. Fixtures stay in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,9 +122,6 @@ def _init_instance(instance_path: Path, env: dict) -> None:
     """Run `flask init` for ``instance_path`` (schema, demo databases, the
     admin), or copy in an instance folder this process initialised with the
     same :func:`_init_key` (an empty ``instance_path`` only)."""
-    import shutil
-    import tempfile
-
     key = _init_key(env)
     template = _INITIALISED.get(key) if key is not None else None
     if template is not None and not any(instance_path.iterdir()):
@@ -131,6 +131,7 @@ def _init_instance(instance_path: Path, env: dict) -> None:
                    env=env, check=True, capture_output=True)
     if key is not None and key not in _INITIALISED:
         template = Path(tempfile.mkdtemp(prefix="dashboard-instance-"))
+        atexit.register(shutil.rmtree, template, ignore_errors=True)
         shutil.copytree(instance_path, template, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.dashboard-lock", "history-cache"))
         _INITIALISED[key] = template

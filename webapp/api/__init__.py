@@ -293,11 +293,12 @@ def job(job_id: int):
     applied, what is not, ``recommended`` and ``alternatives``)."""
     from ..services import jobs, recovery
 
+    catalog = get_catalog()
     found = jobs.get_job(job_id)
-    target = get_catalog().get(found.target) if found is not None else None
+    target = catalog.get(found.target) if found is not None else None
     if found is None or hidden_from_caller(target):
         abort(404, description=f"no job {job_id}")
-    guide = recovery.guidance(found, recovery.journal_report(found, get_catalog(), target))
+    guide = recovery.guidance(found, recovery.journal_report(found, catalog, target))
     return jsonify({**job_json(found), **({"recovery": guide} if guide else {})})
 
 

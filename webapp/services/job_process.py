@@ -275,6 +275,12 @@ def blocked_json(blocked: dict, url: str | None) -> str:
                        "seen": clean(blocked.get("seen"))})
 
 
+# how a job's error begins when it gave up on a lock, and the sentence that
+# names an INVALID index it left (read back by recovery.guidance)
+GAVE_UP_ON_LOCK = "Gave up waiting for a lock"
+INVALID_INDEX_LEFT = "INVALID index left behind by a failed CREATE INDEX CONCURRENTLY"
+
+
 def lock_failure_message(outcome: dict, message: str, url: str | None) -> str:
     """The error of a job that gave up on a lock: how often it tried under
     which guard, the sessions that blocked it (pid, user, state, query) and,
@@ -282,7 +288,7 @@ def lock_failure_message(outcome: dict, message: str, url: str | None) -> str:
     failure = outcome.get("lock_failure")
     parts = [message]
     if failure:
-        parts[0] = (f"Gave up waiting for a lock after {failure['attempts']} attempt(s) "
+        parts[0] = (f"{GAVE_UP_ON_LOCK} after {failure['attempts']} attempt(s) "
                     f"(lock_timeout {failure['lock_timeout']:g} s, lock_retries "
                     f"{failure['lock_retries']}); the statement that timed out changed "
                     f"nothing. {message}")
@@ -294,7 +300,7 @@ def lock_failure_message(outcome: dict, message: str, url: str | None) -> str:
                 f"{redact_query(b.get('query'), url) or '(no current query)'}"
                 for b in blockers) + ".")
     for index in outcome.get("invalid_indexes") or []:
-        parts.append(f"INVALID index left behind by a failed CREATE INDEX CONCURRENTLY: "
+        parts.append(f"{INVALID_INDEX_LEFT}: "
                      f"{index['schema']}.{index['index']} on {index['table']}; drop it "
                      f"(DROP INDEX CONCURRENTLY {index['schema']}.{index['index']}) before "
                      "running the revision again.")

@@ -287,6 +287,7 @@ def guidance(job: Job, found: dict | None) -> dict | None:
         (not offered when the journal shows the failed revision partly applied).
     """
     from ..core.plan import is_transactional_ddl
+    from .job_process import GAVE_UP_ON_LOCK, INVALID_INDEX_LEFT
 
     if job.status not in RECOVERABLE:
         return None
@@ -306,7 +307,7 @@ def guidance(job: Job, found: dict | None) -> dict | None:
     steps: list[str] = []
     if found.get("superseded_by"):
         steps.append("see_later_job")
-    if "INVALID index" in error:
+    if INVALID_INDEX_LEFT in error:
         steps.append("drop_invalid_index")
     if offers and (found.get("resume") or found.get("resume_done")):
         steps.append("resume")
@@ -314,7 +315,7 @@ def guidance(job: Job, found: dict | None) -> dict | None:
         steps.append("compensate")
     if offers and found.get("resume"):
         steps.append("resume_by_hand")
-    if error.startswith("Gave up waiting for a lock"):
+    if error.startswith(GAVE_UP_ON_LOCK):
         steps.append("wait_for_blockers")
     if state == "unknown" or (state == "partly_applied" and not steps):
         steps.append("inspect_and_stamp")  # first see what its first statements left

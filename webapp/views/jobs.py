@@ -96,20 +96,23 @@ def _approval(job) -> dict | None:
     return {"request": found, "approvals": approvals.approvals_for_current_plan(found)}
 
 
-def _journal(job, target) -> dict | None:
-    """:func:`webapp.services.recovery.journal_report` of ``job`` on this catalog."""
-    return recovery.journal_report(job, get_catalog(), target)
+def _page(job) -> dict:
+    """What the job page and its poll render: the job, its failure report,
+    approval, target, output length, and for a failed or abandoned job the
+    statement journal (:func:`webapp.services.recovery.journal_report`, read
+    once) and the guided recovery built from it."""
+    catalog = get_catalog()
+    target = catalog.get(job.target)
+    found = recovery.journal_report(job, catalog, target)
+    return dict(job=job, report=jobs.failure_report(job), approval=_approval(job),
+                target=target, offset=len(job.log or ""), journal=found,
+                guide=recovery.guidance(job, found))
 
 
 @bp.route("/jobs/<int:job_id>")
 def show(job_id: int):
     """A job: status, who started and approved it, from/to, output (live while it runs)."""
-    job = _job_or_404(job_id)
-    target = get_catalog().get(job.target)
-    found = _journal(job, target)
-    return render_template("jobs/show.html", job=job, report=jobs.failure_report(job),
-                           approval=_approval(job), offset=len(job.log or ""),
-                           target=target, journal=found, guide=recovery.guidance(job, found))
+    return render_template("jobs/show.html", **_page(_job_or_404(job_id)))
 
 
 @bp.route("/jobs/<int:job_id>/status")
@@ -120,11 +123,7 @@ def status(job_id: int):
     HX-Request: the summary and the whole output."""
     job = _job_or_404(job_id)
     log = job.log or ""
-    target = get_catalog().get(job.target)
-    found = _journal(job, target)
-    context = dict(job=job, report=jobs.failure_report(job), approval=_approval(job),
-                   target=target, offset=len(log), journal=found,
-                   guide=recovery.guidance(job, found))
+    context = _page(job)
     headers = {"Vary": "HX-Request", "Cache-Control": "no-store"}
     if request.headers.get("HX-Request") != "true":
         return render_template("jobs/show.html", **context), 200, headers
